@@ -1,0 +1,1 @@
+"""Triage's own engine: paged KV cache, continuous batching, priority scheduling."""

@@ -1,0 +1,1 @@
+"""Pure scheduling decisions: queue orderings, placement, preemption, rebalancing. No I/O."""
