@@ -1,0 +1,94 @@
+"""create_app(config): the router as a litestar application."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+import msgspec
+from litestar import Litestar, Request, Response, asgi, get
+from litestar.exceptions import HTTPException
+from litestar.handlers import ASGIRouteHandler
+
+from router.auth import ApiKeys
+from router.backends import BackendPool
+from router.config import Config
+from router.errors import ErrorBody, ErrorEnvelope
+from router.health import HealthProber
+from router.metrics import RouterMetrics
+from router.models import ModelCatalog, ModelList
+from router.priority import DefaultPriority, HeaderPriority, PriorityResolver
+from router.proxy import ProxyEndpoint, Receive, Send
+from router.upstream import UpstreamClient
+
+# httpx logs every request at INFO; on the hot path that costs more than the request.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _proxy_route(path: str, endpoint: ProxyEndpoint) -> ASGIRouteHandler:
+    async def relay(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        await endpoint(scope, receive, send)
+
+    relay.__name__ = f"relay_{endpoint.endpoint}"
+    return asgi(path, is_mount=False, copy_scope=False)(relay)
+
+
+def _openai_error(request: Request[Any, Any, Any], error: HTTPException) -> Response[bytes]:
+    """Litestar's own errors (unknown path, wrong method) in OpenAI's shape too."""
+    kind = "invalid_request_error" if error.status_code < 500 else "server_error"
+    body = msgspec.json.encode(ErrorEnvelope(ErrorBody(str(error.detail), kind)))
+    return Response(body, status_code=error.status_code, media_type="application/json")
+
+
+def create_app(config: Config) -> Litestar:
+    metrics = RouterMetrics()
+    pool = BackendPool(config.backends)
+    upstream = UpstreamClient(config.upstream)
+    control = httpx.AsyncClient()
+    prober = HealthProber(pool, control, config.upstream)
+    catalog = ModelCatalog(pool, control, config.upstream.models_cache_s, config.upstream.connect_timeout_s)
+    resolver = PriorityResolver([HeaderPriority(config.priority.header)], DefaultPriority(config.priority.default))
+    shared = dict(config=config, pool=pool, upstream=upstream, resolver=resolver,
+                  api_keys=ApiKeys(config.api_keys), metrics=metrics)
+    chat = ProxyEndpoint("chat", "/v1/chat/completions", **shared)
+    completions = ProxyEndpoint("completions", "/v1/completions", **shared)
+
+    @get("/v1/models")
+    async def list_models() -> ModelList:
+        return await catalog.list_models()
+
+    @get("/health")
+    async def health() -> dict[str, Any]:
+        backends = {backend.name: "up" if backend.healthy else "down" for backend in pool.backends}
+        return {"status": "ok" if all(state == "up" for state in backends.values()) else "degraded",
+                "backends": backends}
+
+    @get("/metrics")
+    async def prometheus() -> Response[bytes]:
+        for backend in pool.backends:
+            metrics.backend_up.labels(backend.name).set(1 if backend.healthy else 0)
+        return Response(metrics.render(), media_type=PROMETHEUS_CONTENT_TYPE)
+
+    async def shutdown() -> None:
+        await prober.close()
+        await upstream.close()
+        await control.aclose()
+
+    app = Litestar(
+        route_handlers=[
+            _proxy_route("/v1/chat/completions", chat),
+            _proxy_route("/v1/completions", completions),
+            list_models,
+            health,
+            prometheus,
+        ],
+        exception_handlers={HTTPException: _openai_error},
+        on_shutdown=[shutdown],
+        openapi_config=None,
+    )
+    app.state.metrics = metrics
+    app.state.pool = pool
+    return app

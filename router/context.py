@@ -1,0 +1,40 @@
+"""RequestContext: what the router knows about one request as it moves through the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from router.api_types import ChatCompletionRequest, CompletionRequest, Endpoint
+from router.config import ApiKeyConfig
+
+
+@dataclass(slots=True)
+class PriorityDecision:
+    """The priority a request runs at, and which step of the resolution decided it."""
+
+    priority: int
+    # "header", "rule:<name>", "llm" or "default".
+    source: str
+    # What the client asked for, when a key's cap changed it.
+    clamped_from: int | None = None
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    endpoint: Endpoint
+    # Lower-cased header names; the last value wins for repeated headers.
+    headers: dict[str, str]
+    body: bytes
+    request: ChatCompletionRequest | CompletionRequest
+    api_key: ApiKeyConfig | None
+    arrived_at: float
+    priority: PriorityDecision | None = field(default=None)
+
+    @property
+    def model(self) -> str:
+        return self.request.model
+
+    @property
+    def stream(self) -> bool:
+        return self.request.stream

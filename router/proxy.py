@@ -1,0 +1,314 @@
+"""The data path: one OpenAI endpoint, relayed to a backend chunk by chunk.
+
+This is a raw ASGI handler rather than a litestar route with a Request and a Response: the
+proxy must cost next to nothing per request, and it needs the ASGI `receive` channel itself to
+notice a client that goes away while the upstream is still working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from router.api_types import Endpoint, decode_request
+from router.auth import ApiKeys
+from router.backends import Backend, BackendPool
+from router.config import Config
+from router.context import PriorityDecision, RequestContext
+from router.errors import (
+    BodyTooLarge,
+    ModelNotFound,
+    NoHealthyBackend,
+    TriageError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from router.metrics import NO_BACKEND, RouterMetrics
+from router.priority import PriorityResolver
+from router.upstream import HOP_BY_HOP_BYTES, UpstreamClient, forwarded_headers
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+log = logging.getLogger("triage.proxy")
+
+# Upstream answers that mean "this backend, not this request": try another one.
+RETRYABLE_STATUSES = frozenset({502, 503, 504})
+_OWN_HEADERS = frozenset(
+    {b"x-request-id", b"x-triage-priority", b"x-triage-priority-source", b"x-triage-priority-clamped-from",
+     b"x-triage-backend"}
+)
+_JSON = (b"content-type", b"application/json")
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
+@dataclass(slots=True)
+class _BufferedAnswer:
+    """A retryable upstream answer, kept to relay as-is if no other backend does better."""
+
+    status: int
+    raw_headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+
+
+class _DisconnectWatch:
+    """Cancels the request's task when the client goes away, so the upstream call is closed at once."""
+
+    __slots__ = ("happened", "_task")
+
+    def __init__(self, receive: Receive) -> None:
+        self.happened = False
+        self._task = asyncio.ensure_future(self._watch(receive, asyncio.current_task()))
+
+    async def _watch(self, receive: Receive, request_task: asyncio.Task[Any] | None) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.happened = True
+        if request_task is not None:
+            request_task.cancel()
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+class ProxyEndpoint:
+    """Serves one OpenAI path (`/v1/chat/completions` or `/v1/completions`)."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        upstream_path: str,
+        *,
+        config: Config,
+        pool: BackendPool,
+        upstream: UpstreamClient,
+        resolver: PriorityResolver,
+        api_keys: ApiKeys,
+        metrics: RouterMetrics,
+    ) -> None:
+        self.endpoint = endpoint
+        self.upstream_path = upstream_path
+        self.pool = pool
+        self.upstream = upstream
+        self.resolver = resolver
+        self.api_keys = api_keys
+        self.metrics = metrics
+        self.max_body = config.server.max_body_bytes
+        self.max_attempts = config.upstream.max_attempts
+        self.failure_threshold = config.upstream.failure_threshold
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        arrived = time.perf_counter()
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        try:
+            declared = headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_body:
+                raise BodyTooLarge(f"request body exceeds the limit of {self.max_body} bytes")
+            api_key = self.api_keys.authenticate(headers)
+            body = await read_body(receive, self.max_body)
+            request = decode_request(self.endpoint, body)
+            ctx = RequestContext(request_id, self.endpoint, headers, body, request, api_key, arrived)
+            ctx.priority = await self.resolver.resolve(ctx)
+        except ClientGone:
+            return
+        except TriageError as error:
+            await self._reply_error(send, error, request_id, None)
+            self._count_failure("none", NO_BACKEND, error.code or error.error_type, error.status)
+            return
+
+        watch = _DisconnectWatch(receive)
+        try:
+            await self._relay(ctx, send)
+        except asyncio.CancelledError:
+            if not watch.happened:
+                raise
+            # Our own cancellation, not the server's: the client left, so the task carries on.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            self.metrics.child(self.metrics.errors, str(ctx.priority.priority), NO_BACKEND, "client_disconnect").inc()
+        except TriageError as error:
+            await self._reply_error(send, error, request_id, ctx.priority)
+            self._count_failure(str(ctx.priority.priority), NO_BACKEND, error.code or error.error_type, error.status)
+        finally:
+            watch.stop()
+
+    async def _relay(self, ctx: RequestContext, send: Send) -> None:
+        candidates = self.pool.serving(ctx.model)
+        if not candidates:
+            raise ModelNotFound(f"the model `{ctx.model}` does not exist or no backend serves it", param="model")
+        tried: set[str] = set()
+        failure: TriageError | _BufferedAnswer | None = None
+        for attempt in range(self.max_attempts):
+            backend = self.pool.pick(candidates, tried)
+            if backend is None:
+                break
+            if attempt:
+                self.metrics.child(self.metrics.retries, backend.name).inc()
+            tried.add(backend.name)
+            failure = await self._attempt(ctx, backend, send)
+            if failure is None:
+                return
+        if failure is None:
+            raise NoHealthyBackend(f"no healthy backend serves the model `{ctx.model}`; try again shortly")
+        if isinstance(failure, TriageError):
+            raise failure
+        await send({"type": "http.response.start", "status": failure.status,
+                    "headers": self._head(failure.raw_headers, ctx, None, len(failure.body))})
+        await send({"type": "http.response.body", "body": failure.body})
+        self.metrics.child(self.metrics.requests, self.endpoint, str(ctx.priority.priority), NO_BACKEND,
+                           str(failure.status)).inc()
+
+    async def _attempt(self, ctx: RequestContext, backend: Backend, send: Send) -> TriageError | _BufferedAnswer | None:
+        """One try on one backend. Returns None once the client has its answer, else why it failed."""
+        priority = str(ctx.priority.priority)
+        in_flight = self.metrics.child(self.metrics.in_flight, priority, backend.name)
+        backend.in_flight += 1
+        in_flight.inc()
+        try:
+            headers = forwarded_headers(ctx.headers, backend, ctx.request_id)
+            try:
+                response = await self.upstream.post(backend, self.upstream_path, headers, ctx.body)
+            except (UpstreamUnreachable, UpstreamTimeout) as error:
+                self.pool.mark_failure(backend, self.failure_threshold)
+                self._count_failure(priority, backend.name, error.code or "upstream", None)
+                return error
+            try:
+                return await self._answer(ctx, backend, response, send)
+            finally:
+                response.close()
+        finally:
+            backend.in_flight -= 1
+            in_flight.dec()
+
+    async def _answer(
+        self, ctx: RequestContext, backend: Backend, response: aiohttp.ClientResponse, send: Send
+    ) -> TriageError | _BufferedAnswer | None:
+        priority = str(ctx.priority.priority)
+        streaming = response.content_type == "text/event-stream"
+        try:
+            if response.status in RETRYABLE_STATUSES:
+                body = await response.read()
+                self.pool.mark_failure(backend, self.failure_threshold)
+                self._count_failure(priority, backend.name, f"upstream_{response.status}", None)
+                return _BufferedAnswer(response.status, tuple(response.raw_headers), body)
+            if not streaming:
+                # Read it all before sending a byte: a failure midway can still go to another backend.
+                body = await response.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            self.pool.mark_failure(backend, self.failure_threshold)
+            mapped: TriageError = (
+                UpstreamTimeout(f"backend {backend.name} stopped answering")
+                if isinstance(error, asyncio.TimeoutError)
+                else UpstreamUnreachable(f"backend {backend.name} broke the connection: {error}")
+            )
+            self._count_failure(priority, backend.name, mapped.code or "upstream", None)
+            return mapped
+
+        if streaming:
+            await self._stream(ctx, backend, response, send)
+        else:
+            await send({"type": "http.response.start", "status": response.status,
+                        "headers": self._head(response.raw_headers, ctx, backend, len(body))})
+            await send({"type": "http.response.body", "body": body})
+            elapsed = time.perf_counter() - ctx.arrived_at
+            self.metrics.child(self.metrics.time_to_first_byte, priority, backend.name).observe(elapsed)
+            self.metrics.child(self.metrics.duration, priority, backend.name).observe(elapsed)
+        if response.status < 500:
+            backend.record_success()
+        self.metrics.child(self.metrics.requests, self.endpoint, priority, backend.name, str(response.status)).inc()
+        return None
+
+    async def _stream(self, ctx: RequestContext, backend: Backend, response: aiohttp.ClientResponse, send: Send) -> None:
+        """Relay Server-Sent Events as they arrive; once started there is no retry."""
+        priority = str(ctx.priority.priority)
+        await send({"type": "http.response.start", "status": response.status,
+                    "headers": self._head(response.raw_headers, ctx, backend, None)})
+        first = True
+        try:
+            async for chunk in response.content.iter_any():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if first:
+                    first = False
+                    self.metrics.child(self.metrics.time_to_first_byte, priority, backend.name).observe(
+                        time.perf_counter() - ctx.arrived_at
+                    )
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            # Too late to retry or change the status: tell the client in the stream itself.
+            self.pool.mark_failure(backend, self.failure_threshold)
+            self._count_failure(priority, backend.name, "upstream_broke_stream", None)
+            failure = UpstreamTimeout if isinstance(error, asyncio.TimeoutError) else UpstreamUnreachable
+            event = b"data: " + failure(f"backend {backend.name} failed mid-stream").body() + b"\n\n"
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        self.metrics.child(self.metrics.duration, priority, backend.name).observe(time.perf_counter() - ctx.arrived_at)
+
+    def _head(
+        self,
+        upstream_headers: tuple[tuple[bytes, bytes], ...] | Any,
+        ctx: RequestContext,
+        backend: Backend | None,
+        content_length: int | None,
+    ) -> list[tuple[bytes, bytes]]:
+        head = [
+            (name.lower(), value)
+            for name, value in upstream_headers
+            if name.lower() not in HOP_BY_HOP_BYTES and name.lower() not in _OWN_HEADERS
+        ]
+        if content_length is not None:
+            head.append((b"content-length", str(content_length).encode()))
+        head.extend(self._triage_headers(ctx.request_id, ctx.priority))
+        if backend is not None:
+            head.append((b"x-triage-backend", backend.name.encode()))
+        return head
+
+    @staticmethod
+    def _triage_headers(request_id: str, decision: PriorityDecision | None) -> list[tuple[bytes, bytes]]:
+        head = [(b"x-request-id", request_id.encode("latin-1"))]
+        if decision is not None:
+            head.append((b"x-triage-priority", str(decision.priority).encode()))
+            head.append((b"x-triage-priority-source", decision.source.encode()))
+            if decision.clamped_from is not None:
+                head.append((b"x-triage-priority-clamped-from", str(decision.clamped_from).encode()))
+        return head
+
+    async def _reply_error(
+        self, send: Send, error: TriageError, request_id: str, decision: PriorityDecision | None
+    ) -> None:
+        body = error.body()
+        head = [_JSON, (b"content-length", str(len(body)).encode()), *self._triage_headers(request_id, decision)]
+        head.extend(error.headers())
+        await send({"type": "http.response.start", "status": error.status, "headers": head})
+        await send({"type": "http.response.body", "body": body})
+
+    def _count_failure(self, priority: str, backend: str, reason: str, status: int | None) -> None:
+        self.metrics.child(self.metrics.errors, priority, backend, reason).inc()
+        if status is not None:
+            self.metrics.child(self.metrics.requests, self.endpoint, priority, backend, str(status)).inc()

@@ -1,0 +1,66 @@
+"""Running an app: bind first (so a taken port is a clear error), then serve with uvicorn."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+
+
+class StartupError(Exception):
+    """The server cannot start; the message says why."""
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise StartupError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_ready = on_ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.should_exit:
+            self._on_ready()
+
+
+def make_server(app: Any, *, grace_s: float, on_ready: Callable[[], None]) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        # The upstream's own Date and Server headers are relayed instead.
+        server_header=False,
+        date_header=False,
+        timeout_graceful_shutdown=grace_s,
+    )
+    return _Server(config, on_ready)
+
+
+def serve(app: Any, sock: socket.socket, *, grace_s: float, on_ready: Callable[[], None]) -> bool:
+    """Serve until SIGINT/SIGTERM, then drain in-flight requests. Returns False if startup failed."""
+    server = make_server(app, grace_s=grace_s, on_ready=on_ready)
+    server.run(sockets=[sock])
+    return server.started
