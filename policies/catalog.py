@@ -1,0 +1,57 @@
+"""Orderings by name, as configuration files and the simulator's `--compare` spell them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from policies.aging import Aged
+from policies.cost_model import CostModel
+from policies.fair_share import VirtualTokenCounter
+from policies.ordering import (
+    AppFifo,
+    FirstComeFirstServed,
+    MultiLevelQueue,
+    Ordering,
+    PriorityJobFirst,
+    Semantic,
+    ShortestJobFirst,
+    UrgentFirst,
+)
+
+AnyOrdering = Ordering | Aged | VirtualTokenCounter
+
+# Triage's default: urgent-first SJF, aged. The bound is in seconds of time in the system.
+DEFAULT_POLICY = "urgent-first+aging"
+DEFAULT_AGING_BOUND = 2.0
+
+_BASE: dict[str, Callable[[CostModel], AnyOrdering]] = {
+    "fcfs": lambda c: FirstComeFirstServed(),
+    "sjf": lambda c: ShortestJobFirst(c),
+    "pjf": lambda c: PriorityJobFirst(),
+    "semantic": lambda c: Semantic(c),
+    "mlq": lambda c: MultiLevelQueue(),
+    "app-fifo": lambda c: AppFifo(),
+    "vtc": lambda c: VirtualTokenCounter(),
+    "urgent-first": lambda c: UrgentFirst(c),
+}
+
+
+def policy_names() -> list[str]:
+    names = list(_BASE)
+    return names + [f"{n}+aging" for n in names] + ["default"]
+
+
+def make_ordering(
+    name: str, cost: CostModel, aging_bound: float = DEFAULT_AGING_BOUND
+) -> AnyOrdering:
+    """Build a fresh ordering (orderings may hold state, e.g. VTC counters): `name` is a
+    base name, a base name + "+aging", or "default"."""
+    if name == "default":
+        name = DEFAULT_POLICY
+    base, _, suffix = name.partition("+")
+    if base not in _BASE or suffix not in ("", "aging"):
+        raise ValueError(f"unknown policy {name!r}; known: {', '.join(policy_names())}")
+    ordering = _BASE[base](cost)
+    if suffix:
+        return Aged(ordering, aging_bound)  # type: ignore[arg-type]
+    return ordering
