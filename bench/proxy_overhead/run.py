@@ -1,0 +1,481 @@
+#!/usr/bin/env python3
+"""Proxy overhead, side by side: the same wrk load against a static nginx upstream directly,
+through Triage (one worker), through LiteLLM's proxy and through sglang-router.
+
+    python3 bench/proxy_overhead/run.py                  # all four targets, 10 s per cell
+    python3 bench/proxy_overhead/run.py --targets direct,sglang --duration 3
+
+Stdlib only, so any python3 runs it. It calls setup.sh first (installs nginx, wrk and the
+peers' venvs when missing), prints one table per target and Triage's ratios, and writes the
+results as JSON under bench/results/.
+
+The upstream. nginx cannot branch on a POST body without extra modules, so it listens on two
+ports: one answers POST /v1/chat/completions with a fixed chat completion, the other with a
+fixed SSE stream. Each proxy is started once per mode with its single backend on the matching
+port, so the client body is identical for every target (model "smol") apart from "stream".
+Both ports also answer GET /v1/models and GET /health.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+VENVS = ROOT / "bench" / ".venvs"
+RESULTS = ROOT / "bench" / "results"
+TRIAGE = ROOT / ".venv" / "bin" / "triage"
+
+MODES = ("json", "sse")
+CONCURRENCIES = (1, 32)
+ALL_TARGETS = ("direct", "triage", "litellm", "sglang")
+READY_TIMEOUT_S = 120.0  # LiteLLM imports for a long while on 2 busy cores
+
+CONTENT = ["Hi", "!", " How", " can", " I", " help", "?"]
+COMPLETION = {
+    "id": "chatcmpl-bench",
+    "object": "chat.completion",
+    "created": 1700000000,
+    "model": "smol",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "".join(CONTENT)},
+            "finish_reason": "stop",
+        }
+    ],
+    "usage": {"prompt_tokens": 12, "completion_tokens": len(CONTENT), "total_tokens": 19},
+}
+
+
+def sse_body() -> str:
+    """One chunk per token, a final chunk with finish_reason and usage, then [DONE]."""
+
+    def chunk(delta: dict, finish: str | None, usage: dict | None = None) -> str:
+        obj: dict = {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "created": 1700000000,
+            "model": "smol",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        if usage is not None:
+            obj["usage"] = usage
+        return "data: " + json.dumps(obj, separators=(",", ":")) + "\n\n"
+
+    events = [chunk({"role": "assistant", "content": ""}, None)]
+    events += [chunk({"content": piece}, None) for piece in CONTENT]
+    events.append(chunk({}, "stop", COMPLETION["usage"]))
+    return "".join(events) + "data: [DONE]\n\n"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nginx_conf(workdir: Path, json_port: int, sse_port: int) -> str:
+    models = json.dumps({"object": "list", "data": [{"id": "smol", "object": "model",
+                                                       "created": 0, "owned_by": "bench"}]})
+
+    def server(port: int, body: str, ctype: str) -> str:
+        # nginx single-quoted strings take any text but a single quote; our bodies have none.
+        assert "'" not in body
+        return f"""
+    server {{
+        listen 127.0.0.1:{port};
+        location = /v1/chat/completions {{ default_type {ctype}; return 200 '{body}'; }}
+        location = /v1/models {{ default_type application/json; return 200 '{models}'; }}
+        location = /health {{ default_type application/json; return 200 '{{}}'; }}
+    }}"""
+
+    completion = json.dumps(COMPLETION, separators=(",", ":"))
+    tmp = workdir / "nginx-tmp"
+    return f"""
+worker_processes 1;
+pid {workdir}/nginx.pid;
+error_log {workdir}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
+    # nginx closes a keep-alive connection after 1000 requests by default; proxies' pools
+    # would then pay reconnects that the direct target does not.
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    {server(json_port, completion, "application/json")}
+    {server(sse_port, sse_body(), "text/event-stream")}
+}}
+"""
+
+
+@dataclass
+class Proc:
+    """A child started in its own process group, so stopping it takes its children too."""
+
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGTERM)
+                self.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+
+    def cpu_seconds(self) -> float:
+        """User+system CPU of every live process in the group: what the proxy burns."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[2]) == self.popen.pid:  # fields[2] is pgrp
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / tick
+
+
+def start(name: str, argv: list[str], workdir: Path, env: dict[str, str] | None = None) -> Proc:
+    log = workdir / f"{name}.log"
+    popen = subprocess.Popen(
+        argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})}, start_new_session=True, cwd=workdir,
+    )
+    return Proc(name, popen, log)
+
+
+def post(url: str, stream: bool, timeout: float = 10.0) -> tuple[int, bytes]:
+    body = json.dumps({"model": "smol", "messages": [{"role": "user", "content": "Say hi."}],
+                       "max_tokens": 8, **({"stream": True} if stream else {})}).encode()
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return resp.status, resp.read()
+
+
+def check_answer(mode: str, body: bytes) -> str | None:
+    """None if the proxy relayed what the upstream sent (as a client would read it)."""
+    text = body.decode(errors="replace")
+    if mode == "json":
+        try:
+            got = json.loads(text)["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            return f"not a chat completion: {text[:200]!r}"
+        return None if got == "".join(CONTENT) else f"wrong content {got!r}"
+    pieces = []
+    for line in text.splitlines():
+        if line.startswith("data: ") and line != "data: [DONE]":
+            for choice in json.loads(line[6:]).get("choices", []):
+                pieces.append(choice.get("delta", {}).get("content") or "")
+    if not text.rstrip().endswith("data: [DONE]"):
+        return f"stream does not end in [DONE]: {text[-200:]!r}"
+    return None if "".join(pieces) == "".join(CONTENT) else f"wrong stream content {pieces!r}"
+
+
+def wait_ready(proc: Proc | None, url: str, mode: str) -> None:
+    """Polls with a real request until the proxy answers correctly; bounded in time."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc is not None and proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited ({proc.popen.returncode}); see {proc.log}")
+        try:
+            status, body = post(url, stream=mode == "sse", timeout=5)
+            problem = check_answer(mode, body) if status == 200 else f"HTTP {status}"
+            if problem is None:
+                return
+            last = problem
+        except Exception as exc:  # not listening yet, or still starting up
+            last = repr(exc)
+        time.sleep(0.5)
+    raise RuntimeError(f"not ready after {READY_TIMEOUT_S:.0f} s: {last}")
+
+
+def start_target(target: str, upstream: str, workdir: Path) -> tuple[Proc | None, str]:
+    """Starts the proxy for one mode in front of `upstream` and returns (process, base URL)."""
+    if target == "direct":
+        return None, upstream
+    port = free_port()
+    if target == "triage":
+        cfg = workdir / "triage.toml"
+        cfg.write_text(
+            f'[server]\nhost = "127.0.0.1"\nport = {port}\n\n'
+            f'[[backends]]\nname = "nginx"\nurl = "{upstream}"\nkind = "openai"\n'
+            f'models = ["smol"]\n\n[priority]\ndefault = 2\n'
+        )
+        # `triage serve` runs one worker process by design; nothing to pin.
+        proc = start(target, [str(TRIAGE), "serve", "--config", str(cfg), "--port", str(port)],
+                     workdir)
+    elif target == "litellm":
+        # YAML is a superset of JSON, so no YAML library is needed to write the config.
+        cfg = workdir / "litellm.yaml"
+        cfg.write_text(json.dumps({
+            "model_list": [{"model_name": "smol", "litellm_params": {
+                "model": "openai/smol", "api_base": f"{upstream}/v1", "api_key": "sk-bench"}}],
+        }))
+        proc = start(target, [str(VENVS / "litellm" / "bin" / "litellm"), "--config", str(cfg),
+                              "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+                     workdir, env={
+                         "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true",
+                         # Otherwise it fetches its price map from the internet at import.
+                         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                         "LITELLM_LOG": "ERROR",
+                     })
+    elif target == "sglang":
+        # One process (a Rust server inside the Python launcher); it has no worker-count
+        # option, so its tokio runtime uses its default thread count on this machine.
+        proc = start(target, [str(VENVS / "sglang" / "bin" / "sglang-router"), "launch",
+                              "--host", "127.0.0.1", "--port", str(port),
+                              "--worker-urls", upstream, "--policy", "cache_aware",
+                              "--backend", "openai", "--prometheus-port", str(free_port()),
+                              "--log-level", "warn"], workdir)
+    else:
+        raise ValueError(target)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def wrk(url: str, mode: str, conc: int, seconds: int) -> dict:
+    argv = ["wrk", "-t1", f"-c{conc}", f"-d{seconds}s", "--timeout", "10s",
+            "-s", str(HERE / "wrk_post.lua"), url]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60,
+                         env={**os.environ, "STREAM": "1" if mode == "sse" else "0"})
+    for line in out.stdout.splitlines():
+        if line.startswith("WRK_JSON "):
+            res = json.loads(line[len("WRK_JSON "):])
+            res["rps"] = res["requests"] / (res["duration_us"] / 1e6)
+            return res
+    raise RuntimeError(f"wrk printed no summary: {out.stdout[-500:]} {out.stderr[-500:]}")
+
+
+@dataclass
+class Run:
+    args: argparse.Namespace
+    workdir: Path
+    results: dict = field(default_factory=dict)  # target -> "mode c=N" -> wrk result
+    failures: dict = field(default_factory=dict)  # target -> why it was not measured
+    profiles: dict = field(default_factory=dict)  # mode -> py-spy summary of Triage
+
+    def measure(self, target: str, upstreams: dict[str, str]) -> None:
+        for mode in MODES:
+            proc = None
+            try:
+                proc, base = start_target(target, upstreams[mode], self.workdir)
+                url = f"{base}/v1/chat/completions"
+                wait_ready(proc, url, mode)
+                for conc in CONCURRENCIES:
+                    cell = f"{mode} c={conc}"
+                    wrk(url, mode, conc, self.args.warmup)  # warm pools, caches, JITs
+                    cpu0 = proc.cpu_seconds() if proc else 0.0
+                    load0 = os.getloadavg()[0]
+                    res = wrk(url, mode, conc, self.args.duration)
+                    res["proxy_cpu_s"] = round(proc.cpu_seconds() - cpu0, 2) if proc else None
+                    res["loadavg1_before"] = load0
+                    # A proxy that answers errors fast would look great; verify it still works.
+                    wait_ready(proc, url, mode)
+                    self.results.setdefault(target, {})[cell] = res
+                    if self.args.profile and target == "triage" and conc == 32:
+                        self.profile(proc, url, mode)
+                    print(f"  {target:8} {cell:9} {res['rps']:9.0f} req/s  "
+                          f"p50 {res['p50_us'] / 1000:7.3f} ms  p99 {res['p99_us'] / 1000:7.3f} ms"
+                          f"  errors {sum(res['errors'].values())}", flush=True)
+            except Exception as exc:
+                self.failures[target] = f"{mode}: {exc}"
+                print(f"  {target}: FAILED ({mode}): {exc}", flush=True)
+                return
+            finally:
+                if proc:
+                    proc.stop()
+
+
+    def profile(self, proc: Proc, url: str, mode: str) -> None:
+        """Samples Triage with py-spy under one more c=32 load, apart from the measured cell
+        (sampling takes CPU from a 2-core machine), and prints where its CPU time goes."""
+        raw = self.workdir / f"triage-{mode}.pyspy.txt"
+        spy = subprocess.Popen([str(VENVS / "pyspy" / "bin" / "py-spy"), "record", "--nonblocking",
+                                "-r", "250", "-d", str(self.args.duration), "-f", "raw",
+                                "-o", str(raw), "-p", str(proc.popen.pid)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wrk(url, mode, 32, self.args.duration)
+        spy.wait(timeout=60)
+        self.profiles[mode] = summarize_pyspy(raw)
+        print(f"  py-spy, triage {mode} c=32, top self time ({raw}):")
+        print("    by package: " + ", ".join(
+            f"{pkg} {share:.0%}" for pkg, share in self.profiles[mode]["self_by_package"][:8]))
+        for frame, share in self.profiles[mode]["self"][:12]:
+            print(f"    {share:5.1%}  {frame}")
+
+
+def summarize_pyspy(raw: Path, top: int = 25) -> dict:
+    """Collapsed stacks ("f1;f2;f3 COUNT") -> shares of samples, by leaf and by any frame."""
+    leaf: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    package: dict[str, int] = {}  # leaf frame's top-level package: uvicorn, aiohttp, router, ...
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        leaf[frames[-1]] = leaf.get(frames[-1], 0) + n
+        path = frames[-1].rpartition(" (")[2]
+        pkg = path.split("/")[0] if "/" in path else path.split(".py")[0]
+        package[pkg] = package.get(pkg, 0) + n
+        for frame in set(frames):
+            incl[frame] = incl.get(frame, 0) + n
+
+    def shares(d: dict[str, int]) -> list[tuple[str, float]]:
+        return [(f, n / total) for f, n in sorted(d.items(), key=lambda kv: -kv[1])[:top]]
+
+    return {"samples": total, "self": shares(leaf) if total else [],
+            "self_by_package": shares(package) if total else [],
+            "inclusive": shares(incl) if total else []}
+
+
+def ratios(results: dict) -> dict:
+    """Triage against each peer, with the issue's targets."""
+    out: dict = {}
+    tri = results.get("triage", {})
+    for mode in MODES:
+        c32, c1 = f"{mode} c=32", f"{mode} c=1"
+        for peer, target, key in (("litellm", 30.0, "rps_vs_litellm_c32"),
+                                  ("sglang", 0.3, "rps_vs_sglang_c32")):
+            if c32 in tri and c32 in results.get(peer, {}):
+                r = tri[c32]["rps"] / results[peer][c32]["rps"]
+                out[f"{mode} {key}"] = {"value": round(r, 2), "target": f">= {target}",
+                                        "met": r >= target}
+        if c1 in tri and c1 in results.get("direct", {}):
+            added = (tri[c1]["p50_us"] - results["direct"][c1]["p50_us"]) / 1000
+            out[f"{mode} added_p50_ms_c1"] = {"value": round(added, 3), "target": "<= 0.3",
+                                               "met": added <= 0.3}
+    return out
+
+
+def versions() -> dict:
+    def cmd(argv: list[str]) -> str:
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            return (r.stdout + r.stderr).strip().splitlines()[0]
+        except Exception as exc:
+            return f"unknown ({exc})"
+
+    def pip_version(venv: str, dist: str) -> str:
+        return cmd([str(VENVS / venv / "bin" / "python"), "-c",
+                    f"import importlib.metadata as m; print(m.version({dist!r}))"])
+
+    return {
+        "nginx": cmd(["nginx", "-v"]),
+        "wrk": cmd(["wrk", "-v"]).split(" [")[0] if shutil.which("wrk") else "missing",
+        "litellm": pip_version("litellm", "litellm"),
+        "sglang-router": pip_version("sglang", "sglang-router"),
+        "triage_commit": cmd(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--targets", default=",".join(ALL_TARGETS),
+                    help=f"comma-separated subset of {','.join(ALL_TARGETS)}")
+    ap.add_argument("--duration", type=int, default=10, help="seconds measured per cell")
+    ap.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per cell")
+    ap.add_argument("--profile", action="store_true",
+                    help="also sample Triage with py-spy (bench/.venvs/pyspy) at c=32")
+    ap.add_argument("--skip-setup", action="store_true", help="do not run setup.sh")
+    args = ap.parse_args()
+    targets = [t for t in args.targets.split(",") if t]
+    if unknown := set(targets) - set(ALL_TARGETS):
+        ap.error(f"unknown targets: {sorted(unknown)}")
+
+    if not args.skip_setup:
+        subprocess.run(["bash", str(HERE / "setup.sh")], check=True)
+
+    run = Run(args, Path(tempfile.mkdtemp(prefix="triage-bench-")))
+    if "triage" in targets and not TRIAGE.exists():
+        run.failures["triage"] = f"{TRIAGE} not found"
+        targets.remove("triage")
+
+    (run.workdir / "nginx-tmp").mkdir()
+    json_port, sse_port = free_port(), free_port()
+    conf = run.workdir / "nginx.conf"
+    conf.write_text(nginx_conf(run.workdir, json_port, sse_port))
+    nginx = start("nginx", ["nginx", "-p", str(run.workdir), "-c", str(conf),
+                            "-g", "daemon off;"], run.workdir)
+    upstreams = {"json": f"http://127.0.0.1:{json_port}", "sse": f"http://127.0.0.1:{sse_port}"}
+    started = datetime.now(timezone.utc)
+    print(f"workdir {run.workdir}; nginx on {json_port} (json) and {sse_port} (sse); "
+          f"{args.duration:g} s per cell after {args.warmup:g} s warm-up", flush=True)
+    try:
+        for mode in MODES:
+            wait_ready(nginx, f"{upstreams[mode]}/v1/chat/completions", mode)
+        for target in targets:
+            run.measure(target, upstreams)
+    finally:
+        nginx.stop()
+
+    print_tables(run.results, run.failures)
+    rat = ratios(run.results)
+    if rat:
+        print("\nTriage ratios (targets from issue 2):")
+        for name, r in rat.items():
+            print(f"  {name:28} {r['value']:>9}  target {r['target']:7} "
+                  f"{'met' if r['met'] else 'NOT met'}")
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"proxy_overhead-{started:%Y%m%dT%H%M%SZ}.json"
+    out.write_text(json.dumps({
+        "started_utc": started.isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg(),
+                    "note": "2 cores shared with other engineers' test runs; wrk, nginx and "
+                            "the proxy all compete for them"},
+        "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "wrk_threads": 1,
+                     "nginx_workers": 1, "concurrency": list(CONCURRENCIES)},
+        "versions": versions(),
+        "results": run.results,
+        "failures": run.failures,
+        "triage_ratios": rat,
+        "triage_pyspy": run.profiles,
+        "workdir_with_logs": str(run.workdir),
+    }, indent=2))
+    print(f"\nresults: {out.relative_to(ROOT)}")
+    return 1 if run.failures else 0
+
+
+def print_tables(results: dict, failures: dict) -> None:
+    for target in ALL_TARGETS:
+        if target in failures:
+            print(f"\n{target}: not measured: {failures[target]}")
+        if target not in results:
+            continue
+        print(f"\n{target}\n  {'cell':10} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}")
+        for cell, r in results[target].items():
+            print(f"  {cell:10} {r['rps']:9.0f} {r['p50_us'] / 1000:9.3f} "
+                  f"{r['p99_us'] / 1000:9.3f} {sum(r['errors'].values()):7d}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
