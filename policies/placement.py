@@ -1,0 +1,255 @@
+"""Placement across replicas: which backend serves a request, with the reasons.
+
+Every placer is a pure function of a snapshot: `place(request, backends, now) -> Placement`.
+The router builds one `BackendState` per backend for each request (its load, its outstanding
+tokens, how many of *this* request's prompt tokens it already caches), so several router
+replicas given the same inputs pick the same backend. A `Placement` carries one
+`CandidateScore` per backend, ineligible ones included, so a decision can be explained.
+
+Eligibility is shared by all placers: a backend must be healthy, serve the request's priority,
+and be under its concurrency cap (QoS-aware engines keep a small one). No eligible backend
+means `Placement.backend is None`: the request waits in the admission queue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class BackendState:
+    name: str
+    load: int = 0  # requests running + waiting there
+    in_flight_tokens: int = 0  # prompt + predicted output tokens not yet finished
+    prefix_match_tokens: int = 0  # tokens of this request's prompt cached there
+    kv_usage: float = 0.0  # fraction of KV blocks in use, 0..1
+    serves_priorities: frozenset[int] | None = None  # None: every priority
+    concurrency_cap: int | None = None  # None: no cap
+    healthy: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementRequest:
+    request_id: str
+    priority: int
+    prompt_tokens: int
+    predicted_output_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateScore:
+    backend: str
+    score: float  # higher is better; meaningful only among eligible candidates
+    eligible: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    backend: str | None
+    policy: str
+    reason: str
+    candidates: tuple[CandidateScore, ...]
+
+
+class Placer(Protocol):
+    name: str
+
+    def place(
+        self, request: PlacementRequest, backends: Sequence[BackendState], now: float
+    ) -> Placement: ...
+
+
+def ineligibility(request: PlacementRequest, b: BackendState) -> str | None:
+    """Why `b` cannot take `request`, or None if it can."""
+    if not b.healthy:
+        return "unhealthy"
+    if b.serves_priorities is not None and request.priority not in b.serves_priorities:
+        return f"does not serve priority {request.priority}"
+    if b.concurrency_cap is not None and b.load >= b.concurrency_cap:
+        return f"at its concurrency cap ({b.load}/{b.concurrency_cap})"
+    return None
+
+
+def _decide(
+    policy: str,
+    request: PlacementRequest,
+    backends: Sequence[BackendState],
+    score: dict[str, float],
+    reasons: dict[str, str],
+    why: str,
+) -> Placement:
+    """Pick the eligible backend with the highest score; ties go to the first in name order."""
+    candidates = []
+    best: tuple[float, str] | None = None
+    for b in sorted(backends, key=lambda b: b.name):
+        blocked = ineligibility(request, b)
+        if blocked is not None:
+            candidates.append(CandidateScore(b.name, float("-inf"), False, blocked))
+            continue
+        s = score.get(b.name, float("-inf"))
+        candidates.append(CandidateScore(b.name, s, s != float("-inf"), reasons.get(b.name, "")))
+        if s != float("-inf") and (best is None or s > best[0]):
+            best = (s, b.name)
+    if best is None:
+        return Placement(None, policy, "no eligible backend", tuple(candidates))
+    return Placement(best[1], policy, why, tuple(candidates))
+
+
+def _eligible(request: PlacementRequest, backends: Sequence[BackendState]) -> list[BackendState]:
+    return sorted((b for b in backends if ineligibility(request, b) is None), key=lambda b: b.name)
+
+
+class RoundRobin:
+    """Eligible backends in name order, in turn. Holds a cursor: one instance per router."""
+
+    name = "round-robin"
+
+    def __init__(self) -> None:
+        self._turn = 0
+
+    def place(self, request: PlacementRequest, backends: Sequence[BackendState], now: float) -> Placement:
+        eligible = _eligible(request, backends)
+        score: dict[str, float] = {}
+        if eligible:
+            n = len(eligible)
+            for i, b in enumerate(eligible):
+                score[b.name] = -float((i - self._turn) % n)  # 0 for the one whose turn it is
+            self._turn = (self._turn + 1) % n
+        return _decide(self.name, request, backends, score, {}, "its turn")
+
+
+class LeastLoad:
+    """Greedy least-load: fewest requests, then fewest outstanding tokens (2x optimal makespan)."""
+
+    name = "least-load"
+
+    def place(self, request: PlacementRequest, backends: Sequence[BackendState], now: float) -> Placement:
+        score = {b.name: -(b.load + b.in_flight_tokens / 1e6) for b in backends}
+        reasons = {b.name: f"load {b.load}, {b.in_flight_tokens} tokens" for b in backends}
+        return _decide(self.name, request, backends, score, reasons, "least loaded")
+
+
+def _sample_two(request_id: str, n: int) -> tuple[int, int]:
+    """Two distinct indices from a hash of the request id: the same on every router replica."""
+    h = int.from_bytes(hashlib.blake2b(request_id.encode(), digest_size=8).digest(), "big")
+    first = h % n
+    second = (first + 1 + (h // n) % (n - 1)) % n
+    return first, second
+
+
+class PowerOfTwoChoices:
+    """Sample two eligible backends (by request-id hash), take the less loaded."""
+
+    name = "power-of-two"
+
+    def place(self, request: PlacementRequest, backends: Sequence[BackendState], now: float) -> Placement:
+        eligible = _eligible(request, backends)
+        if len(eligible) < 2:
+            sampled = eligible
+        else:
+            i, j = _sample_two(request.request_id, len(eligible))
+            sampled = [eligible[i], eligible[j]]
+        names = {b.name for b in sampled}
+        score = {b.name: -(b.load + b.in_flight_tokens / 1e6) for b in sampled}
+        reasons = {
+            b.name: (f"sampled, load {b.load}" if b.name in names else "not sampled")
+            for b in backends
+        }
+        return _decide(self.name, request, backends, score, reasons, "less loaded of two")
+
+
+class CacheAffinity:
+    """Cache affinity with bounded load, as SGLang's `cache_aware` router ("sticky until
+    saturated" in llm-d's words):
+
+    1. if the fleet is imbalanced (busiest − idlest > `abs_threshold` requests *and*
+       busiest > `rel_threshold` × idlest), go to the least loaded backend;
+    2. else if the best prefix match covers more than `cache_threshold` of the prompt, go to
+       the backend with the longest match (ties: the less loaded);
+    3. else go to the backend with the fewest outstanding tokens (most free cache).
+    """
+
+    name = "cache-affinity"
+
+    def __init__(
+        self, abs_threshold: int = 64, rel_threshold: float = 1.5, cache_threshold: float = 0.3
+    ) -> None:
+        self.abs_threshold = abs_threshold
+        self.rel_threshold = rel_threshold
+        self.cache_threshold = cache_threshold
+
+    def place(self, request: PlacementRequest, backends: Sequence[BackendState], now: float) -> Placement:
+        eligible = _eligible(request, backends)
+        if not eligible:
+            return _decide(self.name, request, backends, {}, {}, "")
+        loads = [b.load for b in eligible]
+        busiest, idlest = max(loads), min(loads)
+        if busiest - idlest > self.abs_threshold and busiest > self.rel_threshold * idlest:
+            score = {b.name: -(b.load + b.in_flight_tokens / 1e6) for b in eligible}
+            reasons = {b.name: f"load {b.load}" for b in eligible}
+            return _decide(self.name, request, backends, score, reasons,
+                           f"imbalanced ({busiest} vs {idlest}): least loaded")
+        prompt = max(request.prompt_tokens, 1)
+        best_match = max(b.prefix_match_tokens for b in eligible) / prompt
+        reasons = {b.name: f"prefix {b.prefix_match_tokens}/{request.prompt_tokens}, load {b.load}"
+                   for b in eligible}
+        if best_match > self.cache_threshold:
+            # match first; load breaks ties (a load of < 1e6 never outweighs one matched token)
+            score = {b.name: b.prefix_match_tokens - b.load / 1e6 for b in eligible}
+            return _decide(self.name, request, backends, score, reasons,
+                           f"longest prefix match ({best_match:.0%} of the prompt)")
+        score = {b.name: -(b.in_flight_tokens + b.load / 1e6) for b in eligible}
+        return _decide(self.name, request, backends, score, reasons,
+                       f"no useful match ({best_match:.0%}): most free cache")
+
+
+class QosAware:
+    """Parrot's QoS-aware placement. Backends are split into latency-critical ones (they serve
+    priorities <= `critical`) and bulk ones. A critical request goes to a critical backend
+    under its small `critical_cap` (batch size sets per-token latency, so the cap keeps it low),
+    and spills to bulk backends only if every critical one is full; other requests never take
+    a critical backend's slots. Within the allowed set, `inner` decides.
+    """
+
+    name = "qos-aware"
+
+    def __init__(self, inner: Placer, critical: int = 0, critical_cap: int = 4) -> None:
+        self.inner = inner
+        self.critical = critical
+        self.critical_cap = critical_cap
+
+    def is_critical_backend(self, b: BackendState) -> bool:
+        return b.serves_priorities is not None and all(p <= self.critical for p in b.serves_priorities)
+
+    def place(self, request: PlacementRequest, backends: Sequence[BackendState], now: float) -> Placement:
+        critical = [b for b in backends if self.is_critical_backend(b)]
+        bulk = [b for b in backends if not self.is_critical_backend(b)]
+        capped = [_with_cap(b, self.critical_cap) for b in critical]
+        if request.priority <= self.critical:
+            first = self.inner.place(request, capped, now)
+            if first.backend is not None:
+                return _relabel(self, first, bulk, "critical backend under its cap")
+            spill = self.inner.place(request, bulk, now)
+            return _relabel(self, spill, capped, "critical backends full: spill to bulk", spilled=True)
+        placed = self.inner.place(request, bulk, now)
+        return _relabel(self, placed, critical, "bulk backend")
+
+
+def _with_cap(b: BackendState, cap: int) -> BackendState:
+    effective = cap if b.concurrency_cap is None else min(cap, b.concurrency_cap)
+    return BackendState(b.name, b.load, b.in_flight_tokens, b.prefix_match_tokens, b.kv_usage,
+                        b.serves_priorities, effective, b.healthy)
+
+
+def _relabel(
+    placer: QosAware, p: Placement, others: list[BackendState], why: str, spilled: bool = False
+) -> Placement:
+    note = "full (critical cap)" if spilled else "reserved for another class"
+    extra = tuple(CandidateScore(b.name, float("-inf"), False, note) for b in others)
+    candidates = tuple(sorted(p.candidates + extra, key=lambda c: c.backend))
+    reason = f"{why}; {p.reason}" if p.backend else p.reason
+    return Placement(p.backend, placer.name, reason, candidates)

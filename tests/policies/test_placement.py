@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from policies.placement import (
+    BackendState, CacheAffinity, LeastLoad, PlacementRequest, PowerOfTwoChoices, QosAware,
+    RoundRobin,
+)
+
+REQ = PlacementRequest("req-1", priority=2, prompt_tokens=1000)
+
+
+def B(name, load=0, tokens=0, match=0, **kw):
+    return BackendState(name, load=load, in_flight_tokens=tokens, prefix_match_tokens=match, **kw)
+
+
+def test_round_robin_cycles_over_eligible_backends() -> None:
+    rr = RoundRobin()
+    fleet = [B("a"), B("b"), B("c", healthy=False)]
+    assert [rr.place(REQ, fleet, 0.0).backend for _ in range(4)] == ["a", "b", "a", "b"]
+
+
+def test_least_load_explains_every_candidate() -> None:
+    p = LeastLoad().place(REQ, [B("a", 5), B("b", 2, 900), B("c", 2, 100), B("d", 0, healthy=False)], 0.0)
+    assert p.backend == "c"  # tie on load 2: fewer outstanding tokens
+    assert [c.backend for c in p.candidates] == ["a", "b", "c", "d"]
+    assert [c.eligible for c in p.candidates] == [True, True, True, False]
+    assert p.candidates[3].reason == "unhealthy"
+
+
+def test_nothing_eligible_means_wait() -> None:
+    p = LeastLoad().place(REQ, [B("a", 3, concurrency_cap=3), B("b", serves_priorities=frozenset({0}))], 0.0)
+    assert p.backend is None
+    assert "concurrency cap" in p.candidates[0].reason
+    assert "priority 2" in p.candidates[1].reason
+
+
+def test_power_of_two_is_deterministic_and_picks_the_lighter_sample() -> None:
+    fleet = [B(n, load=i) for i, n in enumerate("abcdefgh")]
+    p2 = PowerOfTwoChoices()
+    first = p2.place(REQ, fleet, 0.0)
+    assert p2.place(REQ, list(reversed(fleet)), 5.0) == first  # same inputs, same answer
+    sampled = [c for c in first.candidates if c.eligible]
+    assert len(sampled) == 2
+    assert first.backend == min(sampled, key=lambda c: -c.score).backend
+    assert first.backend == max(sampled, key=lambda c: c.score).backend
+    # over many ids, both members of each sample are distinct and all backends get sampled
+    seen = set()
+    for i in range(200):
+        p = p2.place(PlacementRequest(f"r{i}", 2, 10), fleet, 0.0)
+        picked = [c.backend for c in p.candidates if c.eligible]
+        assert len(set(picked)) == 2
+        seen.update(picked)
+    assert seen == set("abcdefgh")
+
+
+def test_cache_affinity_sticks_to_the_longest_prefix() -> None:
+    p = CacheAffinity().place(REQ, [B("a", 10, match=800), B("b", 0, match=100)], 0.0)
+    assert p.backend == "a" and "prefix" in p.reason
+
+
+def test_cache_affinity_falls_back_to_free_cache_without_a_useful_match() -> None:
+    p = CacheAffinity().place(REQ, [B("a", 1, 5000, match=200), B("b", 3, 100, match=0)], 0.0)
+    assert p.backend == "b"  # 20% match is under the 30% threshold
+
+
+def test_cache_affinity_leaves_a_saturated_replica() -> None:
+    ca = CacheAffinity(abs_threshold=64, rel_threshold=1.5)
+    # 70 more requests and more than 1.5x: imbalanced, least loaded wins despite the match
+    assert ca.place(REQ, [B("a", 100, match=1000), B("b", 30)], 0.0).backend == "b"
+    # 64 more only: still sticky
+    assert ca.place(REQ, [B("a", 94, match=1000), B("b", 30)], 0.0).backend == "a"
+    # 70 more but under 1.5x: still sticky
+    assert ca.place(REQ, [B("a", 200, match=1000), B("b", 140)], 0.0).backend == "a"
+
+
+def test_qos_aware_keeps_critical_backends_for_critical_requests() -> None:
+    qos = QosAware(LeastLoad(), critical=0, critical_cap=2)
+    fleet = [B("fast", 1, serves_priorities=frozenset({0})), B("bulk", 9)]
+    urgent = PlacementRequest("u", 0, 100)
+    assert qos.place(urgent, fleet, 0.0).backend == "fast"
+    assert qos.place(REQ, fleet, 0.0).backend == "bulk"  # never on the critical engine
+    full = [B("fast", 2, serves_priorities=frozenset({0})), B("bulk", 9)]
+    p = qos.place(urgent, full, 0.0)
+    assert p.backend == "bulk" and "spill" in p.reason
+    assert {c.backend: c.eligible for c in p.candidates} == {"bulk": True, "fast": False}
