@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import httpx
 
@@ -14,10 +15,17 @@ log = logging.getLogger("triage.health")
 
 
 class HealthProber:
-    def __init__(self, pool: BackendPool, client: httpx.AsyncClient, config: UpstreamConfig) -> None:
+    def __init__(
+        self,
+        pool: BackendPool,
+        client: httpx.AsyncClient,
+        config: UpstreamConfig,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.pool = pool
         self.client = client
         self.config = config
+        self._sleep = sleep
         self._probes: dict[str, asyncio.Task[None]] = {}
         pool.on_down = self.watch
 
@@ -42,13 +50,19 @@ class HealthProber:
         interval = self.config.probe_initial_interval_s
         try:
             while not await self.probe_once(backend):
-                await asyncio.sleep(interval)
+                await self._sleep(interval)
                 interval = min(interval * 2, self.config.probe_max_interval_s)
             backend.consecutive_failures = 0
             backend.healthy = True
             log.warning("backend %s is back up", backend.name)
         finally:
             self._probes.pop(backend.name, None)
+
+    async def wait_until_up(self, name: str) -> None:
+        """Wait for a running probe to finish (nothing to wait for if the backend is not down)."""
+        task = self._probes.get(name)
+        if task is not None:
+            await asyncio.shield(task)
 
     async def close(self) -> None:
         for task in list(self._probes.values()):

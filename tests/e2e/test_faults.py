@@ -1,0 +1,245 @@
+"""Every error path of the proxy, against real sockets: statuses, retries, cancellation, draining."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import openai
+import pytest
+
+from tests.fakes.proxy import running_proxy
+from tests.fakes.upstream import FakeUpstream
+
+CHAT = {"model": "smol", "messages": [{"role": "user", "content": "Hi"}]}
+
+
+def _backend(u: FakeUpstream, models: str = '["smol"]') -> str:
+    return f'[[backends]]\nname = "{u.name}"\nurl = "{u.url}"\nmodels = {models}\n'
+
+
+def _error(response: httpx.Response) -> dict:
+    body = response.json()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    return body["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b"{not json", None),
+        (b'{"model": "smol"}', "messages"),
+        (b'{"messages": [{"role": "user", "content": "x"}]}', "model"),
+        (b'{"model": "smol", "messages": []}', "messages"),
+        (b'{"model": "smol", "messages": [{"content": "x"}]}', "messages[0]"),
+    ],
+)
+def test_malformed_bodies_are_400_and_never_reach_the_upstream(upstream: FakeUpstream, body: bytes, param: str | None) -> None:
+    with running_proxy(_backend(upstream)) as proxy:
+        response = httpx.post(f"{proxy.url}/v1/chat/completions", content=body)
+    assert response.status_code == 400
+    error = _error(response)
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+    assert upstream.requests == []
+
+
+def test_completions_require_a_prompt(upstream: FakeUpstream) -> None:
+    with running_proxy(_backend(upstream)) as proxy:
+        response = httpx.post(f"{proxy.url}/v1/completions", json={"model": "smol"})
+    assert response.status_code == 400 and _error(response)["param"] == "prompt"
+
+
+def test_body_over_the_limit_is_413(upstream: FakeUpstream) -> None:
+    config = _backend(upstream) + "[server]\nmax_body_bytes = 1000\n"
+    with running_proxy(config) as proxy:
+        big = {"model": "smol", "messages": [{"role": "user", "content": "x" * 2000}]}
+        response = httpx.post(f"{proxy.url}/v1/chat/completions", json=big)
+        small = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT)
+    assert response.status_code == 413 and _error(response)["code"] == "request_too_large"
+    assert small.status_code == 200
+
+
+def test_unknown_model_is_404(upstream: FakeUpstream) -> None:
+    with running_proxy(_backend(upstream)) as proxy:
+        client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="k", max_retries=0)
+        with pytest.raises(openai.NotFoundError) as caught:
+            client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
+    assert caught.value.code == "model_not_found"
+
+
+@pytest.mark.parametrize("value", ["urgent", "7", "-1", "", "1.5"])
+def test_invalid_priority_header_is_400_naming_it(upstream: FakeUpstream, value: str) -> None:
+    with running_proxy(_backend(upstream)) as proxy:
+        response = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"x-priority": value})
+    assert response.status_code == 400
+    error = _error(response)
+    assert error["param"] == "x-priority" and "x-priority" in error["message"]
+
+
+def test_priority_header_name_is_configurable(upstream: FakeUpstream) -> None:
+    config = _backend(upstream) + '[priority]\nheader = "x-urgency"\ndefault = 3\n'
+    with running_proxy(config) as proxy:
+        asked = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"x-urgency": "0"})
+        default = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"x-priority": "0"})
+    assert asked.headers["x-triage-priority"] == "0"
+    assert default.headers["x-triage-priority"] == "3" and default.headers["x-triage-priority-source"] == "default"
+
+
+def test_api_keys_authenticate_and_clamp_priority(upstream: FakeUpstream) -> None:
+    config = _backend(upstream) + '[[api_keys]]\nkey = "sk-team-a"\nmax_priority = 1\n'
+    with running_proxy(config) as proxy:
+        client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="sk-team-a", max_retries=0)
+        clamped = client.chat.completions.with_raw_response.create(
+            model="smol", messages=[{"role": "user", "content": "x"}], extra_headers={"x-priority": "0"}
+        )
+        allowed = client.chat.completions.with_raw_response.create(
+            model="smol", messages=[{"role": "user", "content": "x"}], extra_headers={"x-priority": "3"}
+        )
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="sk-wrong", max_retries=0).chat.completions.create(
+                model="smol", messages=[{"role": "user", "content": "x"}]
+            )
+        missing = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT)
+    assert clamped.headers["x-triage-priority"] == "1"
+    assert clamped.headers["x-triage-priority-clamped-from"] == "0"
+    assert allowed.headers["x-triage-priority"] == "3" and "x-triage-priority-clamped-from" not in allowed.headers
+    assert missing.status_code == 401 and _error(missing)["type"] == "authentication_error"
+    # The client's key for Triage is not leaked upstream.
+    assert all("sk-team-a" not in r.headers.get("authorization", "") for r in upstream.requests)
+
+
+def test_refused_upstream_is_502_then_marked_down_is_503(upstream: FakeUpstream) -> None:
+    upstream.mode = "refuse"
+    config = _backend(upstream) + "[upstream]\nfailure_threshold = 1\nmax_attempts = 1\nprobe_initial_interval_s = 30\n"
+    with running_proxy(config) as proxy:
+        first = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT)
+        second = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT)
+        health = httpx.get(f"{proxy.url}/health").json()
+    assert first.status_code == 502 and _error(first)["code"] == "upstream_unreachable"
+    assert second.status_code == 503 and _error(second)["code"] == "no_healthy_backend"
+    assert health["backends"] == {"alpha": "down"}
+
+
+def test_silent_upstream_is_504(upstream: FakeUpstream) -> None:
+    upstream.mode = "hang"
+    config = _backend(upstream) + "[upstream]\nread_timeout_s = 0.3\nmax_attempts = 1\n"
+    with running_proxy(config) as proxy:
+        response = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT)
+    assert response.status_code == 504 and _error(response)["code"] == "upstream_timeout"
+
+
+def test_upstream_503_is_relayed_when_no_other_backend_can_answer(upstream: FakeUpstream) -> None:
+    upstream.mode, upstream.status = "status", 503
+    with running_proxy(_backend(upstream) + "[upstream]\nfailure_threshold = 10\n") as proxy:
+        response = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT)
+    assert response.status_code == 503 and "alpha says 503" in _error(response)["message"]
+
+
+def test_upstream_429_is_relayed_and_does_not_mark_the_backend_down(upstream: FakeUpstream) -> None:
+    upstream.mode, upstream.status = "status", 429
+    config = _backend(upstream) + "[upstream]\nfailure_threshold = 1\n"
+    with running_proxy(config) as proxy:
+        responses = [httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT) for _ in range(3)]
+        health = httpx.get(f"{proxy.url}/health").json()
+    assert [r.status_code for r in responses] == [429, 429, 429]
+    assert health["backends"] == {"alpha": "up"}
+    assert len([r for r in upstream.requests if r.method == "POST"]) == 3
+
+
+@pytest.mark.parametrize("failure", ["refuse", "status"])
+def test_failed_attempts_move_to_another_backend(upstream: FakeUpstream, second_upstream: FakeUpstream, failure: str) -> None:
+    upstream.mode, upstream.status = failure, 502
+    config = _backend(upstream) + _backend(second_upstream) + "[upstream]\nfailure_threshold = 100\n"
+    with running_proxy(config) as proxy:
+        # Ties are broken round-robin, so one of two requests tries alpha first.
+        responses = [httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT) for _ in range(2)]
+        metrics = httpx.get(f"{proxy.url}/metrics").text
+    assert [r.status_code for r in responses] == [200, 200]
+    assert {r.headers["x-triage-backend"] for r in responses} == {"beta"}
+    assert any(r.method == "POST" for r in upstream.requests)
+    assert 'triage_upstream_retries_total{backend="beta"} 1.0' in metrics
+
+
+def test_attempts_are_capped(upstream: FakeUpstream, second_upstream: FakeUpstream) -> None:
+    upstream.mode = second_upstream.mode = "refuse"
+    config = _backend(upstream) + _backend(second_upstream) + "[upstream]\nmax_attempts = 1\nfailure_threshold = 100\n"
+    with running_proxy(config) as proxy:
+        response = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT)
+    assert response.status_code == 502
+    assert len(upstream.requests) + len(second_upstream.requests) == 1
+
+
+def test_no_retry_once_the_stream_has_started(upstream: FakeUpstream, second_upstream: FakeUpstream) -> None:
+    upstream.mode = second_upstream.mode = "stream_hold"
+    config = _backend(upstream) + _backend(second_upstream)
+    with running_proxy(config) as proxy:
+        with httpx.stream("POST", f"{proxy.url}/v1/chat/completions", json={**CHAT, "stream": True}) as response:
+            chosen = upstream if response.headers["x-triage-backend"] == "alpha" else second_upstream
+            lines = response.iter_lines()
+            assert next(lines).startswith("data: ")
+            # The upstream dies mid-stream: the client is told in-stream, nothing is retried.
+            chosen.break_connections()
+            rest = list(lines)
+    other = second_upstream if chosen is upstream else upstream
+    assert other.requests == []
+    assert any('"upstream_unreachable"' in line for line in rest)
+
+
+def test_client_disconnect_cancels_the_upstream_request(upstream: FakeUpstream) -> None:
+    upstream.mode = "hang"
+    with running_proxy(_backend(upstream)) as proxy:
+        host, port = proxy.url.removeprefix("http://").split(":")
+        body = b'{"model": "smol", "messages": [{"role": "user", "content": "Hi"}]}'
+        with socket.create_connection((host, int(port))) as client:
+            client.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                + f"content-length: {len(body)}\r\n\r\n".encode() + body
+            )
+            assert upstream.received.wait(10)
+        assert upstream.disconnected.wait(10), "the upstream never saw its connection close"
+        metrics = httpx.get(f"{proxy.url}/metrics").text
+    assert 'reason="client_disconnect"' in metrics
+
+
+def test_client_disconnect_mid_stream_cancels_the_upstream(upstream: FakeUpstream) -> None:
+    upstream.mode = "stream_hold"
+    with running_proxy(_backend(upstream)) as proxy:
+        client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="k", max_retries=0)
+        stream = client.chat.completions.create(model="smol", messages=[{"role": "user", "content": "x"}], stream=True)
+        assert next(iter(stream)).choices[0].delta.content == "tok0 "
+        stream.close()
+        assert upstream.disconnected.wait(10), "the upstream never saw its connection close"
+
+
+def test_shutdown_drains_a_request_in_flight(upstream: FakeUpstream) -> None:
+    upstream.mode = "stream_hold"
+    with running_proxy(_backend(upstream)) as proxy:
+        with httpx.stream("POST", f"{proxy.url}/v1/chat/completions", json={**CHAT, "stream": True}) as response:
+            lines = response.iter_lines()
+            assert next(lines).startswith("data: ")
+            proxy.shut_down()
+            upstream.release.set()
+            rest = [line for line in lines if line]
+        proxy.thread.join(15)
+        assert not proxy.thread.is_alive()
+    assert rest[-1] == "data: [DONE]" and len(rest) == 3
+
+
+def test_metrics_are_labelled_by_priority_and_backend(upstream: FakeUpstream) -> None:
+    with running_proxy(_backend(upstream)) as proxy:
+        httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"x-priority": "1"})
+        httpx.post(f"{proxy.url}/v1/chat/completions", json={"model": "smol"})
+        text = httpx.get(f"{proxy.url}/metrics").text
+    assert 'triage_requests_total{backend="alpha",endpoint="chat",priority="1",status="200"} 1.0' in text
+    assert 'triage_time_to_first_byte_seconds_count{backend="alpha",priority="1"} 1.0' in text
+    assert 'triage_request_duration_seconds_count{backend="alpha",priority="1"} 1.0' in text
+    assert 'triage_requests_in_flight{backend="alpha",priority="1"} 0.0' in text
+    assert 'triage_requests_total{backend="none",endpoint="chat",priority="none",status="400"} 1.0' in text
+    assert 'triage_backend_up{backend="alpha"} 1.0' in text
+
+
+def test_unknown_paths_answer_in_openai_shape(upstream: FakeUpstream) -> None:
+    with running_proxy(_backend(upstream)) as proxy:
+        response = httpx.get(f"{proxy.url}/v1/nothing-here")
+    assert response.status_code == 404 and _error(response)["type"] == "invalid_request_error"

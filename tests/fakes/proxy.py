@@ -1,0 +1,45 @@
+"""Run a Triage app on a real socket in a background thread, the way `triage serve` does."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import uvicorn
+
+from router.app import create_app
+from router.config import Config, parse_config
+from router.server import bind_socket, make_server, url_of
+
+
+@dataclass
+class LiveProxy:
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def shut_down(self) -> None:
+        """What SIGTERM does: stop accepting, drain what is in flight, exit."""
+        self.server.should_exit = True
+
+
+@contextmanager
+def running_proxy(config: Config | str) -> Iterator[LiveProxy]:
+    """Yield a live proxy on a real port; drain and stop it on exit."""
+    if isinstance(config, str):
+        config = parse_config(config)
+    sock = bind_socket("127.0.0.1", 0)
+    ready = threading.Event()
+    server = make_server(create_app(config), grace_s=5.0, on_ready=ready.set)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    if not ready.wait(15):
+        raise RuntimeError("the proxy did not start")
+    try:
+        yield LiveProxy(url_of(sock), server, thread)
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()

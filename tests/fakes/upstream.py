@@ -1,0 +1,198 @@
+"""A real HTTP/1.1 server on 127.0.0.1 that behaves like an OpenAI-compatible backend.
+
+It runs its own event loop in a thread, records what it receives, and can be told to fail in
+the ways the proxy must survive: an error status, a refused or reset connection, silence, a
+stream held open until the test lets it go. It notices a client closing the connection, so
+tests can check that the proxy cancels upstream work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ReceivedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class FakeUpstream:
+    name: str = "fake"
+    # "ok", "status", "refuse", "hang", "stream_hold"
+    mode: str = "ok"
+    status: int = 503
+    stream_chunks: int = 3
+    requests: list[ReceivedRequest] = field(default_factory=list)
+    # Set when a client closes a connection while this server is still working on its request.
+    disconnected: threading.Event = field(default_factory=threading.Event)
+    # Set once a request has been received (before answering).
+    received: threading.Event = field(default_factory=threading.Event)
+    # In "stream_hold" mode the stream pauses after its first chunk until this is set.
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> FakeUpstream:
+        ready = threading.Event()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._loop = asyncio.new_event_loop()
+
+        async def boot() -> None:
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+            self.port = self._server.sockets[0].getsockname()[1]
+            ready.set()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(boot())
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name=f"upstream-{self.name}", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def break_connections(self) -> None:
+        """Reset every open connection, as a crashing server would."""
+
+        async def abort() -> None:
+            for writer in list(self._writers):
+                writer.transport.abort()
+
+        asyncio.run_coroutine_threadsafe(abort(), self._loop).result(10)
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+
+        async def shutdown() -> None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.transport.abort()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self.release.set()
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while await self._serve_one(reader, writer):
+                pass
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        request_line, *lines = head.split("\r\n")
+        method, path, _ = request_line.split(" ", 2)
+        headers = {}
+        for line in lines:
+            if line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        request = ReceivedRequest(method, path, headers, body)
+        self.requests.append(request)
+        self.received.set()
+
+        if self.mode == "refuse":
+            return False  # closes the connection without an answer
+        if self.mode == "status":
+            return await self._json(writer, self.status, {"error": {"message": f"{self.name} says {self.status}", "type": "server_error", "param": None, "code": None}})
+        if method == "GET":
+            return await self._json(writer, 200, {"object": "list", "data": [{"id": f"{self.name}-model", "object": "model", "created": 0, "owned_by": self.name}]})
+        if self.mode == "hang":
+            # Wait for the client to give up; EOF on the socket means it closed the connection.
+            if await reader.read(1) == b"":
+                self.disconnected.set()
+            return False
+        payload = request.json()
+        if payload.get("stream"):
+            return await self._stream(reader, writer, payload)
+        return await self._json(writer, 200, self._completion(payload))
+
+    def _completion(self, payload: dict[str, Any]) -> dict[str, Any]:
+        text = f"Hello from {self.name}"
+        choice: dict[str, Any] = {"index": 0, "finish_reason": "stop", "logprobs": None}
+        if "messages" in payload:
+            choice["message"] = {"role": "assistant", "content": text}
+            kind = "chat.completion"
+        else:
+            choice["text"] = text
+            kind = "text_completion"
+        return {
+            "id": "cmpl-1", "object": kind, "created": 1, "model": payload["model"], "choices": [choice],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+            # A field the proxy does not know; it must reach the client untouched.
+            "upstream_extra": {"served_by": self.name},
+        }
+
+    async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: dict[str, Any]) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        chat = "messages" in payload
+        for i in range(self.stream_chunks):
+            if chat:
+                delta = {"role": "assistant", "content": f"tok{i} "} if i == 0 else {"content": f"tok{i} "}
+                choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": None}
+            else:
+                choice = {"index": 0, "text": f"tok{i} ", "finish_reason": None}
+            event = {"id": "cmpl-1", "object": "chat.completion.chunk" if chat else "text_completion",
+                     "created": 1, "model": payload["model"], "choices": [choice]}
+            await self._chunk(writer, b"data: " + json.dumps(event).encode() + b"\n\n")
+            if i == 0 and self.mode == "stream_hold":
+                await self._hold(reader)
+                if self.disconnected.is_set():
+                    return False
+        if (payload.get("stream_options") or {}).get("include_usage"):
+            usage = {"id": "cmpl-1", "object": "chat.completion.chunk", "created": 1, "model": payload["model"],
+                     "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": self.stream_chunks,
+                                              "total_tokens": 7 + self.stream_chunks}}
+            await self._chunk(writer, b"data: " + json.dumps(usage).encode() + b"\n\n")
+        await self._chunk(writer, b"data: [DONE]\n\n")
+        await self._chunk(writer, b"")
+        return True
+
+    async def _hold(self, reader: asyncio.StreamReader) -> None:
+        """Pause until the test releases the stream or the client hangs up, whichever first."""
+        eof = asyncio.ensure_future(reader.read(1))
+        released = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(None, self.release.wait))
+        done, _ = await asyncio.wait({eof, released}, return_when=asyncio.FIRST_COMPLETED)
+        if eof in done and eof.result() == b"":
+            self.disconnected.set()
+            self.release.set()  # frees the executor thread
+        else:
+            eof.cancel()
+
+    @staticmethod
+    async def _chunk(writer: asyncio.StreamWriter, data: bytes) -> None:
+        writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        await writer.drain()
+
+    @staticmethod
+    async def _json(writer: asyncio.StreamWriter, status: int, payload: Any) -> bool:
+        body = json.dumps(payload).encode()
+        writer.write(f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body)
+        await writer.drain()
+        return True
