@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from router.config import ConfigError, load_config, parse_config, resolve_config_path
+
+
+def test_defaults_fill_every_option() -> None:
+    config = parse_config("")
+    assert (config.server.host, config.server.port) == ("127.0.0.1", 8080)
+    assert config.priority.default == 2 and config.priority.header == "x-priority"
+    assert config.backends == [] and config.api_keys == []
+
+
+def test_the_shipped_config_parses() -> None:
+    config = load_config(Path(__file__).parents[2] / "config.toml")
+    assert config.backends and all(b.url.startswith("http") for b in config.backends)
+
+
+def test_backend_defaults_and_trailing_slash() -> None:
+    config = parse_config('[[backends]]\nname = "a"\nurl = "http://h:1/"\n')
+    backend = config.backends[0]
+    assert backend.url == "http://h:1"
+    assert backend.models == ["*"] and backend.serves("anything")
+    assert backend.kind == "openai" and backend.scheduling == "fcfs"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[[backends]]\nname = "a"\nurl = "http://ok"\n[[backends]]\nname = "b"\nurl = "ftp://x"\n',
+         "backends[1].url: expected an http(s) URL"),
+        ('[server]\nport = "eighty"\n', "server.port: expected `int`, got `str`"),
+        ("[server]\nprot = 1\n", "server: object contains unknown field `prot`"),
+        ("[priority]\ndefault = 7\n", "priority.default: expected `int` <= 4"),
+        ('[[backends]]\nurl = "http://x"\n', "backends[0]: object missing required field `name`"),
+        ('[[backends]]\nname = "a"\nurl = "http://x"\nkind = "tgi"\n', "backends[0].kind: invalid enum value 'tgi'"),
+        ('[[backends]]\nname = "a"\nurl = "http://x"\n[[backends]]\nname = "a"\nurl = "http://y"\n',
+         "backends[1].name: duplicate backend name 'a'"),
+        ('[[api_keys]]\nkey = "k"\nmax_priority = 5\n', "api_keys[0].max_priority: expected `int` <= 4"),
+        ("server = [", "not valid TOML"),
+    ],
+)
+def test_errors_name_the_key_path(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    assert str(caught.value).startswith(message)
+
+
+def test_load_config_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[server]\nport = -1\n")
+    with pytest.raises(ConfigError, match=r"bad.toml: server.port: expected `int` >= 0"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_config_path_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRIAGE_CONFIG", raising=False)
+    assert resolve_config_path(None) == Path("config.toml")
+    monkeypatch.setenv("TRIAGE_CONFIG", "/etc/triage.toml")
+    assert resolve_config_path(None) == Path("/etc/triage.toml")
+    assert resolve_config_path("mine.toml") == Path("mine.toml")
