@@ -54,6 +54,12 @@ class Unauthorized(TriageError):
     code = "invalid_api_key"
 
 
+class MethodNotAllowed(TriageError):
+    status = 405
+    error_type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
 class ModelNotFound(TriageError):
     status = 404
     error_type = "invalid_request_error"

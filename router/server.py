@@ -68,6 +68,8 @@ def make_server(app: Any, *, grace_s: float, on_ready: Callable[[], None]) -> uv
         lifespan="on",
         log_level="warning",
         access_log=False,
+        # Client addresses from X-Forwarded-For are not used; skip the middleware that parses them.
+        proxy_headers=False,
         # The upstream's own Date and Server headers are relayed instead.
         server_header=False,
         date_header=False,

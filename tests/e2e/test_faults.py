@@ -239,7 +239,12 @@ def test_metrics_are_labelled_by_priority_and_backend(upstream: FakeUpstream) ->
     assert 'triage_backend_up{backend="alpha"} 1.0' in text
 
 
-def test_unknown_paths_answer_in_openai_shape(upstream: FakeUpstream) -> None:
+def test_unknown_paths_and_methods_answer_in_openai_shape(upstream: FakeUpstream) -> None:
     with running_proxy(_backend(upstream)) as proxy:
-        response = httpx.get(f"{proxy.url}/v1/nothing-here")
-    assert response.status_code == 404 and _error(response)["type"] == "invalid_request_error"
+        unknown = httpx.get(f"{proxy.url}/v1/nothing-here")
+        wrong_method = httpx.get(f"{proxy.url}/v1/chat/completions")
+        trailing_slash = httpx.post(f"{proxy.url}/v1/chat/completions/", json=CHAT)
+    assert unknown.status_code == 404 and _error(unknown)["type"] == "invalid_request_error"
+    assert wrong_method.status_code == 405 and _error(wrong_method)["code"] == "method_not_allowed"
+    assert trailing_slash.status_code == 200
+    assert upstream.requests[-1].path == "/v1/chat/completions"
