@@ -42,7 +42,7 @@ def find_owner(starts_ptr, tile_idx, num_owners, BLOCK_Q: tl.constexpr):
     the grid size ``num_rows // BLOCK_Q + num_owners`` is known without reading lengths on the
     host (no device sync).
     """
-    lo = 0
+    lo: tl.int32 = 0
     hi = num_owners
     while lo < hi:
         mid = (lo + hi) // 2
