@@ -1,0 +1,103 @@
+"""Paged attention over the KV cache: the seam where a CUDA/Triton kernel plugs in.
+
+The model calls `AttentionBackend.forward` once per layer with the step's flattened tokens.
+The torch backend here runs everywhere (CPU tests, the CPU server); a kernels/ backend only
+has to honour the same metadata.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class PrefillChunk:
+    """One sequence's prompt chunk inside the flattened batch."""
+
+    start: int  # offset of its first token in the flattened batch
+    length: int  # tokens computed this step
+    context_len: int  # tokens of this sequence already in the cache before this chunk
+    block_table: torch.Tensor  # [n_blocks] covering context_len + length tokens
+    mask: torch.Tensor | None = None  # [length, context_len + length], None when context_len == 0
+
+
+@dataclass
+class AttentionMetadata:
+    """Shared by every layer of one step. Decodes come first in the flattened batch."""
+
+    slot_mapping: torch.Tensor  # [T] flat cache slot (block * block_size + offset) per token
+    num_decodes: int = 0
+    decode_block_tables: torch.Tensor | None = None  # [num_decodes, max_blocks]
+    decode_mask: torch.Tensor | None = None  # [num_decodes, 1, 1, max_blocks * block_size]
+    prefills: list[PrefillChunk] = field(default_factory=list)
+
+
+class AttentionBackend(Protocol):
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata
+    ) -> torch.Tensor:
+        """q: [T, H, D]; k, v: [T, Hkv, D]; kv_cache: [2, num_blocks, block_size, Hkv, D]. Returns [T, H, D]."""
+        ...
+
+
+class TorchPagedAttention:
+    """Writes the new keys/values into their slots, then attends with SDPA.
+
+    Decodes are batched into one SDPA call: each one's blocks are gathered into a padded
+    [n, Hkv, K, D] tensor and the padding is masked. With one query token per sequence the
+    query heads that share a KV head fold into the query axis, so GQA costs no KV copy.
+    Prefill chunks are few per step (the token budget bounds them) and run one SDPA each.
+    """
+
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata
+    ) -> torch.Tensor:
+        _, num_blocks, block_size, kv_heads, head_dim = kv_cache.shape
+        k_cache, v_cache = kv_cache[0], kv_cache[1]
+        flat_k = k_cache.view(num_blocks * block_size, kv_heads, head_dim)
+        flat_v = v_cache.view(num_blocks * block_size, kv_heads, head_dim)
+        flat_k.index_copy_(0, meta.slot_mapping, k)
+        flat_v.index_copy_(0, meta.slot_mapping, v)
+
+        heads = q.shape[1]
+        group = heads // kv_heads
+        out = torch.empty_like(q)
+        n = meta.num_decodes
+        if n:
+            assert meta.decode_block_tables is not None and meta.decode_mask is not None
+            keys = k_cache[meta.decode_block_tables].view(n, -1, kv_heads, head_dim).transpose(1, 2)
+            values = v_cache[meta.decode_block_tables].view(n, -1, kv_heads, head_dim).transpose(1, 2)
+            qd = q[:n].view(n, kv_heads, group, head_dim)
+            o = F.scaled_dot_product_attention(qd, keys, values, attn_mask=meta.decode_mask)
+            out[:n] = o.reshape(n, heads, head_dim)
+        for chunk in meta.prefills:
+            s, e = chunk.start, chunk.start + chunk.length
+            qs = q[s:e].transpose(0, 1).unsqueeze(0)
+            if chunk.context_len == 0:
+                # The whole prompt so far is in this chunk: attend to the fresh k/v directly.
+                ks, vs = k[s:e], v[s:e]
+                o = F.scaled_dot_product_attention(
+                    qs, ks.transpose(0, 1).unsqueeze(0), vs.transpose(0, 1).unsqueeze(0), is_causal=True, enable_gqa=True
+                )
+            else:
+                total = chunk.context_len + chunk.length
+                ks = k_cache[chunk.block_table].view(-1, kv_heads, head_dim)[:total]
+                vs = v_cache[chunk.block_table].view(-1, kv_heads, head_dim)[:total]
+                o = F.scaled_dot_product_attention(
+                    qs,
+                    ks.transpose(0, 1).unsqueeze(0),
+                    vs.transpose(0, 1).unsqueeze(0),
+                    attn_mask=chunk.mask,
+                    enable_gqa=True,
+                )
+            out[s:e] = o.squeeze(0).transpose(0, 1)
+        return out
+
+
+def make_attention_backend(device: torch.device) -> AttentionBackend:
+    """The torch path serves the CPU; a CUDA kernels/ backend goes here when it exists."""
+    return TorchPagedAttention()

@@ -1,0 +1,204 @@
+"""The synchronous engine: requests in, one scheduled+executed step at a time, deltas out."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from policies.catalog import make_ordering
+from policies.cost_model import CostModel
+
+from engine_server.attention import make_attention_backend
+from engine_server.checkpoint import load_model, load_tokenizer, resolve_model_dir
+from engine_server.config import EngineConfig, ModelConfig
+from engine_server.detokenizer import IncrementalDetokenizer
+from engine_server.kv_cache import KVCacheManager, bytes_per_block
+from engine_server.model import LlamaForCausalLM
+from engine_server.model_runner import ModelRunner
+from engine_server.scheduler import Scheduler
+from engine_server.sequence import FinishReason, SamplingParams, Sequence, TokenLogprob
+
+log = logging.getLogger("engine_server")
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+# Seconds per token for SmolLM2-135M on two CPU cores, measured roughly: the orderings only
+# need the right proportions (prefill vs decode vs a host copy of KV).
+CPU_COST_MODEL = CostModel(dc1=2e-7, dc2=2e-3, pc1=1e-7, pc2=8e-4, swap_s_per_token=5e-6)
+
+
+class RequestRejected(ValueError):
+    """The request can never run on this engine (too long for the model or the KV pool)."""
+
+
+@dataclass
+class RequestOutput:
+    """What one step produced for one request: only the new part."""
+
+    request_id: str
+    text: str
+    token_ids: list[int]
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finished: bool = False
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+
+class LLMEngine:
+    def __init__(
+        self, config: EngineConfig, model_config: ModelConfig, model: LlamaForCausalLM, tokenizer: Any,
+        *, max_model_len: int,
+    ) -> None:
+        self.config = config
+        self.model_config = model_config
+        self.tokenizer = tokenizer
+        self.max_model_len = max_model_len
+        device = torch.device(config.device)
+        dtype = DTYPES[config.dtype]
+        per_block = bytes_per_block(
+            model_config.num_hidden_layers, model_config.num_key_value_heads, model_config.head_dim, config.block_size, dtype
+        )
+        num_blocks = config.num_gpu_blocks or self._device_blocks(device, per_block)
+        num_swap = config.num_swap_blocks if config.num_swap_blocks is not None else int(config.swap_space_gib * 2**30 // per_block)
+        self.kv = KVCacheManager(
+            num_layers=model_config.num_hidden_layers, kv_heads=model_config.num_key_value_heads,
+            head_dim=model_config.head_dim, block_size=config.block_size, num_blocks=num_blocks,
+            num_swap_blocks=num_swap, dtype=dtype, device=device, enable_caching=config.enable_prefix_caching,
+        )
+        ordering = make_ordering(config.ordering, CPU_COST_MODEL)
+        self.scheduler = Scheduler(
+            self.kv, ordering, CPU_COST_MODEL,  # type: ignore[arg-type]
+            max_num_seqs=config.max_num_seqs, max_num_batched_tokens=config.max_num_batched_tokens,
+            priority_preemption=config.priority_preemption,
+        )
+        self.runner = ModelRunner(model, self.kv, make_attention_backend(device), device)
+        self.eos_ids = set(model_config.eos_token_ids)
+        if tokenizer is not None and tokenizer.eos_token_id is not None:
+            self.eos_ids.add(tokenizer.eos_token_id)
+        self.seqs: dict[str, Sequence] = {}
+        self.detokenizers: dict[str, IncrementalDetokenizer] = {}
+        self.num_steps = 0
+        self._offline_ids = itertools.count()
+        self.prompt_tokens_total = 0
+        self.generation_tokens_total = 0
+
+    def _device_blocks(self, device: torch.device, per_block: int) -> int:
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            return int(free * 0.85 // per_block)  # leave room for activations
+        return int(self.config.kv_cache_gib * 2**30 // per_block)
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> LLMEngine:
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        torch.manual_seed(config.seed)
+        path = resolve_model_dir(config.model, config.cache_dir)
+        model_config = ModelConfig.from_dir(path)
+        max_len = min(config.max_model_len or model_config.max_position_embeddings, model_config.max_position_embeddings)
+        model = load_model(path, model_config, DTYPES[config.dtype], torch.device(config.device), max_len)
+        engine = cls(config, model_config, model, load_tokenizer(path), max_model_len=max_len)
+        log.info("loaded %s from %s: %d KV blocks of %d tokens", config.model, path, engine.kv.pool.num_blocks, config.block_size)
+        return engine
+
+    # --- requests -----------------------------------------------------------------------
+
+    def add_request(
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams, *, priority: int = 2,
+        arrival_time: float | None = None, predicted_output_len: int | None = None,
+    ) -> Sequence:
+        if request_id in self.seqs:
+            raise RequestRejected(f"duplicate request id {request_id!r}")
+        n = len(prompt_token_ids)
+        if n == 0:
+            raise RequestRejected("the prompt is empty")
+        if n >= self.max_model_len:
+            raise RequestRejected(f"the prompt has {n} tokens; this model's context is {self.max_model_len}")
+        params.max_tokens = min(params.max_tokens, self.max_model_len - n)
+        if self.kv.blocks_for(n + params.max_tokens) > self.kv.pool.num_blocks:
+            raise RequestRejected(
+                f"{n} prompt + {params.max_tokens} output tokens exceed the KV cache "
+                f"({self.kv.pool.num_blocks * self.kv.block_size} tokens)"
+            )
+        now = time.monotonic()
+        seq = Sequence(
+            request_id, prompt_token_ids, params, priority=priority,
+            arrival_time=now if arrival_time is None else arrival_time, predicted_output_len=predicted_output_len,
+        )
+        self.seqs[request_id] = seq
+        if self.tokenizer is not None:
+            self.detokenizers[request_id] = IncrementalDetokenizer(self.tokenizer, prompt_token_ids, params.stop)
+        self.scheduler.add(seq, now)
+        self.prompt_tokens_total += n
+        return seq
+
+    def abort(self, request_id: str) -> RequestOutput | None:
+        seq = self.seqs.get(request_id)
+        if seq is None:
+            return None
+        self.scheduler.abort(seq)
+        return self._output(seq, [], [])
+
+    def has_work(self) -> bool:
+        return self.scheduler.has_work()
+
+    # --- the step -----------------------------------------------------------------------
+
+    def step(self) -> list[RequestOutput]:
+        sched = self.scheduler.schedule(time.monotonic())
+        sampled = self.runner.execute(sched.scheduled)
+        self.num_steps += 1
+        for s in sched.scheduled:
+            s.seq.num_computed_tokens += s.num_tokens
+            self.kv.cache_full_blocks(s.seq)
+        outputs = []
+        for st in sampled:
+            seq = st.seq
+            seq.token_ids.append(st.token_id)
+            self.generation_tokens_total += 1
+            if st.logprob is not None:
+                seq.logprobs.append(st.logprob)
+            reason = self._stop_reason(seq, st.token_id)
+            if reason is not None:
+                self.scheduler.finish(seq, reason)
+            outputs.append(self._output(seq, [st.token_id], [st.logprob] if st.logprob else []))
+        return outputs
+
+    def _stop_reason(self, seq: Sequence, token: int) -> FinishReason | None:
+        p = seq.params
+        if (token in self.eos_ids and not p.ignore_eos) or token in p.stop_token_ids:
+            return FinishReason.STOP
+        detok = self.detokenizers.get(seq.request_id)
+        if detok is not None and detok.append(token):
+            return FinishReason.STOP
+        if seq.num_output_tokens >= p.max_tokens or len(seq.token_ids) >= self.max_model_len:
+            return FinishReason.LENGTH
+        return None
+
+    def _output(self, seq: Sequence, token_ids: list[int], logprobs: list[TokenLogprob]) -> RequestOutput:
+        finished = seq.is_finished
+        detok = self.detokenizers.get(seq.request_id)
+        text = detok.take(final=finished) if detok is not None else ""
+        if finished:
+            self.seqs.pop(seq.request_id, None)
+            self.detokenizers.pop(seq.request_id, None)
+        return RequestOutput(
+            request_id=seq.request_id, text=text, token_ids=token_ids, logprobs=logprobs, finished=finished,
+            finish_reason=seq.finish_reason.value if seq.finish_reason else None,
+            prompt_tokens=seq.num_prompt_tokens, completion_tokens=seq.num_output_tokens,
+            cached_tokens=seq.num_cached_tokens,
+        )
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams]) -> list[list[int]]:
+        """Offline helper: run prompts to completion, return each one's output token ids."""
+        plist = params if isinstance(params, list) else [SamplingParams(**vars(params)) for _ in prompts]
+        seqs = [self.add_request(f"offline-{next(self._offline_ids)}", p, sp) for i, (p, sp) in enumerate(zip(prompts, plist))]
+        while self.has_work():
+            self.step()
+        return [s.output_token_ids for s in seqs]

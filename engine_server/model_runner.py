@@ -1,0 +1,95 @@
+"""Turns one scheduled step into tensors, runs the model, and samples.
+
+The batch is flattened: single-token entries (decodes) first, then prefill chunks. Only the
+rows whose chunk reaches the end of their sequence get logits and a sampled token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from engine_server.attention import AttentionBackend, AttentionMetadata, PrefillChunk
+from engine_server.kv_cache import KVCacheManager
+from engine_server.model import LlamaForCausalLM
+from engine_server.sampling import sample
+from engine_server.sequence import Sequence, TokenLogprob
+
+
+@dataclass
+class ScheduledSeq:
+    seq: Sequence
+    num_tokens: int  # tokens to compute this step, from seq.num_computed_tokens on
+
+
+@dataclass
+class SampledToken:
+    seq: Sequence
+    token_id: int
+    logprob: TokenLogprob | None
+
+
+class ModelRunner:
+    def __init__(self, model: LlamaForCausalLM, kv: KVCacheManager, backend: AttentionBackend, device: torch.device) -> None:
+        self.model = model
+        self.kv = kv
+        self.backend = backend
+        self.device = device
+        self.block_size = kv.block_size
+
+    @torch.inference_mode()
+    def execute(self, batch: list[ScheduledSeq]) -> list[SampledToken]:
+        if not batch:
+            return []
+        decodes = [b for b in batch if b.num_tokens == 1]
+        prefills = [b for b in batch if b.num_tokens > 1]
+        ordered = decodes + prefills
+        bs = self.block_size
+
+        ids: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        sample_rows: list[int] = []
+        sample_seqs: list[Sequence] = []
+        for b in ordered:
+            s, c, n = b.seq, b.seq.num_computed_tokens, b.num_tokens
+            table = s.block_table
+            ids.extend(s.token_ids[c:c + n])
+            positions.extend(range(c, c + n))
+            slots.extend(table[p // bs].block_id * bs + p % bs for p in range(c, c + n))
+            if c + n == len(s.token_ids):
+                sample_rows.append(len(ids) - 1)
+                sample_seqs.append(s)
+
+        dev = self.device
+        meta = AttentionMetadata(slot_mapping=torch.tensor(slots, device=dev), num_decodes=len(decodes))
+        if decodes:
+            ctx = [b.seq.num_computed_tokens + 1 for b in decodes]
+            width = -(-max(ctx) // bs)
+            tables = torch.zeros(len(decodes), width, dtype=torch.long)
+            for i, b in enumerate(decodes):
+                row = [blk.block_id for blk in b.seq.block_table[: -(-ctx[i] // bs)]]
+                tables[i, : len(row)] = torch.tensor(row)
+            lens = torch.tensor(ctx)
+            mask = torch.arange(width * bs).unsqueeze(0) < lens.unsqueeze(1)
+            meta.decode_block_tables = tables.to(dev)
+            meta.decode_mask = mask.view(len(decodes), 1, 1, width * bs).to(dev)
+        offset = len(decodes)
+        for b in prefills:
+            c, n = b.seq.num_computed_tokens, b.num_tokens
+            table = torch.tensor([blk.block_id for blk in b.seq.block_table[: -(-(c + n) // bs)]], device=dev)
+            mask = None
+            if c:
+                mask = torch.arange(c + n, device=dev).unsqueeze(0) <= (c + torch.arange(n, device=dev)).unsqueeze(1)
+            meta.prefills.append(PrefillChunk(start=offset, length=n, context_len=c, block_table=table, mask=mask))
+            offset += n
+
+        hidden = self.model(
+            torch.tensor(ids, device=dev), torch.tensor(positions, device=dev), self.kv.kv_caches, meta, self.backend
+        )
+        if not sample_rows:
+            return []
+        logits = self.model.compute_logits(hidden[torch.tensor(sample_rows, device=dev)]).cpu()
+        tokens, logprobs = sample(logits, sample_seqs)
+        return [SampledToken(s, t, lp) for s, t, lp in zip(sample_seqs, tokens, logprobs)]

@@ -1,0 +1,194 @@
+"""Continuous batching: which sequences run this step, with how many tokens, and who yields.
+
+Each step (`schedule`) does, in order:
+1. Priority preemption: while the most urgent waiting sequence cannot start because the
+   batch is full (sequence slots or KV blocks), and a strictly less urgent sequence runs,
+   preempt the victim `policies.preemption` picks among those.
+2. Running sequences, most urgent first: a decode takes one token of the budget, an
+   unfinished prefill takes the next chunk that fits. When KV blocks run out, the victim
+   (again from policies) is preempted, by swap or recompute as `choose_mode` says.
+3. Waiting sequences, in the configured `policies` ordering, while the token budget, the
+   sequence slots and the KV pool allow. The head blocks the queue (no overtaking), so the
+   ordering is honoured exactly.
+A preempted sequence is pushed back with its original arrival time, so it keeps its place
+against later arrivals of its priority.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from policies.cost_model import CostModel
+from policies.ordering import Ordering
+from policies.preemption import PreemptionMode, choose_mode, choose_victim
+from policies.queue import RequestQueue
+
+from engine_server.kv_cache import KVCacheManager
+from engine_server.model_runner import ScheduledSeq
+from engine_server.sequence import FinishReason, Sequence, SequenceStatus
+
+
+@dataclass
+class SchedulerOutput:
+    scheduled: list[ScheduledSeq] = field(default_factory=list)
+    preempted: list[tuple[Sequence, PreemptionMode]] = field(default_factory=list)
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(s.num_tokens for s in self.scheduled)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        kv: KVCacheManager,
+        ordering: Ordering,
+        cost: CostModel,
+        *,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        priority_preemption: bool = True,
+    ) -> None:
+        self.kv = kv
+        self.ordering = ordering
+        # Running sequences are ranked by the ordering's base key (no aging: aging is about
+        # time in the queue).
+        self.rank_ordering: Ordering = getattr(ordering, "inner", ordering)
+        self.cost = cost
+        self.waiting: RequestQueue[Sequence] = RequestQueue(ordering)  # WAITING and SWAPPED
+        self.running: list[Sequence] = []
+        self.max_num_seqs = max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.priority_preemption = priority_preemption
+        self.num_preemptions = {PreemptionMode.SWAP: 0, PreemptionMode.RECOMPUTE: 0}
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    def has_work(self) -> bool:
+        return bool(self.running) or len(self.waiting) > 0
+
+    def add(self, seq: Sequence, now: float) -> None:
+        seq.status = SequenceStatus.WAITING
+        self.waiting.push(seq, now)
+
+    def abort(self, seq: Sequence) -> None:
+        """Drop the sequence wherever it is and free all its blocks at once."""
+        if seq.is_finished:
+            return
+        if seq.status == SequenceStatus.RUNNING:
+            self.running.remove(seq)
+        else:
+            self.waiting.remove(seq.request_id)
+        self._finish(seq, FinishReason.ABORT)
+
+    def finish(self, seq: Sequence, reason: FinishReason) -> None:
+        self.running.remove(seq)
+        self._finish(seq, reason)
+
+    def _finish(self, seq: Sequence, reason: FinishReason) -> None:
+        self.kv.free(seq)
+        seq.status = SequenceStatus.FINISHED
+        seq.finish_reason = reason
+
+    # --- the step -----------------------------------------------------------------------
+
+    def schedule(self, now: float) -> SchedulerOutput:
+        out = SchedulerOutput()
+        self.waiting.drain()
+        if self.priority_preemption:
+            self._preempt_for_urgent(now, out)
+        budget = self._schedule_running(now, out)
+        self._admit_waiting(now, budget, out)
+        for s in out.scheduled:
+            if s.seq.first_scheduled_time is None:
+                s.seq.first_scheduled_time = now
+        return out
+
+    def _preempt_for_urgent(self, now: float, out: SchedulerOutput) -> None:
+        while (head := self.waiting.peek(now)) is not None and self._batch_full_for(head):
+            candidates = [s for s in self.running if s.priority > head.priority]
+            victim = choose_victim(candidates, self.cost)
+            if victim is None:
+                return
+            self._preempt(victim, now, out)
+
+    def _batch_full_for(self, head: Sequence) -> bool:
+        if len(self.running) >= self.max_num_seqs:
+            return True
+        tokens = min(head.num_uncomputed_tokens, self.max_num_batched_tokens)
+        if head.status == SequenceStatus.SWAPPED:
+            return not self.kv.can_swap_in(head, tokens)
+        # Conservative: ignores a possible prefix hit, which only makes room.
+        return self.kv.blocks_for(head.num_computed_tokens + tokens) > self.kv.pool.num_free
+
+    def _schedule_running(self, now: float, out: SchedulerOutput) -> int:
+        budget = self.max_num_batched_tokens
+        queue = sorted(self.running, key=lambda s: self.rank_ordering.key(s, now))
+        i = 0
+        while i < len(queue) and budget > 0:
+            seq = queue[i]
+            n = min(seq.num_uncomputed_tokens, budget)
+            if self.kv.allocate_slots(seq, n):
+                out.scheduled.append(ScheduledSeq(seq, n))
+                budget -= n
+                i += 1
+                continue
+            # KV shortage: evict among those not yet scheduled this step (seq included).
+            victim = choose_victim(queue[i:], self.cost)
+            assert victim is not None
+            queue.remove(victim)
+            self._preempt(victim, now, out)
+        return budget
+
+    def _admit_waiting(self, now: float, budget: int, out: SchedulerOutput) -> None:
+        while budget > 0 and len(self.running) < self.max_num_seqs:
+            seq = self.waiting.peek(now)
+            if seq is None:
+                return
+            if seq.status == SequenceStatus.SWAPPED:
+                n = min(seq.num_uncomputed_tokens, budget)
+                if not self.kv.can_swap_in(seq, n):
+                    return
+                self.kv.swap_in(seq)
+            else:
+                if not seq.block_table:
+                    self.kv.match_prefix(seq)
+                    seq.num_cached_tokens = max(seq.num_cached_tokens, seq.num_computed_tokens)
+                n = min(seq.num_uncomputed_tokens, budget)
+            if not self.kv.allocate_slots(seq, n):
+                if seq.status != SequenceStatus.SWAPPED:
+                    # Give the prefix hit back: the sequence must hold nothing while it waits.
+                    self.kv.free(seq)
+                    seq.num_computed_tokens = 0
+                return
+            self.waiting.pop(now)
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            out.scheduled.append(ScheduledSeq(seq, n))
+            budget -= n
+
+    def _preempt(self, seq: Sequence, now: float, out: SchedulerOutput) -> None:
+        self.running.remove(seq)
+        bs = self.kv.block_size
+        mode = PreemptionMode.RECOMPUTE
+        if self.kv.num_swap_blocks and seq.num_computed_tokens:
+            mode = choose_mode(self.cost, seq.num_computed_tokens, host_free_tokens=len(self.kv.host_free) * bs)
+        if mode == PreemptionMode.SWAP and self.kv.can_swap_out(seq):
+            self.kv.swap_out(seq)
+            seq.status = SequenceStatus.SWAPPED
+        else:
+            mode = PreemptionMode.RECOMPUTE
+            self.kv.free(seq)
+            seq.num_computed_tokens = 0
+            seq.status = SequenceStatus.WAITING
+        seq.num_preemptions += 1
+        self.num_preemptions[mode] += 1
+        out.preempted.append((seq, mode))
+        # Re-keyed with its original arrival: no later arrival of its priority overtakes it.
+        self.waiting.push(seq, now)
