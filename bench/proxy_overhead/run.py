@@ -2,8 +2,9 @@
 """Proxy overhead, side by side: the same wrk load against a static nginx upstream directly,
 through Triage (one worker), through LiteLLM's proxy and through sglang-router.
 
-    python3 bench/proxy_overhead/run.py                  # all four targets, 10 s per cell
-    python3 bench/proxy_overhead/run.py --targets direct,sglang --duration 3
+    python3 bench/proxy_overhead/run.py              # all four targets, 3 x 4 s per cell
+    python3 bench/proxy_overhead/run.py --profile    # plus a py-spy summary of Triage
+    python3 bench/proxy_overhead/run.py --targets direct,sglang --rounds 1 --duration 2
 
 Stdlib only, so any python3 runs it. It calls setup.sh first (installs nginx, wrk and the
 peers' venvs when missing), prints one table per target and Triage's ratios, and writes the
@@ -14,6 +15,10 @@ ports: one answers POST /v1/chat/completions with a fixed chat completion, the o
 fixed SSE stream. Each proxy is started once per mode with its single backend on the matching
 port, so the client body is identical for every target (model "smol") apart from "stream".
 Both ports also answer GET /v1/models and GET /health.
+
+Each cell (mode x concurrency) runs in rounds that visit every target in turn, wrk with one
+thread, after a warm-up. The machine has 2 cores shared with other people's test runs, so
+besides req/s and latency it reports the proxy's CPU time per request, which is steadier.
 """
 
 from __future__ import annotations
@@ -276,39 +281,65 @@ class Run:
     args: argparse.Namespace
     workdir: Path
     results: dict = field(default_factory=dict)  # target -> "mode c=N" -> wrk result
-    failures: dict = field(default_factory=dict)  # target -> why it was not measured
+    failures: dict = field(default_factory=dict)  # "target mode" -> why it was not measured
     profiles: dict = field(default_factory=dict)  # mode -> py-spy summary of Triage
 
-    def measure(self, target: str, upstreams: dict[str, str]) -> None:
-        for mode in MODES:
-            proc = None
-            try:
-                proc, base = start_target(target, upstreams[mode], self.workdir)
-                url = f"{base}/v1/chat/completions"
-                wait_ready(proc, url, mode)
-                for conc in CONCURRENCIES:
-                    cell = f"{mode} c={conc}"
-                    wrk(url, mode, conc, self.args.warmup)  # warm pools, caches, JITs
-                    cpu0 = proc.cpu_seconds() if proc else 0.0
-                    load0 = os.getloadavg()[0]
-                    res = wrk(url, mode, conc, self.args.duration)
-                    res["proxy_cpu_s"] = round(proc.cpu_seconds() - cpu0, 2) if proc else None
-                    res["loadavg1_before"] = load0
-                    # A proxy that answers errors fast would look great; verify it still works.
-                    wait_ready(proc, url, mode)
+    def measure_mode(self, mode: str, targets: list[str], upstream: str) -> None:
+        """Starts every target for this mode, then measures each cell in rounds that visit
+        the targets in turn: other people's test runs on this 2-core machine come and go,
+        and interleaving spreads that noise over all targets instead of one."""
+        procs: dict[str, Proc | None] = {}
+        urls: dict[str, str] = {}
+        try:
+            for target in targets:
+                try:
+                    procs[target], base = start_target(target, upstream, self.workdir)
+                    urls[target] = f"{base}/v1/chat/completions"
+                except Exception as exc:
+                    self.failures[f"{target} {mode}"] = str(exc)
+            for target in list(urls):
+                try:
+                    wait_ready(procs[target], urls[target], mode)
+                except Exception as exc:
+                    self.failures[f"{target} {mode}"] = str(exc)
+                    print(f"  {target} ({mode}): not ready: {exc}", flush=True)
+                    del urls[target]
+            for conc in CONCURRENCIES:
+                cell = f"{mode} c={conc}"
+                rounds: dict[str, list[dict]] = {t: [] for t in urls}
+                for _ in range(self.args.rounds):
+                    for target, url in list(urls.items()):
+                        try:
+                            rounds[target].append(self.one_round(procs[target], url, mode, conc))
+                        except Exception as exc:
+                            self.failures[f"{target} {mode}"] = f"c={conc}: {exc}"
+                            print(f"  {target} ({cell}): FAILED: {exc}", flush=True)
+                            del urls[target], rounds[target]
+                for target, rs in rounds.items():
+                    res = combine(rs)
                     self.results.setdefault(target, {})[cell] = res
-                    if self.args.profile and target == "triage" and conc == 32:
-                        self.profile(proc, url, mode)
+                    cpu = res["cpu_us_per_req"]
                     print(f"  {target:8} {cell:9} {res['rps']:9.0f} req/s  "
                           f"p50 {res['p50_us'] / 1000:7.3f} ms  p99 {res['p99_us'] / 1000:7.3f} ms"
-                          f"  errors {sum(res['errors'].values())}", flush=True)
-            except Exception as exc:
-                self.failures[target] = f"{mode}: {exc}"
-                print(f"  {target}: FAILED ({mode}): {exc}", flush=True)
-                return
-            finally:
+                          f"  cpu/req {'-' if cpu is None else f'{cpu:.0f} us':>7}"
+                          f"  errors {res['errors']}", flush=True)
+                    if self.args.profile and target == "triage" and conc == 32:
+                        self.profile(procs[target], urls[target], mode)
+        finally:
+            for proc in procs.values():
                 if proc:
                     proc.stop()
+
+    def one_round(self, proc: Proc | None, url: str, mode: str, conc: int) -> dict:
+        wrk(url, mode, conc, self.args.warmup)  # fills the proxy's pools after the others ran
+        cpu0 = proc.cpu_seconds() if proc else 0.0
+        load0 = os.getloadavg()[0]
+        res = wrk(url, mode, conc, self.args.duration)
+        res["proxy_cpu_s"] = round(proc.cpu_seconds() - cpu0, 3) if proc else None
+        res["loadavg1_before"] = load0
+        # A proxy that answered errors fast would look great; check that it still works.
+        wait_ready(proc, url, mode)
+        return res
 
 
     def profile(self, proc: Proc, url: str, mode: str) -> None:
@@ -316,10 +347,10 @@ class Run:
         (sampling takes CPU from a 2-core machine), and prints where its CPU time goes."""
         raw = self.workdir / f"triage-{mode}.pyspy.txt"
         spy = subprocess.Popen([str(VENVS / "pyspy" / "bin" / "py-spy"), "record", "--nonblocking",
-                                "-r", "250", "-d", str(self.args.duration), "-f", "raw",
+                                "-r", "250", "-d", str(max(self.args.duration, 5)), "-f", "raw",
                                 "-o", str(raw), "-p", str(proc.popen.pid)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wrk(url, mode, 32, self.args.duration)
+        wrk(url, mode, 32, max(self.args.duration, 5))
         spy.wait(timeout=60)
         self.profiles[mode] = summarize_pyspy(raw)
         print(f"  py-spy, triage {mode} c=32, top self time ({raw}):")
@@ -328,6 +359,29 @@ class Run:
         for frame, share in self.profiles[mode]["self"][:12]:
             print(f"    {share:5.1%}  {frame}")
 
+
+
+def combine(rounds: list[dict]) -> dict:
+    """Throughput over all rounds; latency percentiles as the median of the rounds' (wrk's
+    histograms cannot be merged from its summary)."""
+    def median(key: str) -> float:
+        vals = sorted(r[key] for r in rounds)
+        mid = len(vals) // 2
+        return vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+
+    requests = sum(r["requests"] for r in rounds)
+    cpu = [r["proxy_cpu_s"] for r in rounds if r["proxy_cpu_s"] is not None]
+    return {
+        "rps": requests / (sum(r["duration_us"] for r in rounds) / 1e6),
+        "p50_us": median("p50_us"),
+        "p99_us": median("p99_us"),
+        "requests": requests,
+        "errors": sum(sum(r["errors"].values()) for r in rounds),
+        # CPU the proxy burns per request hardly depends on what else runs on the machine,
+        # unlike req/s: the steadier figure when cores are shared.
+        "cpu_us_per_req": round(sum(cpu) / requests * 1e6, 1) if cpu and requests else None,
+        "rounds": rounds,
+    }
 
 def summarize_pyspy(raw: Path, top: int = 25) -> dict:
     """Collapsed stacks ("f1;f2;f3 COUNT") -> shares of samples, by leaf and by any frame."""
@@ -393,7 +447,10 @@ def versions() -> dict:
         "wrk": cmd(["wrk", "-v"]).split(" [")[0] if shutil.which("wrk") else "missing",
         "litellm": pip_version("litellm", "litellm"),
         "sglang-router": pip_version("sglang", "sglang-router"),
-        "triage_commit": cmd(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
+        "head": cmd(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
+        "router_commit": cmd(["git", "-C", str(ROOT), "log", "-1", "--format=%h", "--", "router"]),
+        # Uncommitted changes under router/ (Triage is measured from the working tree).
+        "router_dirty": cmd(["bash", "-c", f"git -C {ROOT} status --porcelain -- router | wc -l"]),
     }
 
 
@@ -401,8 +458,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--targets", default=",".join(ALL_TARGETS),
                     help=f"comma-separated subset of {','.join(ALL_TARGETS)}")
-    ap.add_argument("--duration", type=int, default=10, help="seconds measured per cell")
-    ap.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per cell")
+    ap.add_argument("--duration", type=int, default=4, help="seconds measured per round")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds per cell; each visits every target in turn")
+    ap.add_argument("--warmup", type=int, default=1, help="seconds of warm-up per round")
     ap.add_argument("--profile", action="store_true",
                     help="also sample Triage with py-spy (bench/.venvs/pyspy) at c=32")
     ap.add_argument("--skip-setup", action="store_true", help="do not run setup.sh")
@@ -416,7 +475,7 @@ def main() -> int:
 
     run = Run(args, Path(tempfile.mkdtemp(prefix="triage-bench-")))
     if "triage" in targets and not TRIAGE.exists():
-        run.failures["triage"] = f"{TRIAGE} not found"
+        run.failures["triage"] = f"{TRIAGE} not found"  # it is still being written
         targets.remove("triage")
 
     (run.workdir / "nginx-tmp").mkdir()
@@ -427,13 +486,14 @@ def main() -> int:
                             "-g", "daemon off;"], run.workdir)
     upstreams = {"json": f"http://127.0.0.1:{json_port}", "sse": f"http://127.0.0.1:{sse_port}"}
     started = datetime.now(timezone.utc)
+    tool_versions = versions()  # before the run: the tree may move on while it runs
     print(f"workdir {run.workdir}; nginx on {json_port} (json) and {sse_port} (sse); "
-          f"{args.duration:g} s per cell after {args.warmup:g} s warm-up", flush=True)
+          f"{args.rounds} rounds of {args.duration} s per cell, each after {args.warmup} s warm-up", flush=True)
     try:
         for mode in MODES:
             wait_ready(nginx, f"{upstreams[mode]}/v1/chat/completions", mode)
-        for target in targets:
-            run.measure(target, upstreams)
+        for mode in MODES:
+            run.measure_mode(mode, targets, upstreams[mode])
     finally:
         nginx.stop()
 
@@ -452,9 +512,10 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg(),
                     "note": "2 cores shared with other engineers' test runs; wrk, nginx and "
                             "the proxy all compete for them"},
-        "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "wrk_threads": 1,
+        "settings": {"duration_s_per_round": args.duration, "rounds": args.rounds,
+                     "warmup_s_per_round": args.warmup, "wrk_threads": 1,
                      "nginx_workers": 1, "concurrency": list(CONCURRENCIES)},
-        "versions": versions(),
+        "versions": tool_versions,
         "results": run.results,
         "failures": run.failures,
         "triage_ratios": rat,
@@ -466,15 +527,17 @@ def main() -> int:
 
 
 def print_tables(results: dict, failures: dict) -> None:
+    for what, why in failures.items():
+        print(f"\nnot measured: {what}: {why}")
     for target in ALL_TARGETS:
-        if target in failures:
-            print(f"\n{target}: not measured: {failures[target]}")
         if target not in results:
             continue
-        print(f"\n{target}\n  {'cell':10} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}")
+        print(f"\n{target}\n  {'cell':10} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} "
+              f"{'cpu us/req':>10} {'errors':>7}")
         for cell, r in results[target].items():
+            cpu = f"{r['cpu_us_per_req']:.0f}" if r["cpu_us_per_req"] is not None else "-"
             print(f"  {cell:10} {r['rps']:9.0f} {r['p50_us'] / 1000:9.3f} "
-                  f"{r['p99_us'] / 1000:9.3f} {sum(r['errors'].values()):7d}")
+                  f"{r['p99_us'] / 1000:9.3f} {cpu:>10} {r['errors']:7d}")
 
 
 if __name__ == "__main__":
