@@ -70,8 +70,8 @@ def _merge_states_kernel(
         s_i = tl.load(s_row + i * stride_ss, mask=h_mask, other=float("-inf"))
         w = tl.math.exp2((s_i - s_ref) * 1.4426950408889634)
         v_i = tl.load(v_rows + i * stride_vs, mask=vd_mask, other=0.0).to(tl.float32)
-        # Weight 0 must win over whatever an empty partial left in v (even NaN).
-        acc += tl.where(w[:, None] > 0.0, v_i * w[:, None], 0.0)
+        # Weight 0 must win over whatever an empty partial left in v (even NaN): 0 * NaN = NaN.
+        acc += tl.where(w[:, None] > 0.0, v_i, 0.0) * w[:, None]
         total += w
 
     empty = total == 0.0
