@@ -25,12 +25,24 @@ class ChatCompletionRequest(msgspec.Struct):
     model: str
     messages: Annotated[list[ChatMessage], msgspec.Meta(min_length=1)]
     stream: bool = False
+    tools: list[Any] | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+
+    @property
+    def output_limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
 
 
 class CompletionRequest(msgspec.Struct):
     model: str
     prompt: str | list[Any]
     stream: bool = False
+    max_tokens: int | None = None
+
+    @property
+    def output_limit(self) -> int | None:
+        return self.max_tokens
 
 
 _DECODERS = {
@@ -57,3 +69,10 @@ def decode_request(endpoint: Endpoint, body: bytes) -> ChatCompletionRequest | C
 
 def _raise(message: str, param: str | None) -> Any:
     raise BadRequest(message, param=param)
+
+
+def with_field(body: bytes, name: str, value: Any) -> bytes:
+    """The body with one top-level field set; everything else kept as the client sent it."""
+    document = msgspec.json.decode(body)
+    document[name] = value
+    return msgspec.json.encode(document)

@@ -14,8 +14,11 @@ from litestar.handlers import ASGIRouteHandler
 from router.auth import ApiKeys
 from router.backends import BackendPool
 from router.config import Config
+from router.dispatcher import Dispatcher
 from router.errors import ErrorBody, ErrorEnvelope, MethodNotAllowed
 from router.health import HealthProber
+from router.length import LengthPredictor
+from router.load import MetricsScraper
 from router.metrics import RouterMetrics
 from router.models import ModelCatalog, ModelList
 from router.priority import DefaultPriority, HeaderPriority, PriorityResolver
@@ -70,14 +73,21 @@ def _openai_error(request: Request[Any, Any, Any], error: HTTPException) -> Resp
 
 def create_app(config: Config) -> TriageApp:
     metrics = RouterMetrics()
-    pool = BackendPool(config.backends)
+    pool = BackendPool(config.backends, config.routing.block_chars)
     upstream = UpstreamClient(config.upstream)
     control = httpx.AsyncClient()
     prober = HealthProber(pool, control, config.upstream)
+    dispatcher = Dispatcher(config, pool, metrics)
+    scraper = MetricsScraper(
+        pool, control, config.routing.metrics_interval_s,
+        on_update=dispatcher.on_load_update,
+        on_restart=lambda backend: backend.prefix_index.clear(),
+    )
     catalog = ModelCatalog(pool, control, config.upstream.models_cache_s, config.upstream.connect_timeout_s)
     resolver = PriorityResolver([HeaderPriority(config.priority.header)], DefaultPriority(config.priority.default))
     shared = dict(config=config, pool=pool, upstream=upstream, resolver=resolver,
-                  api_keys=ApiKeys(config.api_keys), metrics=metrics)
+                  api_keys=ApiKeys(config.api_keys), metrics=metrics,
+                  dispatcher=dispatcher, predictor=LengthPredictor())
     chat = ProxyEndpoint("chat", "/v1/chat/completions", **shared)
     completions = ProxyEndpoint("completions", "/v1/completions", **shared)
 
@@ -97,7 +107,11 @@ def create_app(config: Config) -> TriageApp:
             metrics.backend_up.labels(backend.name).set(1 if backend.healthy else 0)
         return Response(metrics.render(), media_type=PROMETHEUS_CONTENT_TYPE)
 
+    async def startup() -> None:
+        scraper.start()
+
     async def shutdown() -> None:
+        await scraper.stop()
         await prober.close()
         await upstream.close()
         await control.aclose()
@@ -111,6 +125,7 @@ def create_app(config: Config) -> TriageApp:
             prometheus,
         ],
         exception_handlers={HTTPException: _openai_error},
+        on_startup=[startup],
         on_shutdown=[shutdown],
         openapi_config=None,
     )

@@ -3,22 +3,41 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from router.config import BackendConfig
+from router.fingerprint import CHARS_PER_TOKEN
+from router.prefix_index import PrefixIndex
+
+if TYPE_CHECKING:
+    from router.load import LoadReport
 
 
 class Backend:
     """One upstream and what this router process knows of it."""
 
-    __slots__ = ("config", "name", "base_url", "in_flight", "consecutive_failures", "healthy")
+    __slots__ = ("config", "name", "base_url", "in_flight", "in_flight_tokens", "consecutive_failures",
+                 "healthy", "load_report", "prefix_index")
 
-    def __init__(self, config: BackendConfig) -> None:
+    def __init__(self, config: BackendConfig, block_chars: int) -> None:
         self.config = config
         self.name = config.name
         self.base_url = config.url
+        # Requests this router has sent there and not yet finished, and their tokens
+        # (prompt + predicted output).
         self.in_flight = 0
+        self.in_flight_tokens = 0
         self.consecutive_failures = 0
         self.healthy = True
+        # The backend's own /metrics reading, when it has one.
+        self.load_report: LoadReport | None = None
+        self.prefix_index = PrefixIndex(config.kv_capacity_tokens * CHARS_PER_TOKEN // block_chars)
+
+    def fresh_report(self, now: float, stale_s: float) -> LoadReport | None:
+        report = self.load_report
+        if report is None or now - report.read_at > stale_s:
+            return None
+        return report
 
     def record_success(self) -> None:
         self.consecutive_failures = 0
@@ -38,12 +57,13 @@ class Backend:
 class BackendPool:
     """All configured backends, looked up by the model they serve."""
 
-    def __init__(self, configs: list[BackendConfig]) -> None:
-        self.backends = [Backend(config) for config in configs]
+    def __init__(self, configs: list[BackendConfig], block_chars: int = 256) -> None:
+        self.backends = [Backend(config, block_chars) for config in configs]
         self._by_model: dict[str, list[Backend]] = {}
-        self._turn = 0
         # Called with a backend the moment it is marked down (the health prober listens).
         self.on_down: Callable[[Backend], None] = lambda backend: None
+        # Called when a backend is taken as healthy again (queued requests may now go there).
+        self.on_up: Callable[[Backend], None] = lambda backend: None
 
     def serving(self, model: str) -> list[Backend]:
         """Backends configured for a model, healthy or not."""
@@ -55,22 +75,13 @@ class BackendPool:
                 self._by_model[model] = found
         return found
 
-    def pick(self, candidates: list[Backend], exclude: set[str]) -> Backend | None:
-        """The healthy candidate with the fewest requests in flight; round-robin breaks ties.
-
-        Cache-affinity placement from policies/ replaces this in the routing issue.
-        """
-        best: Backend | None = None
-        count = len(candidates)
-        self._turn += 1
-        for offset in range(count):
-            backend = candidates[(self._turn + offset) % count]
-            if not backend.healthy or backend.name in exclude:
-                continue
-            if best is None or backend.in_flight < best.in_flight:
-                best = backend
-        return best
-
     def mark_failure(self, backend: Backend, threshold: int) -> None:
         if backend.record_failure(threshold):
             self.on_down(backend)
+
+    def mark_up(self, backend: Backend) -> None:
+        backend.consecutive_failures = 0
+        backend.healthy = True
+        # A backend that was down may have restarted: whatever we thought it cached is gone.
+        backend.prefix_index.clear()
+        self.on_up(backend)

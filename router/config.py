@@ -48,6 +48,19 @@ class BackendConfig(_Section):
     forward_client_key: bool = False
     # "priority": a vLLM started with --scheduling-policy priority (it accepts `priority`).
     scheduling: Literal["fcfs", "priority"] = "fcfs"
+    # The `priority` value sent for Triage's levels 0..4 (lower = earlier, as in vLLM).
+    priority_map: Annotated[list[int], msgspec.Meta(min_length=5, max_length=5)] = msgspec.field(
+        default_factory=lambda: [0, 1, 2, 3, 4]
+    )
+    # Saturation thresholds (0 = no limit). When every candidate is saturated, requests wait in
+    # the router's admission queue. `max_load` counts running + waiting requests: the backend's
+    # own figure from /metrics when fresh, else this router's in-flight count.
+    max_load: Annotated[int, msgspec.Meta(ge=0)] = 0
+    max_waiting: Annotated[int, msgspec.Meta(ge=0)] = 0
+    max_kv_usage: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
+    max_in_flight_tokens: Annotated[int, msgspec.Meta(ge=0)] = 0
+    # KV capacity in tokens for the prefix index when /metrics does not report it.
+    kv_capacity_tokens: PositiveInt = 65536
 
     def serves(self, model: str) -> bool:
         return "*" in self.models or model in self.models
@@ -68,6 +81,50 @@ class UpstreamConfig(_Section):
     models_cache_s: PositiveFloat = 10.0
 
 
+class RoutingConfig(_Section):
+    # "cache-affinity" | "least-load" | "round-robin" | "power-of-two"
+    policy: Literal["cache-affinity", "least-load", "round-robin", "power-of-two"] = "cache-affinity"
+    # Prefix fingerprint: characters per hashed block, and at most this many blocks a request.
+    block_chars: PositiveInt = 256
+    max_blocks: PositiveInt = 512
+    # Cache affinity with bounded load: leave the best match when it is this much busier.
+    balance_abs_threshold: Annotated[int, msgspec.Meta(ge=0)] = 4
+    balance_rel_threshold: Annotated[float, msgspec.Meta(ge=1)] = 1.5
+    # A match covering less of the prompt than this is not worth following.
+    cache_threshold: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.3
+    session_header: str = "x-session-id"
+    # How often each backend's /metrics is read, and when a reading is too old to trust.
+    metrics_interval_s: PositiveFloat = 0.1
+    metrics_stale_s: PositiveFloat = 1.0
+
+
+class AdmissionConfig(_Section):
+    # A policies/ ordering name: fcfs, sjf, pjf, semantic, mlq, app-fifo, vtc, urgent-first,
+    # each optionally with "+aging".
+    ordering: str = "semantic+aging"
+    # A request waiting longer than this is promoted ahead of everything (no starvation).
+    aging_bound_s: PositiveFloat = 10.0
+    # Queue limits: all priorities together, then per priority 0..4.
+    max_queued: Annotated[int, msgspec.Meta(ge=0)] = 1024
+    max_queued_per_priority: Annotated[list[int], msgspec.Meta(min_length=5, max_length=5)] = msgspec.field(
+        default_factory=lambda: [1024] * 5
+    )
+    timeout_s: Annotated[list[float], msgspec.Meta(min_length=5, max_length=5)] = msgspec.field(
+        default_factory=lambda: [30.0, 60.0, 120.0, 300.0, 600.0]
+    )
+    # Fraction of each backend's max_load that a priority may not use, kept for more urgent work.
+    headroom: Annotated[list[float], msgspec.Meta(min_length=5, max_length=5)] = msgspec.field(
+        default_factory=lambda: [0.0, 0.0, 0.0, 0.0, 0.0]
+    )
+    retry_after_s: PositiveInt = 1
+    # Cost model for predicted remaining seconds (policies.cost_model; paper's A100/7B fit).
+    decode_c1: float = 1.34911080e-08
+    decode_c2: float = 1.330198e-02
+    prefill_c1: float = 5.13462572e-07
+    prefill_c2: float = 1.48057167e-04
+    swap_s_per_token: float = 0.0001
+
+
 class PriorityConfig(_Section):
     default: PriorityLevel = 2
     header: str = "x-priority"
@@ -85,6 +142,8 @@ class Config(_Section):
     backends: list[BackendConfig] = msgspec.field(default_factory=list)
     priority: PriorityConfig = msgspec.field(default_factory=PriorityConfig)
     upstream: UpstreamConfig = msgspec.field(default_factory=UpstreamConfig)
+    routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
+    admission: AdmissionConfig = msgspec.field(default_factory=AdmissionConfig)
     api_keys: list[ApiKeyConfig] = msgspec.field(default_factory=list)
 
 
@@ -122,6 +181,12 @@ def _check(config: Config) -> None:
         keys.add(api_key.key)
     if not config.priority.header:
         raise ConfigError("priority.header: expected a header name")
+    for i, headroom in enumerate(config.admission.headroom):
+        if not 0 <= headroom < 1:
+            raise ConfigError(f"admission.headroom[{i}]: expected a fraction in [0, 1), got {headroom}")
+    for i, timeout in enumerate(config.admission.timeout_s):
+        if timeout <= 0:
+            raise ConfigError(f"admission.timeout_s[{i}]: expected a positive number of seconds")
 
 
 def parse_config(text: str | bytes) -> Config:

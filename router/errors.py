@@ -66,6 +66,29 @@ class ModelNotFound(TriageError):
     code = "model_not_found"
 
 
+class QueueTimeout(TriageError):
+    """The request waited in the admission queue past its priority's timeout."""
+
+    status = 408
+    error_type = "timeout_error"
+    code = "queue_timeout"
+
+
+class QueueFull(TriageError):
+    """The admission queue had no room, or shed this request for more urgent work."""
+
+    status = 429
+    error_type = "rate_limit_error"
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", str(self.retry_after_s).encode())]
+
+
 class BodyTooLarge(TriageError):
     status = 413
     error_type = "invalid_request_error"

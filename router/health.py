@@ -52,8 +52,7 @@ class HealthProber:
             while not await self.probe_once(backend):
                 await self._sleep(interval)
                 interval = min(interval * 2, self.config.probe_max_interval_s)
-            backend.consecutive_failures = 0
-            backend.healthy = True
+            self.pool.mark_up(backend)
             log.warning("backend %s is back up", backend.name)
         finally:
             self._probes.pop(backend.name, None)

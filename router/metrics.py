@@ -43,6 +43,20 @@ class RouterMetrics:
             "triage_upstream_retries", "Attempts moved to another backend before any byte was sent.",
             ["backend"], registry=r,
         )
+        self.queue_length = Gauge(
+            "triage_queue_length", "Requests waiting in the admission queue.", ["priority"], registry=r,
+        )
+        self.queue_wait = Histogram(
+            "triage_queue_wait_seconds", "Time spent in the admission queue by requests that waited.",
+            ["priority"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.queue_rejections = Counter(
+            "triage_queue_rejections", "Requests refused by the admission queue: full, shed or timeout.",
+            ["priority", "reason"], registry=r,
+        )
+        self.placements = Counter(
+            "triage_placements", "Placement decisions, by how they were made.", ["policy", "backend"], registry=r,
+        )
         self.backend_up = Gauge("triage_backend_up", "1 while a backend is taken as healthy.", ["backend"], registry=r)
         # prometheus_client's labels() takes a lock and builds tuples; the hot path reuses children.
         self._children: dict[tuple[str, ...], MetricWrapperBase] = {}

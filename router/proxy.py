@@ -18,11 +18,13 @@ from typing import Any
 
 import aiohttp
 
-from router.api_types import Endpoint, decode_request
+from router.admission import Job
+from router.api_types import Endpoint, decode_request, with_field
 from router.auth import ApiKeys
 from router.backends import Backend, BackendPool
 from router.config import Config
 from router.context import PriorityDecision, RequestContext
+from router.dispatcher import Dispatcher
 from router.errors import (
     BodyTooLarge,
     ModelNotFound,
@@ -31,6 +33,8 @@ from router.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from router.fingerprint import fingerprint
+from router.length import LengthPredictor
 from router.metrics import NO_BACKEND, RouterMetrics
 from router.priority import PriorityResolver
 from router.upstream import HOP_BY_HOP_BYTES, UpstreamClient, forwarded_headers
@@ -44,8 +48,10 @@ log = logging.getLogger("triage.proxy")
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
 _OWN_HEADERS = frozenset(
     {b"x-request-id", b"x-triage-priority", b"x-triage-priority-source", b"x-triage-priority-clamped-from",
-     b"x-triage-backend"}
+     b"x-triage-backend", b"x-triage-placement"}
 )
+# A request carrying this header gets the placement explained in `x-triage-placement`.
+DEBUG_HEADER = "x-triage-debug"
 _JSON = (b"content-type", b"application/json")
 
 
@@ -122,6 +128,8 @@ class ProxyEndpoint:
         resolver: PriorityResolver,
         api_keys: ApiKeys,
         metrics: RouterMetrics,
+        dispatcher: Dispatcher,
+        predictor: LengthPredictor,
     ) -> None:
         self.endpoint = endpoint
         self.upstream_path = upstream_path
@@ -130,6 +138,9 @@ class ProxyEndpoint:
         self.resolver = resolver
         self.api_keys = api_keys
         self.metrics = metrics
+        self.dispatcher = dispatcher
+        self.predictor = predictor
+        self.routing = config.routing
         self.max_body = config.server.max_body_bytes
         self.max_attempts = config.upstream.max_attempts
         self.failure_threshold = config.upstream.failure_threshold
@@ -171,42 +182,70 @@ class ProxyEndpoint:
         finally:
             watch.stop()
 
+    def _job(self, ctx: RequestContext, candidates: list[Backend]) -> Job:
+        assert ctx.priority is not None
+        prefix = fingerprint(ctx.request, self.routing.block_chars, self.routing.max_blocks)
+        session = ctx.headers.get(self.routing.session_header) or None
+        return Job(
+            ctx.request_id,
+            ctx.priority.priority,
+            self.dispatcher.clock(),
+            prefix.prompt_tokens,
+            self.predictor.predict(ctx.model, ctx.request.output_limit),
+            prefix,
+            frozenset(backend.name for backend in candidates),
+            session=session,
+            app=session or "",
+            tenant=(ctx.api_key.name or ctx.api_key.key) if ctx.api_key is not None else "",
+        )
+
     async def _relay(self, ctx: RequestContext, send: Send) -> None:
         candidates = self.pool.serving(ctx.model)
         if not candidates:
             raise ModelNotFound(f"the model `{ctx.model}` does not exist or no backend serves it", param="model")
-        tried: set[str] = set()
+        job = self._job(ctx, candidates)
         failure: TriageError | _BufferedAnswer | None = None
         for attempt in range(self.max_attempts):
-            backend = self.pool.pick(candidates, tried)
-            if backend is None:
+            try:
+                backend = await self.dispatcher.acquire(job)
+            except NoHealthyBackend:
+                if failure is None:
+                    raise
                 break
             if attempt:
                 self.metrics.child(self.metrics.retries, backend.name).inc()
-            tried.add(backend.name)
-            failure = await self._attempt(ctx, backend, send)
+            try:
+                failure = await self._attempt(ctx, job, backend, send)
+            finally:
+                self.dispatcher.release(backend, job)
             if failure is None:
                 return
-        if failure is None:
-            raise NoHealthyBackend(f"no healthy backend serves the model `{ctx.model}`; try again shortly")
+            job.exclude = job.exclude | {backend.name}
         if isinstance(failure, TriageError):
             raise failure
+        assert failure is not None
         await send({"type": "http.response.start", "status": failure.status,
                     "headers": self._head(failure.raw_headers, ctx, None, len(failure.body))})
         await send({"type": "http.response.body", "body": failure.body})
         self.metrics.child(self.metrics.requests, self.endpoint, str(ctx.priority.priority), NO_BACKEND,
                            str(failure.status)).inc()
 
-    async def _attempt(self, ctx: RequestContext, backend: Backend, send: Send) -> TriageError | _BufferedAnswer | None:
+    async def _attempt(
+        self, ctx: RequestContext, job: Job, backend: Backend, send: Send
+    ) -> TriageError | _BufferedAnswer | None:
         """One try on one backend. Returns None once the client has its answer, else why it failed."""
         priority = str(ctx.priority.priority)
         in_flight = self.metrics.child(self.metrics.in_flight, priority, backend.name)
-        backend.in_flight += 1
         in_flight.inc()
         try:
             headers = forwarded_headers(ctx.headers, backend, ctx.request_id)
+            body = ctx.body
+            if backend.config.scheduling == "priority":
+                # Only backends that accept it: vLLM without --scheduling-policy priority
+                # answers a non-zero `priority` with 400.
+                body = with_field(body, "priority", backend.config.priority_map[job.priority])
             try:
-                response = await self.upstream.post(backend, self.upstream_path, headers, ctx.body)
+                response = await self.upstream.post(backend, self.upstream_path, headers, body)
             except (UpstreamUnreachable, UpstreamTimeout) as error:
                 self.pool.mark_failure(backend, self.failure_threshold)
                 self._count_failure(priority, backend.name, error.code or "upstream", None)
@@ -216,7 +255,6 @@ class ProxyEndpoint:
             finally:
                 response.close()
         finally:
-            backend.in_flight -= 1
             in_flight.dec()
 
     async def _answer(
@@ -249,6 +287,9 @@ class ProxyEndpoint:
             await send({"type": "http.response.start", "status": response.status,
                         "headers": self._head(response.raw_headers, ctx, backend, len(body))})
             await send({"type": "http.response.body", "body": body})
+            if response.status == 200:
+                # Usage sits at the end of an OpenAI answer.
+                self.predictor.observe_usage(ctx.model, body[-512:])
             elapsed = time.perf_counter() - ctx.arrived_at
             self.metrics.child(self.metrics.time_to_first_byte, priority, backend.name).observe(elapsed)
             self.metrics.child(self.metrics.duration, priority, backend.name).observe(elapsed)
@@ -266,6 +307,8 @@ class ProxyEndpoint:
         try:
             async for chunk in response.content.iter_any():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if b"completion_tokens" in chunk:
+                    self.predictor.observe_usage(ctx.model, chunk)
                 if first:
                     first = False
                     self.metrics.child(self.metrics.time_to_first_byte, priority, backend.name).observe(
@@ -298,6 +341,9 @@ class ProxyEndpoint:
         head.extend(self._triage_headers(ctx.request_id, ctx.priority))
         if backend is not None:
             head.append((b"x-triage-backend", backend.name.encode()))
+            if DEBUG_HEADER in ctx.headers:
+                explanation = self.dispatcher.explanations.get(ctx.request_id, "")
+                head.append((b"x-triage-placement", explanation.encode("latin-1", "replace")))
         return head
 
     @staticmethod

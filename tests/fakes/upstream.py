@@ -34,6 +34,13 @@ class FakeUpstream:
     status: int = 503
     stream_chunks: int = 3
     requests: list[ReceivedRequest] = field(default_factory=list)
+    # Served at GET /metrics (scrapes are counted, not recorded in `requests`); None: 404.
+    metrics_text: str | None = (
+        "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{model_name=\"smol\"} 0.0\n"
+        "vllm:num_requests_waiting{model_name=\"smol\"} 0.0\n"
+        "vllm:kv_cache_usage_perc{model_name=\"smol\"} 0.0\n"
+    )
+    scrapes: int = 0
     # Set when a client closes a connection while this server is still working on its request.
     disconnected: threading.Event = field(default_factory=threading.Event)
     # Set once a request has been received (before answering).
@@ -113,6 +120,9 @@ class FakeUpstream:
                 name, _, value = line.partition(":")
                 headers[name.strip().lower()] = value.strip()
         body = await reader.readexactly(int(headers.get("content-length", "0")))
+        if method == "GET" and path == "/metrics":
+            self.scrapes += 1
+            return await self._metrics(writer)
         request = ReceivedRequest(method, path, headers, body)
         self.requests.append(request)
         self.received.set()
@@ -189,6 +199,15 @@ class FakeUpstream:
     async def _chunk(writer: asyncio.StreamWriter, data: bytes) -> None:
         writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         await writer.drain()
+
+    async def _metrics(self, writer: asyncio.StreamWriter) -> bool:
+        if self.metrics_text is None:
+            writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+        else:
+            body = self.metrics_text.encode()
+            writer.write(f"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body)
+        await writer.drain()
+        return True
 
     @staticmethod
     async def _json(writer: asyncio.StreamWriter, status: int, payload: Any) -> bool:

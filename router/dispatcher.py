@@ -1,0 +1,176 @@
+"""Dispatcher: gives each request a backend, now or after waiting in the admission queue.
+
+For a request it builds a `policies.placement.BackendState` per candidate from what the router
+knows (its own in-flight counts, the backend's fresh /metrics, the prefix index's match), sets
+aside the saturated ones, and asks the configured placer. A slot is taken the moment a backend
+is chosen and given back when the answer is complete, which is when waiting requests move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import xxhash
+
+from policies.placement import (
+    BackendState,
+    CacheAffinity,
+    LeastLoad,
+    Placement,
+    PlacementRequest,
+    Placer,
+    PowerOfTwoChoices,
+    RoundRobin,
+)
+from router.admission import AdmissionQueue, Job
+from router.backends import Backend, BackendPool
+from router.config import Config, RoutingConfig
+from router.errors import NoHealthyBackend
+from router.fingerprint import CHARS_PER_TOKEN
+from router.load import LoadReport
+from router.metrics import RouterMetrics
+
+log = logging.getLogger("triage.dispatch")
+
+
+def make_placer(routing: RoutingConfig) -> Placer:
+    if routing.policy == "cache-affinity":
+        return CacheAffinity(routing.balance_abs_threshold, routing.balance_rel_threshold, routing.cache_threshold)
+    if routing.policy == "least-load":
+        return LeastLoad()
+    if routing.policy == "power-of-two":
+        return PowerOfTwoChoices()
+    return RoundRobin()
+
+
+def explain(placement: Placement, saturated: dict[str, str]) -> str:
+    """One line: policy, reason, then every candidate's score or why it was not eligible."""
+    parts = [f"{c.backend}={c.score:.4g}" if c.eligible else f"{c.backend}=({c.reason})" for c in placement.candidates]
+    parts.extend(f"{name}=(saturated: {why})" for name, why in sorted(saturated.items()))
+    return f"{placement.policy}: {placement.reason}; " + ", ".join(parts)
+
+
+class Dispatcher:
+    def __init__(
+        self, config: Config, pool: BackendPool, metrics: RouterMetrics, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
+        self.routing = config.routing
+        self.headroom = config.admission.headroom
+        self.metrics = metrics
+        self.clock = clock
+        self.placer = make_placer(config.routing)
+        self.queue = AdmissionQueue(config.admission, metrics, clock)
+        self.backends = {backend.name: backend for backend in pool.backends}
+        pool.on_up = lambda backend: self.pump()
+        # Why each job went where it went, for the debug header and the log.
+        self.explanations: dict[str, str] = {}
+
+    async def acquire(self, job: Job) -> Backend:
+        """A backend with a slot taken for `job`; waits in the queue if every candidate is full."""
+        if not any(self.backends[n].healthy for n in job.candidates - job.exclude):
+            raise NoHealthyBackend("no healthy backend serves this model; try again shortly")
+        name = self._try_place(job)
+        if name is None:
+            try:
+                name = await self.queue.wait(job)
+            except asyncio.CancelledError:
+                placed = job.placed
+                if placed is not None and placed.done() and not placed.cancelled() and placed.exception() is None:
+                    self.release(self.backends[placed.result()], job)
+                raise
+        return self.backends[name]
+
+    def release(self, backend: Backend, job: Job) -> None:
+        backend.in_flight -= 1
+        backend.in_flight_tokens -= job.tokens
+        self.explanations.pop(job.request_id, None)
+        self.pump()
+
+    def pump(self) -> None:
+        """Let waiting requests go wherever there is room now."""
+        if len(self.queue):
+            self.queue.pump(self._try_place)
+
+    def on_load_update(self) -> None:
+        for backend in self.backends.values():
+            report = backend.load_report
+            if report is not None and report.kv_capacity_tokens:
+                backend.prefix_index.resize(report.kv_capacity_tokens * CHARS_PER_TOKEN // self.routing.block_chars)
+        self.pump()
+
+    def _load(self, backend: Backend, report: LoadReport | None) -> int:
+        if report is None:
+            return backend.in_flight
+        # The reading lags by up to one interval; our own count covers what we sent since.
+        return max(backend.in_flight, round(report.running + report.waiting))
+
+    def _saturation(self, backend: Backend, job: Job, report: LoadReport | None) -> str | None:
+        limits = backend.config
+        if limits.max_load:
+            cap = limits.max_load * (1.0 - self.headroom[job.priority])
+            load = self._load(backend, report)
+            if load >= cap:
+                return f"load {load} of {cap:g} for priority {job.priority}"
+        if report is not None:
+            if limits.max_waiting and report.waiting >= limits.max_waiting:
+                return f"{report.waiting:g} waiting"
+            if limits.max_kv_usage and report.kv_usage >= limits.max_kv_usage:
+                return f"KV cache {report.kv_usage:.0%} used"
+        # An idle backend always takes one request, however large.
+        if limits.max_in_flight_tokens and backend.in_flight and (
+            backend.in_flight_tokens + job.tokens > limits.max_in_flight_tokens
+        ):
+            return f"{backend.in_flight_tokens} tokens in flight"
+        return None
+
+    def _try_place(self, job: Job) -> str | None:
+        """Choose a backend with room and take a slot on it; None if every candidate is full."""
+        now = self.clock()
+        states: list[BackendState] = []
+        saturated: dict[str, str] = {}
+        for name in sorted(job.candidates - job.exclude):
+            backend = self.backends[name]
+            report = backend.fresh_report(now, self.routing.metrics_stale_s)
+            if backend.healthy:
+                reason = self._saturation(backend, job, report)
+                if reason is not None:
+                    saturated[name] = reason
+                    continue
+            matched = backend.prefix_index.match(job.fingerprint.block_hashes)
+            states.append(BackendState(
+                name,
+                load=self._load(backend, report),
+                in_flight_tokens=backend.in_flight_tokens,
+                prefix_match_tokens=matched * self.routing.block_chars // CHARS_PER_TOKEN,
+                kv_usage=report.kv_usage if report is not None else 0.0,
+                healthy=backend.healthy,
+            ))
+        placement = self._session_placement(job, states) if job.session else None
+        if placement is None:
+            request = PlacementRequest(job.request_id, job.priority, job.prompt_tokens, job.predicted_output_tokens)
+            placement = self.placer.place(request, states, now)
+        if placement.backend is None:
+            return None
+        backend = self.backends[placement.backend]
+        backend.in_flight += 1
+        backend.in_flight_tokens += job.tokens
+        backend.prefix_index.insert(job.fingerprint.block_hashes)
+        self.metrics.child(self.metrics.placements, placement.policy, backend.name).inc()
+        explanation = explain(placement, saturated)
+        self.explanations[job.request_id] = explanation
+        log.debug("request %s -> %s (%s)", job.request_id, backend.name, explanation)
+        return backend.name
+
+    def _session_placement(self, job: Job, states: list[BackendState]) -> Placement | None:
+        """Rendezvous hashing of the session id over the backends with room: every router
+        replica sends a session to the same backend, and it stays there while that has room."""
+        healthy = [s for s in states if s.healthy]
+        if not healthy or job.session is None:
+            return None
+        def rank(state: BackendState) -> int:
+            return xxhash.xxh3_64_intdigest(f"{job.session}\x1f{state.name}".encode())
+        chosen = max(healthy, key=rank)
+        return Placement(chosen.name, "session", f"session {job.session!r}", ())

@@ -1,0 +1,137 @@
+"""Backend load as the backends report it: their Prometheus /metrics, read every ~100 ms.
+
+vLLM renamed its metrics between versions; both spellings are read, and our engine exports
+the new ones. A reading older than `metrics_stale_s` counts as unknown: the router then falls
+back to its own in-flight counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from router.backends import Backend, BackendPool
+
+log = logging.getLogger("triage.load")
+
+_RUNNING = ("vllm:num_requests_running",)
+_WAITING = ("vllm:num_requests_waiting",)
+_KV_USAGE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
+_QUERIES = ("vllm:prefix_cache_queries_total", "vllm:prefix_cache_queries",
+            "vllm:gpu_prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries")
+_HITS = ("vllm:prefix_cache_hits_total", "vllm:prefix_cache_hits",
+         "vllm:gpu_prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits")
+_CACHE_CONFIG = "vllm:cache_config_info"
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+@dataclass(frozen=True, slots=True)
+class LoadReport:
+    running: float = 0.0
+    waiting: float = 0.0
+    # Fraction of KV blocks in use, 0..1 (vLLM's "perc" metrics are fractions too).
+    kv_usage: float = 0.0
+    prefix_queries: float = 0.0
+    prefix_hits: float = 0.0
+    # From vllm:cache_config_info (num_gpu_blocks × block_size), when reported.
+    kv_capacity_tokens: int | None = None
+    read_at: float = 0.0
+
+
+def parse_metrics(text: str, read_at: float) -> LoadReport:
+    """Sum each wanted metric over its label sets (one per model or engine)."""
+    sums: dict[str, float] = {}
+    capacity: int | None = None
+    for line in text.splitlines():
+        if not line.startswith("vllm:"):
+            continue
+        brace = line.find("{")
+        space = line.find(" ")
+        name_end = brace if 0 <= brace < space else space
+        name = line[:name_end]
+        if name == _CACHE_CONFIG:
+            labels = dict(_LABEL.findall(line[brace : line.rfind("}")]))
+            try:
+                capacity = int(labels["num_gpu_blocks"]) * int(labels["block_size"])
+            except (KeyError, ValueError):
+                pass
+            continue
+        try:
+            value = float(line.rsplit(" ", 1)[-1] if brace < 0 else line[line.rfind("}") + 1 :].split()[0])
+        except (ValueError, IndexError):
+            continue
+        sums[name] = sums.get(name, 0.0) + value
+
+    def first(names: tuple[str, ...]) -> float:
+        return next((sums[n] for n in names if n in sums), 0.0)
+
+    return LoadReport(first(_RUNNING), first(_WAITING), first(_KV_USAGE), first(_QUERIES), first(_HITS), capacity, read_at)
+
+
+class MetricsScraper:
+    """Reads every backend's /metrics on a fixed interval, in one background task."""
+
+    def __init__(
+        self,
+        pool: BackendPool,
+        client: httpx.AsyncClient,
+        interval_s: float,
+        on_update: Callable[[], None],
+        on_restart: Callable[[Backend], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.pool = pool
+        self.client = client
+        self.interval_s = interval_s
+        self.on_update = on_update
+        self.on_restart = on_restart
+        self.clock = clock
+        # Backends without /metrics (a plain OpenAI endpoint) are asked again only now and then.
+        self._skip_until: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None and self.pool.backends:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await self.scrape_all()
+            await asyncio.sleep(self.interval_s)
+
+    async def scrape_all(self) -> None:
+        await asyncio.gather(*(self.scrape(backend) for backend in self.pool.backends))
+        self.on_update()
+
+    async def scrape(self, backend: Backend) -> None:
+        now = self.clock()
+        if self._skip_until.get(backend.name, 0.0) > now:
+            return
+        try:
+            response = await self.client.get(f"{backend.base_url}/metrics", timeout=max(self.interval_s * 5, 0.5))
+        except httpx.HTTPError:
+            return  # the last reading ages into "unknown"
+        if response.status_code == 404:
+            self._skip_until[backend.name] = now + 30.0
+            return
+        if response.status_code != 200:
+            return
+        report = parse_metrics(response.text, self.clock())
+        previous = backend.load_report
+        # Counters only go down when the process restarted: its cache is empty now.
+        if previous is not None and report.prefix_queries < previous.prefix_queries:
+            log.warning("backend %s restarted (its counters went back); forgetting its prefixes", backend.name)
+            self.on_restart(backend)
+        backend.load_report = report

@@ -1,0 +1,50 @@
+"""PrefixIndex: which prompt blocks one backend probably still has in its KV cache.
+
+An approximation kept by the router from what it dispatched: an LRU of block hashes, sized
+from the backend's KV capacity. Because block hashes are chained, a block can only match if
+every block before it matched too, so a lookup counts leading hits.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+
+class PrefixIndex:
+    def __init__(self, capacity_blocks: int) -> None:
+        self.capacity_blocks = max(1, capacity_blocks)
+        self._blocks: OrderedDict[int, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def match(self, block_hashes: Sequence[int]) -> int:
+        """How many leading blocks are present. Looking does not count as use."""
+        matched = 0
+        for block in block_hashes:
+            if block not in self._blocks:
+                break
+            matched += 1
+        return matched
+
+    def insert(self, block_hashes: Sequence[int]) -> None:
+        """Record a dispatched prompt. Its blocks are touched last to first, so the first block
+        of a prefix is the most recently used and the tail is evicted before the head, as an
+        engine's cache evicts."""
+        blocks = self._blocks
+        for block in reversed(block_hashes):
+            if block in blocks:
+                blocks.move_to_end(block)
+            else:
+                blocks[block] = None
+        while len(blocks) > self.capacity_blocks:
+            blocks.popitem(last=False)
+
+    def resize(self, capacity_blocks: int) -> None:
+        self.capacity_blocks = max(1, capacity_blocks)
+        while len(self._blocks) > self.capacity_blocks:
+            self._blocks.popitem(last=False)
+
+    def clear(self) -> None:
+        self._blocks.clear()
