@@ -57,8 +57,10 @@ def _kv_cache_write_kernel(
     v = tl.load(value_ptr + token * stride_vt + offs_h[:, None] * stride_vh + offs_d[None, :] * stride_vd, mask=mask)
     kc = k_cache_ptr + block * stride_kcb + offset * stride_kct
     vc = v_cache_ptr + block * stride_vcb + offset * stride_vct
-    tl.store(kc + offs_h[:, None] * stride_kch + offs_d[None, :] * stride_kcd, k.to(k_cache_ptr.dtype.element_ty), mask=mask)
-    tl.store(vc + offs_h[:, None] * stride_vch + offs_d[None, :] * stride_vcd, v.to(v_cache_ptr.dtype.element_ty), mask=mask)
+    k_dst = kc + offs_h[:, None] * stride_kch + offs_d[None, :] * stride_kcd
+    v_dst = vc + offs_h[:, None] * stride_vch + offs_d[None, :] * stride_vcd
+    tl.store(k_dst, k.to(k_cache_ptr.dtype.element_ty), mask=mask)
+    tl.store(v_dst, v.to(v_cache_ptr.dtype.element_ty), mask=mask)
 
 
 def write_kv_cache(
@@ -68,13 +70,17 @@ def write_kv_cache(
     v_cache: torch.Tensor,
     slot_mapping: torch.Tensor,
 ) -> None:
-    """Store ``key``/``value`` ``[num_tokens, num_kv_heads, head_dim]`` at ``slot_mapping`` (int32/int64 ``[num_tokens]``).
+    """Store ``key``/``value`` ``[num_tokens, num_kv_heads, head_dim]`` at their slots.
+
+    ``slot_mapping``: int32/int64 ``[num_tokens]``, negative to skip a row.
 
     Caches are ``[num_blocks, block_size, num_kv_heads, head_dim]`` and updated in place; values
     are cast to the cache dtype.
     """
     if key.shape != value.shape or key.dim() != 3 or k_cache.shape != v_cache.shape:
-        raise ValueError(f"bad shapes: key {tuple(key.shape)}, value {tuple(value.shape)}, cache {tuple(k_cache.shape)}")
+        raise ValueError(
+            f"bad shapes: key {tuple(key.shape)}, value {tuple(value.shape)}, cache {tuple(k_cache.shape)}"
+        )
     if key.shape[1:] != k_cache.shape[2:] or slot_mapping.shape != key.shape[:1]:
         raise ValueError(
             f"key {tuple(key.shape)} does not fit cache {tuple(k_cache.shape)} "

@@ -85,7 +85,8 @@ def main() -> None:
     print("| model | kernel | batch x context | µs | TB/s | % of copy bandwidth |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['kernel']} | {r['batch']} x {r['seq_len']} | {r['us']} | {r['tb_per_s']} | {r['pct_of_copy']} |")
+        cells = [r["model"], r["kernel"], f"{r['batch']} x {r['seq_len']}", r["us"], r["tb_per_s"], r["pct_of_copy"]]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
     print(json.dumps({"copy_tbps": copy_tbps, "rows": rows}))
 
 

@@ -64,7 +64,8 @@ def main() -> None:
     print("| model | batch | shared prefix + suffix | plain paged µs | shared-prefix µs | speedup |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['batch']} | {r['prefix']} + {r['suffix']} | {r['plain_us']} | {r['shared_prefix_us']} | {r['speedup']}x |")
+        cells = [r["model"], r["batch"], f"{r['prefix']} + {r['suffix']}", r["plain_us"], r["shared_prefix_us"]]
+        print("| " + " | ".join(str(c) for c in cells) + f" | {r['speedup']}x |")
     print(json.dumps({"rows": rows}))
 
 

@@ -23,7 +23,9 @@ H100 = GPUTarget("cuda", 90, 32)
 H100_MAX_SHARED_BYTES = 232_448  # 227 KiB opt-in per block
 
 
-def compile_variant(module: str, kernel: str, pointers: dict[str, str], constexprs: dict[str, Any], warps: int, stages: int) -> int:
+def compile_variant(
+    module: str, kernel: str, pointers: dict[str, str], constexprs: dict[str, Any], warps: int, stages: int
+) -> int:
     """Compile one specialisation; return its shared-memory bytes. Unit strides are specialised like a real launch."""
     fn = getattr(importlib.import_module(module), kernel).fn  # the autotuner wraps the JITFunction
     signature = {}
@@ -36,7 +38,8 @@ def compile_variant(module: str, kernel: str, pointers: dict[str, str], constexp
             signature[name] = "fp32"
         else:
             signature[name] = "i32"
-    src = ASTSource(fn=fn, signature=signature, constexprs={(fn.arg_names.index(k),): v for k, v in constexprs.items()})
+    positions = {(fn.arg_names.index(k),): v for k, v in constexprs.items()}
+    src = ASTSource(fn=fn, signature=signature, constexprs=positions)
     compiled = triton.compile(src, target=H100, options={"num_warps": warps, "num_stages": stages})
     return int(compiled.metadata.shared)
 
@@ -75,7 +78,8 @@ def variants() -> list[tuple[str, str, dict[str, str], dict[str, Any], int, int]
     merge_ptrs = {"out_ptr": "bf16", "out_lse_ptr": "fp32", "v_ptr": "fp32", "s_ptr": "fp32"}
     out.append(("kernels.merge_states", "_merge_states_kernel", merge_ptrs,
                 {"stride_vd": 1, "stride_od": 1, "BLOCK_H": 16, "BLOCK_D": 128}, 4, 1))  # fmt: skip
-    write_ptrs = {"key_ptr": "bf16", "value_ptr": "bf16", "k_cache_ptr": "bf16", "v_cache_ptr": "bf16", "slot_mapping_ptr": "i64"}
+    write_ptrs = dict.fromkeys(["key_ptr", "value_ptr", "k_cache_ptr", "v_cache_ptr"], "bf16")
+    write_ptrs["slot_mapping_ptr"] = "i64"
     out.append(("kernels.kv_cache_write", "_kv_cache_write_kernel", write_ptrs,
                 {"BLOCK_SIZE": 16, "BLOCK_H": 8, "BLOCK_D": 128}, 2, 1))  # fmt: skip
     return out

@@ -9,7 +9,9 @@ from kernels.kv_cache_write import write_kv_cache, write_kv_cache_reference
 from kernels.paged_attention import paged_attention, paged_attention_reference
 
 
-@pytest.mark.parametrize(("num_heads", "head_dim", "dtype"), [(3, 64, torch.float32), (8, 96, torch.float16), (1, 16, torch.float32)])
+@pytest.mark.parametrize(
+    ("num_heads", "head_dim", "dtype"), [(3, 64, torch.float32), (8, 96, torch.float16), (1, 16, torch.float32)]
+)
 def test_write_matches_reference_and_skips_negative_slots(num_heads: int, head_dim: int, dtype: torch.dtype) -> None:
     gen = torch.Generator().manual_seed(num_heads)
     num_blocks, block_size, tokens = 6, 16, 9
@@ -26,7 +28,8 @@ def test_write_matches_reference_and_skips_negative_slots(num_heads: int, head_d
     assert torch.equal(k_cache, expected_k) and torch.equal(v_cache, expected_v)
     untouched = torch.ones(num_blocks * block_size, dtype=torch.bool)
     untouched[slots[slots >= 0]] = False
-    assert torch.equal(k_cache.view(-1, num_heads, head_dim)[untouched], expected_k.view(-1, num_heads, head_dim)[untouched])
+    flat = k_cache.view(-1, num_heads, head_dim)
+    assert torch.equal(flat[untouched], expected_k.view(-1, num_heads, head_dim)[untouched])
 
 
 def test_strided_key_from_fused_qkv() -> None:

@@ -9,7 +9,9 @@ from kernels.merge_states import merge_states, merge_states_reference
 from tests.kernels.paged_batches import TOLERANCE
 
 
-def chunked_states(scores: torch.Tensor, values: torch.Tensor, bounds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def chunked_states(
+    scores: torch.Tensor, values: torch.Tensor, bounds: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """States of softmax(scores) @ values over key chunks [bounds[i], bounds[i+1]); empty chunks get NaN v."""
     vs, ss = [], []
     for lo, hi in zip(bounds, bounds[1:]):

@@ -46,6 +46,7 @@ def test_random_batch(seed: int) -> None:
     ref_out, ref_lse = paged_attention_reference(*args)
     described = describe_prefix_groups(groups, batch.query_start_loc.tolist(), seq_lens)
     tol = TOLERANCE[dtype]
-    for out, lse in [paged_attention(*args), shared_prefix_attention(*args, described, num_prefix_splits=rng.randint(1, 3))]:
+    cascade = shared_prefix_attention(*args, described, num_prefix_splits=rng.randint(1, 3))
+    for out, lse in [paged_attention(*args), cascade]:
         torch.testing.assert_close(out.float(), ref_out.float(), atol=tol, rtol=tol)
         torch.testing.assert_close(lse, ref_lse, atol=1e-5, rtol=1e-5)
