@@ -1,0 +1,207 @@
+"""Placement decisions and the admission queue, driven directly (no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from router.admission import Job
+from router.backends import BackendPool
+from router.config import Config, parse_config
+from router.dispatcher import Dispatcher
+from router.errors import NoHealthyBackend, QueueFull, QueueTimeout
+from router.fingerprint import PrefixFingerprint
+from router.load import LoadReport
+from router.metrics import RouterMetrics
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _setup(extra: str = "", backends: str = "") -> tuple[Dispatcher, BackendPool, Clock]:
+    backends = backends or (
+        '[[backends]]\nname = "a"\nurl = "http://a"\n'
+        '[[backends]]\nname = "b"\nurl = "http://b"\n'
+    )
+    config: Config = parse_config(backends + extra)
+    pool = BackendPool(config.backends, config.routing.block_chars)
+    clock = Clock()
+    return Dispatcher(config, pool, RouterMetrics(), clock=clock), pool, clock
+
+
+_ids = iter(range(10**6))
+
+
+def _job(dispatcher: Dispatcher, priority: int = 2, blocks: tuple[int, ...] = (), session: str | None = None,
+         names: tuple[str, ...] = ("a", "b"), prompt: int = 100, output: int = 50) -> Job:
+    fp = PrefixFingerprint(blocks, chars=prompt * 4)
+    return Job(f"r{next(_ids)}", priority, dispatcher.clock(), prompt, output, fp, frozenset(names), session=session)
+
+
+def _by_name(pool: BackendPool) -> dict:
+    return {b.name: b for b in pool.backends}
+
+
+@pytest.mark.anyio
+async def test_the_backend_holding_the_prefix_wins() -> None:
+    dispatcher, pool, _ = _setup()
+    first = await dispatcher.acquire(_job(dispatcher, blocks=(1, 2, 3, 4)))
+    assert first.name == "a"  # nothing cached anywhere: most free cache, ties by name
+    _by_name(pool)["a"].in_flight_tokens = 10_000  # make "a" look busier by tokens
+    again = await dispatcher.acquire(_job(dispatcher, blocks=(1, 2, 3, 4, 5)))
+    assert again.name == "a"
+    other = await dispatcher.acquire(_job(dispatcher, blocks=(7, 8, 9, 10)))
+    assert other.name == "b"  # no match: the one with more free cache
+
+
+@pytest.mark.anyio
+async def test_affinity_gives_way_when_the_match_is_overloaded() -> None:
+    dispatcher, pool, _ = _setup("[routing]\nbalance_abs_threshold = 4\nbalance_rel_threshold = 1.5\n")
+    a = _by_name(pool)["a"]
+    a.prefix_index.insert([1, 2, 3, 4])
+    a.in_flight = 4
+    assert (await dispatcher.acquire(_job(dispatcher, blocks=(1, 2, 3, 4)))).name == "a"
+    a.in_flight = 6  # 6 - 0 > 4 and 6 > 1.5 * 0
+    job = _job(dispatcher, blocks=(1, 2, 3, 4))
+    assert (await dispatcher.acquire(job)).name == "b"
+    assert "imbalanced" in dispatcher.explanations[job.request_id]
+
+
+@pytest.mark.anyio
+async def test_scraped_load_counts_when_fresh_only() -> None:
+    dispatcher, pool, clock = _setup('[routing]\npolicy = "least-load"\nmetrics_stale_s = 1.0\n')
+    a = _by_name(pool)["a"]
+    a.load_report = LoadReport(running=5, waiting=3, read_at=clock.now)
+    assert (await dispatcher.acquire(_job(dispatcher))).name == "b"
+    clock.now += 2.0  # the reading is stale now: a looks idle again (b has one of ours)
+    assert (await dispatcher.acquire(_job(dispatcher))).name == "a"
+
+
+@pytest.mark.anyio
+async def test_sessions_stick_and_agree_across_dispatchers() -> None:
+    first, _, _ = _setup()
+    second, _, _ = _setup()
+    for i in range(20):
+        names = {(await d.acquire(_job(d, session=f"user-{i}"))).name for d in (first, second) for _ in range(2)}
+        assert len(names) == 1, "one session, one backend, whichever router replica decides"
+
+
+@pytest.mark.anyio
+async def test_no_healthy_candidate_is_503_not_a_wait() -> None:
+    dispatcher, pool, _ = _setup()
+    for backend in pool.backends:
+        backend.healthy = False
+    with pytest.raises(NoHealthyBackend):
+        await dispatcher.acquire(_job(dispatcher))
+
+
+@pytest.mark.anyio
+async def test_saturated_requests_wait_and_go_best_first() -> None:
+    dispatcher, pool, _ = _setup(
+        '[admission]\nordering = "pjf"\n',
+        backends='[[backends]]\nname = "a"\nurl = "http://a"\nmax_load = 1\n',
+    )
+    a = _by_name(pool)["a"]
+    holder = _job(dispatcher, names=("a",))
+    await dispatcher.acquire(holder)
+    order: list[int] = []
+
+    async def ask(priority: int) -> None:
+        job = _job(dispatcher, priority=priority, names=("a",))
+        backend = await dispatcher.acquire(job)
+        order.append(priority)
+        dispatcher.release(backend, job)
+
+    tasks = [asyncio.ensure_future(ask(p)) for p in (4, 0, 2, 0)]
+    await asyncio.sleep(0)  # every task reaches the queue
+    assert len(dispatcher.queue) == 4 and a.in_flight == 1
+    dispatcher.release(a, holder)
+    await asyncio.gather(*tasks)
+    assert order == [0, 0, 2, 4]
+    assert a.in_flight == 0 and len(dispatcher.queue) == 0
+
+
+@pytest.mark.anyio
+async def test_headroom_keeps_slots_for_urgent_work() -> None:
+    dispatcher, pool, _ = _setup(
+        "[admission]\nheadroom = [0.0, 0.0, 0.5, 0.5, 0.75]\n",
+        backends='[[backends]]\nname = "a"\nurl = "http://a"\nmax_load = 4\n',
+    )
+    await dispatcher.acquire(_job(dispatcher, priority=4, names=("a",)))  # 1 < 4 * 0.25
+    waiting = asyncio.ensure_future(dispatcher.acquire(_job(dispatcher, priority=4, names=("a",))))
+    await asyncio.sleep(0)
+    assert len(dispatcher.queue) == 1
+    await dispatcher.acquire(_job(dispatcher, priority=2, names=("a",)))  # 1 < 2
+    await dispatcher.acquire(_job(dispatcher, priority=0, names=("a",)))  # 2 < 4
+    await dispatcher.acquire(_job(dispatcher, priority=0, names=("a",)))  # 3 < 4
+    assert _by_name(pool)["a"].in_flight == 4 and not waiting.done()
+    waiting.cancel()
+
+
+@pytest.mark.anyio
+async def test_queue_limits_shed_the_least_urgent_first() -> None:
+    dispatcher, _, _ = _setup(
+        "[admission]\nmax_queued = 2\nmax_queued_per_priority = [5, 5, 5, 5, 1]\nretry_after_s = 3\n",
+        backends='[[backends]]\nname = "a"\nurl = "http://a"\nmax_load = 1\n',
+    )
+    await dispatcher.acquire(_job(dispatcher, names=("a",)))
+    low = asyncio.ensure_future(dispatcher.acquire(_job(dispatcher, priority=4, names=("a",))))
+    await asyncio.sleep(0)
+    with pytest.raises(QueueFull) as per_priority:
+        await dispatcher.acquire(_job(dispatcher, priority=4, names=("a",)))
+    assert per_priority.value.status == 429 and (b"retry-after", b"3") in per_priority.value.headers()
+    mid = asyncio.ensure_future(dispatcher.acquire(_job(dispatcher, priority=2, names=("a",))))
+    await asyncio.sleep(0)
+    urgent = asyncio.ensure_future(dispatcher.acquire(_job(dispatcher, priority=0, names=("a",))))
+    await asyncio.sleep(0)
+    with pytest.raises(QueueFull, match="shed"):
+        await low  # the priority-4 request made room for the priority-0 one
+    assert not mid.done() and not urgent.done() and len(dispatcher.queue) == 2
+    with pytest.raises(QueueFull, match="full"):
+        await dispatcher.acquire(_job(dispatcher, priority=3, names=("a",)))  # nothing less urgent to shed
+    mid.cancel()
+    urgent.cancel()
+
+
+@pytest.mark.anyio
+async def test_queue_timeout_is_408_and_leaves_no_trace() -> None:
+    dispatcher, _, _ = _setup(
+        "[admission]\ntimeout_s = [0.01, 0.01, 0.01, 0.01, 0.01]\n",
+        backends='[[backends]]\nname = "a"\nurl = "http://a"\nmax_load = 1\n',
+    )
+    await dispatcher.acquire(_job(dispatcher, names=("a",)))
+    with pytest.raises(QueueTimeout) as caught:
+        await dispatcher.acquire(_job(dispatcher, names=("a",)))
+    assert caught.value.status == 408 and len(dispatcher.queue) == 0
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_waiter_leaves_at_once_and_a_placed_one_gives_its_slot_back() -> None:
+    dispatcher, pool, _ = _setup(backends='[[backends]]\nname = "a"\nurl = "http://a"\nmax_load = 1\n')
+    a = _by_name(pool)["a"]
+    holder = _job(dispatcher, names=("a",))
+    await dispatcher.acquire(holder)
+    gone = asyncio.ensure_future(dispatcher.acquire(_job(dispatcher, names=("a",))))
+    await asyncio.sleep(0)
+    gone.cancel()
+    await asyncio.gather(gone, return_exceptions=True)
+    assert len(dispatcher.queue) == 0
+    # Placed by release(), then cancelled before it could run: the slot must come back.
+    late = asyncio.ensure_future(dispatcher.acquire(_job(dispatcher, names=("a",))))
+    await asyncio.sleep(0)
+    dispatcher.release(a, holder)
+    assert a.in_flight == 1
+    late.cancel()
+    await asyncio.gather(late, return_exceptions=True)
+    assert a.in_flight == 0 and a.in_flight_tokens == 0
