@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from policies.catalog import policy_names
+
 PriorityLevel = Annotated[int, msgspec.Meta(ge=0, le=4)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
@@ -181,6 +183,10 @@ def _check(config: Config) -> None:
         keys.add(api_key.key)
     if not config.priority.header:
         raise ConfigError("priority.header: expected a header name")
+    if config.admission.ordering not in policy_names():
+        raise ConfigError(
+            f"admission.ordering: expected one of {', '.join(policy_names())}, got {config.admission.ordering!r}"
+        )
     for i, headroom in enumerate(config.admission.headroom):
         if not 0 <= headroom < 1:
             raise ConfigError(f"admission.headroom[{i}]: expected a fraction in [0, 1), got {headroom}")

@@ -41,6 +41,8 @@ def test_backend_defaults_and_trailing_slash() -> None:
          "backends[1].name: duplicate backend name 'a'"),
         ('[[api_keys]]\nkey = "k"\nmax_priority = 5\n', "api_keys[0].max_priority: expected `int` <= 4"),
         ("server = [", "not valid TOML"),
+        ('[admission]\nordering = "lottery"\n', "admission.ordering: expected one of fcfs, sjf"),
+        ("[admission]\nheadroom = [0, 0, 0, 0, 1.0]\n", "admission.headroom[4]: expected a fraction in [0, 1)"),
     ],
 )
 def test_errors_name_the_key_path(text: str, message: str) -> None:
