@@ -19,7 +19,7 @@ from engine_server.detokenizer import IncrementalDetokenizer
 from engine_server.kv_cache import KVCacheManager, bytes_per_block
 from engine_server.model import LlamaForCausalLM
 from engine_server.model_runner import ModelRunner
-from engine_server.scheduler import Scheduler
+from engine_server.scheduler import Scheduler, SchedulerOutput
 from engine_server.sequence import FinishReason, SamplingParams, Sequence, TokenLogprob
 
 log = logging.getLogger("engine_server")
@@ -84,6 +84,7 @@ class LLMEngine:
         self.seqs: dict[str, Sequence] = {}
         self.detokenizers: dict[str, IncrementalDetokenizer] = {}
         self.num_steps = 0
+        self.last_schedule: SchedulerOutput | None = None
         self._offline_ids = itertools.count()
         self.prompt_tokens_total = 0
         self.generation_tokens_total = 0
@@ -115,17 +116,8 @@ class LLMEngine:
     ) -> Sequence:
         if request_id in self.seqs:
             raise RequestRejected(f"duplicate request id {request_id!r}")
+        self.validate(prompt_token_ids, params)
         n = len(prompt_token_ids)
-        if n == 0:
-            raise RequestRejected("the prompt is empty")
-        if n >= self.max_model_len:
-            raise RequestRejected(f"the prompt has {n} tokens; this model's context is {self.max_model_len}")
-        params.max_tokens = min(params.max_tokens, self.max_model_len - n)
-        if self.kv.blocks_for(n + params.max_tokens) > self.kv.pool.num_blocks:
-            raise RequestRejected(
-                f"{n} prompt + {params.max_tokens} output tokens exceed the KV cache "
-                f"({self.kv.pool.num_blocks * self.kv.block_size} tokens)"
-            )
         now = time.monotonic()
         seq = Sequence(
             request_id, prompt_token_ids, params, priority=priority,
@@ -137,6 +129,21 @@ class LLMEngine:
         self.scheduler.add(seq, now)
         self.prompt_tokens_total += n
         return seq
+
+    def validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        """Reject what can never run; clamp max_tokens to the context. Reads only fixed sizes,
+        so the HTTP thread may call it before handing the request over."""
+        n = len(prompt_token_ids)
+        if n == 0:
+            raise RequestRejected("the prompt is empty")
+        if n >= self.max_model_len:
+            raise RequestRejected(f"the prompt has {n} tokens; this model's context is {self.max_model_len}")
+        params.max_tokens = min(params.max_tokens, self.max_model_len - n)
+        if self.kv.blocks_for(n + params.max_tokens) > self.kv.pool.num_blocks:
+            raise RequestRejected(
+                f"{n} prompt + {params.max_tokens} output tokens exceed the KV cache "
+                f"({self.kv.pool.num_blocks * self.kv.block_size} tokens)"
+            )
 
     def abort(self, request_id: str) -> RequestOutput | None:
         seq = self.seqs.get(request_id)
@@ -152,6 +159,7 @@ class LLMEngine:
 
     def step(self) -> list[RequestOutput]:
         sched = self.scheduler.schedule(time.monotonic())
+        self.last_schedule = sched
         sampled = self.runner.execute(sched.scheduled)
         self.num_steps += 1
         for s in sched.scheduled:

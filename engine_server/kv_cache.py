@@ -3,8 +3,9 @@
 Invariants:
 - seq.block_table covers at least seq.num_computed_tokens tokens while the sequence runs;
   the scheduler grows it before each step with `allocate_slots`.
-- seq.block_hashes[i] is the chained hash of full block i; blocks[:len(block_hashes)] are
-  published in the pool's prefix cache (or share content with a block that is).
+- seq.block_hashes[i] is the chained hash of the sequence's i-th full block of tokens (it
+  depends only on tokens, so it survives preemption). block_table[:num_published_blocks]
+  have been offered to the prefix cache (published, or a duplicate of a published block).
 - A prefix hit never covers the last token: its logits are needed to sample the next one.
 - A SWAPPED sequence holds host blocks and no device blocks; everything else holds no host
   blocks.
@@ -81,6 +82,7 @@ class KVCacheManager:
         for block in hit:
             self.pool.take(block)
         seq.block_table = hit
+        seq.num_published_blocks = len(hit)
         seq.num_computed_tokens = len(hit) * bs
         self.prefix_hits += seq.num_computed_tokens
         return seq.num_computed_tokens
@@ -97,10 +99,10 @@ class KVCacheManager:
             return
         bs = self.block_size
         full = min(seq.num_computed_tokens // bs, len(seq.block_table))
-        start = len(seq.block_hashes)
         self._extend_hashes(seq, full)
-        for i in range(start, full):
+        for i in range(seq.num_published_blocks, full):
             self.pool.cache(seq.block_table[i], seq.block_hashes[i], seq.token_ids[i * bs:(i + 1) * bs])
+        seq.num_published_blocks = max(seq.num_published_blocks, full)
 
     # --- allocation ---------------------------------------------------------------------
 
@@ -117,6 +119,7 @@ class KVCacheManager:
         """Give back every device and host block of the sequence."""
         self.pool.release(seq.block_table)
         seq.block_table = []
+        seq.num_published_blocks = 0
         self.host_free.extend(reversed(seq.host_blocks))
         seq.host_blocks = []
 
@@ -135,6 +138,7 @@ class KVCacheManager:
             self.host_cache[layer][:, host_idx] = cache[:, dev_idx].to("cpu", non_blocking=True)
         self.pool.release(seq.block_table)
         seq.block_table, seq.host_blocks = [], host
+        seq.num_published_blocks = 0
 
     def can_swap_in(self, seq: Sequence, extra_tokens: int = 0) -> bool:
         need = max(len(seq.host_blocks), self.blocks_for(seq.num_computed_tokens + extra_tokens))

@@ -61,6 +61,7 @@ class Scheduler:
         self.max_num_batched_tokens = max_num_batched_tokens
         self.priority_preemption = priority_preemption
         self.num_preemptions = {PreemptionMode.SWAP: 0, PreemptionMode.RECOMPUTE: 0}
+        self.num_swapped = 0  # kept as a count so that metrics never iterate the queue
 
     @property
     def num_waiting(self) -> int:
@@ -85,6 +86,7 @@ class Scheduler:
             self.running.remove(seq)
         else:
             self.waiting.remove(seq.request_id)
+            self.num_swapped -= seq.status == SequenceStatus.SWAPPED
         self._finish(seq, FinishReason.ABORT)
 
     def finish(self, seq: Sequence, reason: FinishReason) -> None:
@@ -156,6 +158,7 @@ class Scheduler:
                 if not self.kv.can_swap_in(seq, n):
                     return
                 self.kv.swap_in(seq)
+                self.num_swapped -= 1
             else:
                 if not seq.block_table:
                     self.kv.match_prefix(seq)
@@ -182,6 +185,7 @@ class Scheduler:
         if mode == PreemptionMode.SWAP and self.kv.can_swap_out(seq):
             self.kv.swap_out(seq)
             seq.status = SequenceStatus.SWAPPED
+            self.num_swapped += 1
         else:
             mode = PreemptionMode.RECOMPUTE
             self.kv.free(seq)

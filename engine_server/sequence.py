@@ -72,6 +72,7 @@ class Sequence:
         self.num_cached_tokens = 0  # prompt tokens served from the prefix cache
         self.block_table: list[Block] = []
         self.block_hashes: list[int] = []  # hashes of the leading full blocks, chained
+        self.num_published_blocks = 0  # leading blocks of block_table already in the prefix cache
         self.host_blocks: list[int] = []  # swap space, while SWAPPED
         self.logprobs: list[TokenLogprob] = []
         self.finish_reason: FinishReason | None = None

@@ -1,0 +1,88 @@
+"""`python -m engine_server --model PATH|default [--dtype float32|bfloat16] [--host H] [--port N]`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+from pathlib import Path
+
+from engine_server.config import EngineConfig
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m engine_server", description="Triage's own OpenAI-compatible engine.")
+    p.add_argument("--model", default="default", help="'default' (SmolLM2-135M-Instruct), a .gguf file or an HF checkpoint directory")
+    p.add_argument("--served-model-name", default=None, help="model name clients send (default: derived from --model)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8100)
+    p.add_argument("--kv-cache-gib", type=float, default=1.0, help="KV cache budget on the CPU")
+    p.add_argument("--swap-space-gib", type=float, default=0.5, help="host memory for swapped-out sequences")
+    p.add_argument("--block-size", type=int, default=16)
+    p.add_argument("--max-num-seqs", type=int, default=64)
+    p.add_argument("--max-num-batched-tokens", type=int, default=512)
+    p.add_argument("--max-model-len", type=int, default=None)
+    p.add_argument("--ordering", default="semantic+aging", help="a policies/ ordering name, e.g. fcfs, pjf, semantic+aging")
+    p.add_argument("--no-prefix-caching", action="store_true")
+    p.add_argument("--no-priority-preemption", action="store_true")
+    p.add_argument("--embedding-model", default="default", help="'default' (all-MiniLM-L6-v2), a directory, or 'none'")
+    p.add_argument("--num-threads", type=int, default=None)
+    p.add_argument("--log-level", default="warning")
+    return p.parse_args(argv)
+
+
+def served_name(model: str) -> str:
+    if model == "default":
+        return "SmolLM2-135M-Instruct"
+    path = Path(model)
+    return path.stem.split(".")[0] if path.suffix == ".gguf" else path.name
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = EngineConfig(
+        model=args.model, served_model_name=args.served_model_name or served_name(args.model), dtype=args.dtype,
+        device=args.device, block_size=args.block_size, kv_cache_gib=args.kv_cache_gib,
+        swap_space_gib=args.swap_space_gib, max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
+        ordering=args.ordering, enable_prefix_caching=not args.no_prefix_caching,
+        priority_preemption=not args.no_priority_preemption,
+        embedding_model=None if args.embedding_model == "none" else args.embedding_model, num_threads=args.num_threads,
+    )
+    # Heavy imports after argument parsing, so that --help is instant.
+    import uvicorn
+
+    from engine_server.embeddings import EmbeddingBatcher, SentenceEmbedder
+    from engine_server.engine import LLMEngine
+    from engine_server.engine_loop import AsyncEngine
+    from engine_server.server import create_app
+
+    try:
+        engine = LLMEngine.from_config(config)
+        embedder = None
+        if config.embedding_model:
+            embedder = EmbeddingBatcher(SentenceEmbedder.load(config.embedding_model, config.device))
+    except Exception as e:  # any load failure is fatal and must say why
+        print(f"triage engine: cannot start: {e}", file=sys.stderr)
+        return 1
+    assert config.served_model_name is not None
+    app = create_app(AsyncEngine(engine), model_name=config.served_model_name, embedder=embedder)
+    # Bind before serving so that a busy port fails loudly, and --port 0 reports its port.
+    try:
+        sock = socket.create_server((args.host, args.port), reuse_port=False)
+    except OSError as e:
+        print(f"triage engine: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
+        return 1
+    host, port = sock.getsockname()[:2]
+    server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, access_log=False))
+    print(f"Triage engine listening on http://{host}:{port}", flush=True)
+    server.run(sockets=[sock])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Prometheus text with vLLM's metric names, so the router scrapes us and vLLM alike."""
+
+from __future__ import annotations
+
+from engine_server.engine import LLMEngine
+
+_METRICS = [
+    # (name, type, help)
+    ("vllm:num_requests_running", "gauge", "Number of requests in the running batch."),
+    ("vllm:num_requests_waiting", "gauge", "Number of requests waiting, including swapped-out ones."),
+    ("vllm:num_requests_swapped", "gauge", "Number of requests whose KV cache is swapped to host memory."),
+    ("vllm:kv_cache_usage_perc", "gauge", "Fraction of KV cache blocks in use (1 = full)."),
+    ("vllm:prefix_cache_queries_total", "counter", "Prompt tokens looked up in the prefix cache."),
+    ("vllm:prefix_cache_hits_total", "counter", "Prompt tokens served from the prefix cache."),
+    ("vllm:num_preemptions_total", "counter", "Preemptions, by swap or recompute."),
+    ("vllm:prompt_tokens_total", "counter", "Prompt tokens admitted."),
+    ("vllm:generation_tokens_total", "counter", "Tokens generated."),
+    ("vllm:engine_steps_total", "counter", "Engine steps run."),
+]
+
+
+def render(engine: LLMEngine, model_name: str) -> str:
+    sched, kv = engine.scheduler, engine.kv
+    values = {
+        "vllm:num_requests_running": sched.num_running,
+        "vllm:num_requests_waiting": sched.num_waiting,
+        "vllm:num_requests_swapped": sched.num_swapped,
+        "vllm:kv_cache_usage_perc": kv.usage(),
+        "vllm:prefix_cache_queries_total": kv.prefix_queries,
+        "vllm:prefix_cache_hits_total": kv.prefix_hits,
+        "vllm:num_preemptions_total": sum(sched.num_preemptions.values()),
+        "vllm:prompt_tokens_total": engine.prompt_tokens_total,
+        "vllm:generation_tokens_total": engine.generation_tokens_total,
+        "vllm:engine_steps_total": engine.num_steps,
+    }
+    label = model_name.replace("\\", "\\\\").replace('"', '\\"')
+    lines = []
+    for name, kind, help_text in _METRICS:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+        lines.append(f'{name}{{model_name="{label}"}} {float(values[name])}')
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,418 @@
+"""The OpenAI-compatible HTTP server (litestar), in front of an AsyncEngine."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request, Response, get, post
+from litestar.exceptions import HTTPException
+from litestar.response import Stream
+
+from engine_server.api_types import (
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatDelta,
+    ChatLogprobs,
+    ChatMessageOut,
+    ChatTokenLogprob,
+    Completion,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+    EmbeddingData,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingUsage,
+    ModelCard,
+    ModelList,
+    PromptTokensDetails,
+    TopLogprob,
+    Usage,
+    encoder,
+)
+from engine_server.embeddings import EmbeddingBatcher
+from engine_server.engine import RequestOutput, RequestRejected
+from engine_server.engine_loop import AsyncEngine
+from engine_server.errors import (
+    BadRequest,
+    ContextTooLong,
+    EngineError,
+    EngineUnavailable,
+    MethodNotAllowed,
+    ModelNotFound,
+    NotFound,
+)
+from engine_server.metrics import render
+from engine_server.sequence import SamplingParams, TokenLogprob
+
+MAX_TOP_LOGPROBS = 20
+
+
+class _Generation(msgspec.Struct):
+    """Everything a handler needs once the body is validated."""
+
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    priority: int
+    predicted: int | None
+    stream: bool
+    include_usage: bool
+
+
+class EngineServer:
+    def __init__(
+        self, engine: AsyncEngine, model_name: str, embedder: EmbeddingBatcher | None, embedding_model_name: str
+    ) -> None:
+        self.engine = engine
+        self.model_name = model_name
+        self.embedder = embedder
+        self.embedding_model_name = embedding_model_name
+        self.created = int(time.time())
+
+    # --- request parsing ----------------------------------------------------------------
+
+    def _decode(self, body: bytes, kind: type[Any]) -> Any:
+        try:
+            return msgspec.json.decode(body, type=kind)
+        except msgspec.ValidationError as e:
+            path = str(e).rsplit("at `$.", 1)
+            raise BadRequest(str(e), param=path[1].rstrip("`") if len(path) == 2 else None) from None
+        except msgspec.DecodeError as e:
+            raise BadRequest(f"the body is not valid JSON: {e}") from None
+
+    def _check_model(self, model: str | None, *served: str) -> None:
+        if model is not None and model not in served:
+            raise ModelNotFound(f"the model {model!r} does not exist; this server serves {', '.join(served)}", param="model")
+
+    def _sampling(self, body: Any, prompt_ids: list[int], max_tokens: int | None, top_logprobs: int | None) -> SamplingParams:
+        if body.n != 1:
+            raise BadRequest("only n=1 is supported", param="n")
+        if not 0 <= body.priority <= 4:
+            raise BadRequest("priority must be between 0 (most urgent) and 4", param="priority")
+        temperature = 1.0 if body.temperature is None else body.temperature
+        if not 0 <= temperature <= 2:
+            raise BadRequest("temperature must be between 0 and 2", param="temperature")
+        top_p = 1.0 if body.top_p is None else body.top_p
+        if not 0 < top_p <= 1:
+            raise BadRequest("top_p must be in (0, 1]", param="top_p")
+        top_k = body.top_k or 0
+        if top_k < -1:
+            raise BadRequest("top_k must be -1 (disabled) or positive", param="top_k")
+        if max_tokens is not None and max_tokens < 1:
+            raise BadRequest("max_tokens must be at least 1", param="max_tokens")
+        if top_logprobs is not None and not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
+            raise BadRequest(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}", param="top_logprobs")
+        stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+        limit = self.engine.engine.max_model_len - len(prompt_ids)
+        params = SamplingParams(
+            temperature=temperature, top_p=top_p, top_k=max(top_k, 0), seed=body.seed,
+            max_tokens=max_tokens if max_tokens is not None else limit, stop=stop,
+            stop_token_ids=list(body.stop_token_ids or []), ignore_eos=body.ignore_eos,
+            logprobs=top_logprobs is not None, top_logprobs=top_logprobs or 0,
+        )
+        try:
+            self.engine.engine.validate(prompt_ids, params)
+        except RequestRejected as e:
+            raise ContextTooLong(str(e), param="messages" if hasattr(body, "messages") else "prompt") from None
+        return params
+
+    def _generation(self, prefix: str, body: Any, prompt_ids: list[int], max_tokens: int | None, top: int | None) -> _Generation:
+        params = self._sampling(body, prompt_ids, max_tokens, top)
+        return _Generation(
+            request_id=f"{prefix}-{uuid.uuid4().hex}", prompt_ids=prompt_ids, params=params, priority=body.priority,
+            predicted=body.predicted_output_tokens, stream=body.stream,
+            include_usage=bool(body.stream_options and body.stream_options.include_usage),
+        )
+
+    def chat_request(self, raw: bytes) -> _Generation:
+        body: ChatCompletionRequest = self._decode(raw, ChatCompletionRequest)
+        self._check_model(body.model, self.model_name)
+        if not body.messages:
+            raise BadRequest("messages must not be empty", param="messages")
+        messages = [_flatten_content(m) for m in body.messages]
+        try:
+            encoded = self.engine.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=True, return_dict=True
+            )
+        except Exception as e:  # the template rejects roles or shapes it does not know
+            raise BadRequest(f"the chat template rejected the messages: {e}", param="messages") from None
+        top = (body.top_logprobs or 0) if body.logprobs else None
+        return self._generation("chatcmpl", body, list(encoded["input_ids"]), body.max_completion_tokens or body.max_tokens, top)
+
+    def completion_request(self, raw: bytes) -> _Generation:
+        body: CompletionRequest = self._decode(raw, CompletionRequest)
+        self._check_model(body.model, self.model_name)
+        if body.echo:
+            raise BadRequest("echo is not supported", param="echo")
+        prompt = body.prompt
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
+            if len(prompt) != 1:
+                raise BadRequest("only one prompt per request is supported", param="prompt")
+            prompt = prompt[0]
+        if isinstance(prompt, str):
+            ids = list(self.engine.tokenizer(prompt)["input_ids"])
+        else:
+            vocab = self.engine.engine.model_config.vocab_size
+            if any(not isinstance(t, int) or not 0 <= t < vocab for t in prompt):
+                raise BadRequest(f"prompt token ids must be integers in [0, {vocab})", param="prompt")
+            ids = list(prompt)  # type: ignore[arg-type]
+        return self._generation("cmpl", body, ids, body.max_tokens if body.max_tokens is not None else 16, body.logprobs)
+
+    # --- responses ----------------------------------------------------------------------
+
+    def _usage(self, out: RequestOutput) -> Usage:
+        return Usage(
+            out.prompt_tokens, out.completion_tokens, out.prompt_tokens + out.completion_tokens,
+            PromptTokensDetails(cached_tokens=out.cached_tokens),
+        )
+
+    def _token_text(self, token_id: int) -> str:
+        return self.engine.tokenizer.decode([token_id])
+
+    def _chat_logprobs(self, lps: list[TokenLogprob]) -> ChatLogprobs:
+        content = []
+        for lp in lps:
+            text = self._token_text(lp.token_id)
+            top = [TopLogprob(t := self._token_text(i), v, list(t.encode())) for i, v in lp.top]
+            content.append(ChatTokenLogprob(text, lp.logprob, list(text.encode()), top))
+        return ChatLogprobs(content)
+
+    def _completion_logprobs(self, lps: list[TokenLogprob], text_start: int) -> CompletionLogprobs:
+        tokens, values, tops, offsets = [], [], [], []
+        offset = text_start
+        for lp in lps:
+            text = self._token_text(lp.token_id)
+            tokens.append(text)
+            values.append(lp.logprob)
+            tops.append({self._token_text(i): v for i, v in lp.top})
+            offsets.append(offset)
+            offset += len(text)
+        return CompletionLogprobs(tokens, values, tops, offsets)
+
+    async def run_to_end(self, gen: _Generation, request: Request) -> tuple[str, list[TokenLogprob], RequestOutput]:
+        """Collect a non-streamed generation; abort it if the client disconnects first."""
+
+        async def consume() -> tuple[str, list[TokenLogprob], RequestOutput]:
+            parts: list[str] = []
+            lps: list[TokenLogprob] = []
+            last: RequestOutput | None = None
+            async for out in self.engine.generate(
+                gen.request_id, gen.prompt_ids, gen.params, priority=gen.priority, predicted_output_len=gen.predicted
+            ):
+                parts.append(out.text)
+                lps.extend(out.logprobs)
+                last = out
+            assert last is not None
+            return "".join(parts), lps, last
+
+        work = asyncio.ensure_future(consume())
+        gone = asyncio.ensure_future(_wait_disconnect(request))
+        done, _ = await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if work in done:
+            gone.cancel()
+            return work.result()
+        work.cancel()  # unwinds engine.generate, which aborts the sequence
+        try:
+            await work
+        except BaseException:
+            pass
+        raise ClientDisconnected()
+
+    async def chat(self, request: Request) -> Response[Any] | Stream:
+        gen = self.chat_request(await request.body())
+        if gen.stream:
+            return _sse(self._chat_stream(gen))
+        text, lps, last = await self.run_to_end(gen, request)
+        choice = ChatChoice(0, ChatMessageOut(content=text), self._chat_logprobs(lps) if gen.params.logprobs else None, last.finish_reason)
+        body = ChatCompletion(gen.request_id, int(time.time()), self.model_name, [choice], self._usage(last))
+        return _json(body)
+
+    async def _chat_stream(self, gen: _Generation) -> AsyncIterator[bytes]:
+        created = int(time.time())
+
+        def chunk(delta: ChatDelta, finish: str | None = None, logprobs: ChatLogprobs | None = None) -> bytes:
+            return _event(ChatCompletionChunk(gen.request_id, created, self.model_name, [ChatChunkChoice(0, delta, logprobs, finish)]))
+
+        yield chunk(ChatDelta(role="assistant", content=""))
+        last: RequestOutput | None = None
+        async for out in self.engine.generate(
+            gen.request_id, gen.prompt_ids, gen.params, priority=gen.priority, predicted_output_len=gen.predicted
+        ):
+            last = out
+            lps = self._chat_logprobs(out.logprobs) if gen.params.logprobs else None
+            if out.text or lps or out.finished:
+                yield chunk(ChatDelta(content=out.text), out.finish_reason if out.finished else None, lps)
+        if gen.include_usage and last is not None:
+            yield _event(ChatCompletionChunk(gen.request_id, created, self.model_name, [], self._usage(last)))
+        yield b"data: [DONE]\n\n"
+
+    async def completion(self, request: Request) -> Response[Any] | Stream:
+        gen = self.completion_request(await request.body())
+        if gen.stream:
+            return _sse(self._completion_stream(gen))
+        text, lps, last = await self.run_to_end(gen, request)
+        logprobs = self._completion_logprobs(lps, 0) if gen.params.logprobs else None
+        body = Completion(gen.request_id, int(time.time()), self.model_name, [CompletionChoice(0, text, logprobs, last.finish_reason)], self._usage(last))
+        return _json(body)
+
+    async def _completion_stream(self, gen: _Generation) -> AsyncIterator[bytes]:
+        created = int(time.time())
+        last: RequestOutput | None = None
+        offset = 0
+        async for out in self.engine.generate(
+            gen.request_id, gen.prompt_ids, gen.params, priority=gen.priority, predicted_output_len=gen.predicted
+        ):
+            last = out
+            lps = self._completion_logprobs(out.logprobs, offset) if gen.params.logprobs else None
+            offset += len(out.text)
+            if out.text or lps or out.finished:
+                choice = CompletionChoice(0, out.text, lps, out.finish_reason if out.finished else None)
+                yield _event(Completion(gen.request_id, created, self.model_name, [choice]))
+        if gen.include_usage and last is not None:
+            yield _event(Completion(gen.request_id, created, self.model_name, [], self._usage(last)))
+        yield b"data: [DONE]\n\n"
+
+    async def embeddings(self, request: Request) -> Response[Any]:
+        body: EmbeddingRequest = self._decode(await request.body(), EmbeddingRequest)
+        if self.embedder is None:
+            raise ModelNotFound("this engine serves no embedding model", param="model")
+        self._check_model(body.model, self.embedding_model_name)
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        if not texts or any(not t for t in texts):
+            raise BadRequest("input must be a non-empty string or a list of non-empty strings", param="input")
+        if body.encoding_format not in ("float", "base64"):
+            raise BadRequest("encoding_format must be 'float' or 'base64'", param="encoding_format")
+        if body.dimensions is not None:
+            raise BadRequest("this model does not support the dimensions parameter", param="dimensions")
+        result = await self.embedder.embed(texts)
+        data = [EmbeddingData(i, _encode_vector(v, body.encoding_format)) for i, v in enumerate(result.vectors)]
+        usage = EmbeddingUsage(result.prompt_tokens, result.prompt_tokens)
+        return _json(EmbeddingResponse(data, self.embedding_model_name, usage))
+
+    def models(self) -> Response[Any]:
+        cards = [ModelCard(self.model_name, self.created)]
+        if self.embedder is not None:
+            cards.append(ModelCard(self.embedding_model_name, self.created))
+        return _json(ModelList(cards))
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its response was ready."""
+
+
+async def _wait_disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def _flatten_content(message: dict[str, Any]) -> dict[str, Any]:
+    """Chat templates expect string content; OpenAI also allows a list of text parts."""
+    content = message.get("content")
+    if isinstance(content, list):
+        texts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        if len(texts) != len(content):
+            raise BadRequest("only text content parts are supported", param="messages")
+        return {**message, "content": "".join(texts)}
+    if content is None:
+        return {**message, "content": ""}
+    if not isinstance(content, str):
+        raise BadRequest("message content must be a string or a list of text parts", param="messages")
+    return message
+
+
+def _encode_vector(vector: list[float], fmt: str) -> list[float] | str:
+    if fmt == "float":
+        return vector
+    import base64
+    import struct
+
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+def _json(body: Any, status: int = 200) -> Response[Any]:
+    return Response(encoder.encode(body), status_code=status, media_type="application/json")
+
+
+def _event(body: Any) -> bytes:
+    return b"data: " + encoder.encode(body) + b"\n\n"
+
+
+def _sse(events: AsyncIterator[bytes]) -> Stream:
+    return Stream(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _error_response(err: EngineError) -> Response[Any]:
+    return Response(encoder.encode(err.envelope()), status_code=err.status, media_type="application/json")
+
+
+def create_app(
+    engine: AsyncEngine,
+    *,
+    model_name: str,
+    embedder: EmbeddingBatcher | None = None,
+    embedding_model_name: str = "all-MiniLM-L6-v2",
+) -> Litestar:
+    """Build the app. The engine loop starts with the app and stops with it."""
+    server = EngineServer(engine, model_name, embedder, embedding_model_name)
+
+    @post("/v1/chat/completions", status_code=200)
+    async def chat(request: Request) -> Any:
+        return await server.chat(request)
+
+    @post("/v1/completions", status_code=200)
+    async def completions(request: Request) -> Any:
+        return await server.completion(request)
+
+    @post("/v1/embeddings", status_code=200)
+    async def embeddings(request: Request) -> Any:
+        return await server.embeddings(request)
+
+    @get("/v1/models")
+    async def models() -> Any:
+        return server.models()
+
+    @get("/health")
+    async def health() -> Any:
+        if not engine.alive:
+            return _error_response(EngineUnavailable("the engine loop is not running"))
+        return _json({"status": "ok"})
+
+    @get("/metrics")
+    async def metrics() -> Any:
+        text = render(engine.engine, model_name)
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    def on_engine_error(request: Request, exc: Exception) -> Response[Any]:
+        if isinstance(exc, EngineError):
+            return _error_response(exc)
+        if isinstance(exc, ClientDisconnected):  # nobody reads it; nginx's convention
+            return Response(b"", status_code=499)
+        if isinstance(exc, HTTPException):
+            if exc.status_code == 404:
+                return _error_response(NotFound(f"no route for {request.method} {request.url.path}"))
+            if exc.status_code == 405:
+                return _error_response(MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}"))
+            err = EngineError(str(exc.detail))
+            err.status, err.error_type = exc.status_code, "invalid_request_error" if exc.status_code < 500 else "server_error"
+            return _error_response(err)
+        return _error_response(EngineError(f"internal error: {type(exc).__name__}: {exc}"))
+
+    return Litestar(
+        route_handlers=[chat, completions, embeddings, models, health, metrics],
+        exception_handlers={Exception: on_engine_error},
+        on_startup=[engine.start],
+        on_shutdown=[engine.stop],
+        openapi_config=None,
+        debug=False,
+    )
