@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from router.config import ConfigError, load_config, resolve_config_path
+from router.engine_launcher import EngineProcess
 from router.server import StartupError, bind_socket, serve, url_of
 
 
@@ -19,19 +21,38 @@ def _serve(args: argparse.Namespace) -> int:
     except (ConfigError, StartupError) as error:
         print(f"triage: error: {error}", file=sys.stderr)
         return 2
-    from router.app import create_app  # after the checks: a bad config fails before litestar loads
+    engines = [EngineProcess(backend) for backend in config.backends if backend.launch]
+    try:
+        for engine in engines:
+            print(f"Starting engine {engine.backend.name}: {' '.join(engine.command)}", flush=True)
+            engine.start()
+        for engine in engines:
+            engine.wait_ready(lambda waited, name=engine.backend.name: print(
+                f"  still waiting for engine {name} ({waited:.0f} s; the first start converts the model)", flush=True))
+        from router.app import create_app  # after the checks: a bad config fails before litestar loads
 
-    app = create_app(config)
-    started = serve(
-        app,
-        sock,
-        grace_s=config.server.shutdown_grace_s,
-        on_ready=lambda: print(f"Triage listening on {url_of(sock)}", flush=True),
-    )
+        started = serve(
+            create_app(config),
+            sock,
+            grace_s=config.server.shutdown_grace_s,
+            on_ready=lambda: print(f"Triage listening on {url_of(sock)}", flush=True),
+        )
+    except StartupError as error:
+        print(f"triage: error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        for engine in engines:
+            engine.stop()
     if not started:
         print("triage: error: the server failed to start (see the log above)", file=sys.stderr)
         return 1
     return 0
+
+
+def _exec_engine(engine_args: list[str]) -> int:
+    """Our engine runs in its own process; the router never imports it."""
+    os.execv(sys.executable, [sys.executable, "-m", "engine_server", *engine_args])
+    return 1  # not reached: execv replaces this process
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,10 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--host", help="address to listen on (default: server.host)")
     serve_cmd.add_argument("--port", type=int, help="port to listen on (default: server.port)")
     serve_cmd.set_defaults(run=_serve)
+    # Listed for --help only: main() hands every argument after `engine` to the engine itself.
+    commands.add_parser("engine", help="run Triage's own engine; `triage engine --help` lists its options")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["engine"]:
+        return _exec_engine(argv[1:])
     args = build_parser().parse_args(argv)
     return args.run(args)
 

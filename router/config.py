@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
+import regex
 
 from policies.catalog import policy_names
 
@@ -63,6 +64,11 @@ class BackendConfig(_Section):
     max_in_flight_tokens: Annotated[int, msgspec.Meta(ge=0)] = 0
     # KV capacity in tokens for the prefix index when /metrics does not report it.
     kv_capacity_tokens: PositiveInt = 65536
+    # kind = "engine" only: `triage serve` starts `python -m engine_server` on this URL's port
+    # with these extra arguments, waits until it is ready, and stops it on shutdown.
+    launch: bool = False
+    launch_args: list[str] = msgspec.field(default_factory=list)
+    launch_timeout_s: PositiveFloat = 600.0
 
     def serves(self, model: str) -> bool:
         return "*" in self.models or model in self.models
@@ -132,6 +138,101 @@ class PriorityConfig(_Section):
     header: str = "x-priority"
 
 
+class RuleConfig(_Section):
+    """One named rule of the rule-based tagger; see docs/configuration.md, `[[rules]]`.
+
+    Every condition given must hold; within one list, any entry is enough. Exactly one of
+    `priority`, `raise` and `lower` says what a match does.
+    """
+
+    name: str
+    priority: PriorityLevel | None = None
+    # Levels toward 0 (more urgent) or toward 4; applied to whatever sets the level.
+    raise_: Annotated[int, msgspec.Meta(ge=0, le=4)] = msgspec.field(default=0, name="raise")
+    lower: Annotated[int, msgspec.Meta(ge=0, le=4)] = 0
+    # Case-insensitive whole words or phrases, and regular expressions (the `regex` dialect,
+    # case-insensitive); a match of either counts, unless an exclude_* entry matches too.
+    keywords: list[str] = msgspec.field(default_factory=list)
+    patterns: list[str] = msgspec.field(default_factory=list)
+    exclude_keywords: list[str] = msgspec.field(default_factory=list)
+    exclude_patterns: list[str] = msgspec.field(default_factory=list)
+    # Model names (shell-style globs), API key names, and "chat" / "completions".
+    models: list[str] = msgspec.field(default_factory=list)
+    tenants: list[str] = msgspec.field(default_factory=list)
+    routes: list[Literal["chat", "completions"]] = msgspec.field(default_factory=list)
+    # Which messages are examined: these roles, the latest such turn or all of them.
+    roles: list[str] = msgspec.field(default_factory=lambda: ["user"])
+    turns: Literal["last", "all"] = "last"
+    # Only streamed (true) or only non-streamed (false) requests; unset: either.
+    stream: bool | None = None
+    # Only when the examined text has at most this many characters (0: any length).
+    max_length: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+class ModelTaggerConfig(_Section):
+    """What both model-based taggers share: where the model is and how long to wait for it."""
+
+    enabled: bool = False
+    # A [[backends]] name, or any OpenAI-compatible base URL (one of the two).
+    backend: str = ""
+    url: str = ""
+    model: str = ""
+    api_key: str = ""
+    # Past this the request goes on without the tagger's answer (counted in the metrics).
+    timeout_ms: PositiveFloat = 150.0
+    # Answers remembered, keyed by a hash of the examined text.
+    cache_size: Annotated[int, msgspec.Meta(ge=0)] = 4096
+    # Calls in flight at most; beyond it requests fall back at once instead of waiting.
+    max_concurrency: PositiveInt = 16
+    # The latest user turn is cut to this many characters (its head and its tail).
+    max_input_chars: PositiveInt = 2000
+    # The most urgent level this tagger may give; a lower answer is raised to it.
+    most_urgent: PriorityLevel = 0
+
+
+class EmbeddingTaggerConfig(ModelTaggerConfig):
+    # JSONL files of {"text", "priority"}; none given: the examples shipped with Triage.
+    examples: list[str] = msgspec.field(default_factory=list)
+    # Texts per /v1/embeddings call when the examples are embedded at start-up.
+    batch_size: PositiveInt = 64
+    # Abstain (let the next step decide) when the two best levels' cosine similarities are
+    # closer than this.
+    min_margin: Annotated[float, msgspec.Meta(ge=0, le=2)] = 0.0
+
+
+class LlmTaggerConfig(ModelTaggerConfig):
+    # The tokenizer's ids of "0".."4": when given, max_tokens=1 with logit_bias confines the
+    # answer to them; otherwise the five labels are read from top_logprobs.
+    label_token_ids: list[int] = msgspec.field(default_factory=list)
+    top_logprobs: Annotated[int, msgspec.Meta(ge=1, le=20)] = 20
+
+
+class TaggingConfig(_Section):
+    # Rules: each examined message is cut to this many characters (head and tail), and each
+    # regular expression may run this long before it counts as no match.
+    max_input_chars: PositiveInt = 4096
+    regex_timeout_ms: PositiveFloat = 5.0
+    embedding: EmbeddingTaggerConfig = msgspec.field(default_factory=EmbeddingTaggerConfig)
+    llm: LlmTaggerConfig = msgspec.field(default_factory=LlmTaggerConfig)
+    # Which model-based tagger asks first when both are enabled.
+    order: list[Literal["embedding", "llm"]] = msgspec.field(default_factory=lambda: ["llm", "embedding"])
+
+
+class LengthConfig(_Section):
+    # Before any answer is seen: the median guess, and how many observations it weighs.
+    prior_tokens: PositiveInt = 256
+    prior_weight: PositiveFloat = 4.0
+    # The high quantile reported beside the median.
+    quantile: Annotated[float, msgspec.Meta(gt=0.5, lt=1)] = 0.9
+    # Weight kept per observation, so old behaviour fades (1.0: never forget).
+    decay: Annotated[float, msgspec.Meta(gt=0.5, le=1)] = 0.995
+    # Statistics kept at most (least recently used dropped), so memory stays bounded.
+    max_groups: PositiveInt = 4096
+    # Saved here on shutdown and every save_interval_s, and read at start-up ("" = never).
+    state_file: str = ""
+    save_interval_s: PositiveFloat = 60.0
+
+
 class ApiKeyConfig(_Section):
     key: str
     # The most urgent level this key may ask for; more urgent asks are clamped to it.
@@ -147,6 +248,9 @@ class Config(_Section):
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     admission: AdmissionConfig = msgspec.field(default_factory=AdmissionConfig)
     api_keys: list[ApiKeyConfig] = msgspec.field(default_factory=list)
+    rules: list[RuleConfig] = msgspec.field(default_factory=list)
+    tagging: TaggingConfig = msgspec.field(default_factory=TaggingConfig)
+    length: LengthConfig = msgspec.field(default_factory=LengthConfig)
 
 
 _MSGSPEC_PATH = re.compile(r"^(?P<what>.*?) - at `\$(?P<path>[^`]*)`$")
@@ -172,6 +276,8 @@ def _check(config: Config) -> None:
         if backend.name in seen:
             raise ConfigError(f"backends[{i}].name: duplicate backend name {backend.name!r}")
         seen.add(backend.name)
+        if backend.launch and backend.kind != "engine":
+            raise ConfigError(f"backends[{i}].launch: only a backend of kind \"engine\" can be launched by Triage")
         if not backend.models:
             raise ConfigError(f"backends[{i}].models: expected at least one model name or \"*\"")
     keys: set[str] = set()
@@ -193,6 +299,42 @@ def _check(config: Config) -> None:
     for i, timeout in enumerate(config.admission.timeout_s):
         if timeout <= 0:
             raise ConfigError(f"admission.timeout_s[{i}]: expected a positive number of seconds")
+    _check_rules(config.rules)
+    for name in ("embedding", "llm"):
+        _check_tagger(f"tagging.{name}", getattr(config.tagging, name), seen)
+
+
+def _check_rules(rules: list[RuleConfig]) -> None:
+    names: set[str] = set()
+    for i, rule in enumerate(rules):
+        where = f"rules[{i}]"
+        if not rule.name or rule.name in names:
+            raise ConfigError(f"{where}.name: expected a unique, non-empty name, got {rule.name!r}")
+        names.add(rule.name)
+        actions = (rule.priority is not None) + (rule.raise_ > 0) + (rule.lower > 0)
+        if actions != 1:
+            raise ConfigError(f"{where}: expected exactly one of `priority`, `raise` or `lower` (a positive number of levels)")
+        for key in ("patterns", "exclude_patterns"):
+            for j, pattern in enumerate(getattr(rule, key)):
+                try:
+                    regex.compile(pattern)
+                except regex.error as error:
+                    raise ConfigError(f"{where}.{key}[{j}]: not a valid regular expression: {error}") from None
+        if not rule.roles:
+            raise ConfigError(f"{where}.roles: expected at least one message role")
+
+
+def _check_tagger(where: str, tagger: ModelTaggerConfig, backends: set[str]) -> None:
+    if not tagger.enabled:
+        return
+    if bool(tagger.backend) == bool(tagger.url):
+        raise ConfigError(f"{where}: expected either `backend` (a backend name) or `url`, not both or neither")
+    if tagger.backend and tagger.backend not in backends:
+        raise ConfigError(f"{where}.backend: no backend is named {tagger.backend!r}")
+    if tagger.url and not re.match(r"^https?://[^/\s]+", tagger.url):
+        raise ConfigError(f"{where}.url: expected an http(s) URL, got {tagger.url!r}")
+    if not tagger.model:
+        raise ConfigError(f"{where}.model: expected the model name to ask")
 
 
 def parse_config(text: str | bytes) -> Config:
@@ -205,6 +347,8 @@ def parse_config(text: str | bytes) -> Config:
         raise ConfigError(f"not valid TOML: {error}") from None
     for backend in config.backends:
         backend.url = backend.url.rstrip("/")
+    for tagger in (config.tagging.embedding, config.tagging.llm):
+        tagger.url = tagger.url.rstrip("/")
     _check(config)
     return config
 

@@ -58,3 +58,24 @@ def test_bad_config_names_file_and_key(tmp_path: Path) -> None:
     result = subprocess.run([*TRIAGE, "serve", "--config", str(config)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert f"{config}: backends[0].url: expected an http(s) URL" in result.stderr
+
+
+def test_engine_subcommand_hands_over_to_the_engine_process() -> None:
+    result = subprocess.run([*TRIAGE, "engine", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: python -m engine_server")
+
+
+def test_launch_is_only_for_engines(tmp_path: Path) -> None:
+    config = _write(tmp_path, '[[backends]]\nname = "v"\nurl = "http://127.0.0.1:9"\nkind = "vllm"\nlaunch = true\n')
+    result = subprocess.run([*TRIAGE, "serve", "--config", str(config)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "backends[0].launch" in result.stderr
+
+
+def test_an_engine_that_cannot_start_is_a_clear_error(tmp_path: Path) -> None:
+    config = _write(tmp_path, '[[backends]]\nname = "e"\nurl = "http://127.0.0.1:18178"\nkind = "engine"\n'
+                              'launch = true\nlaunch_args = ["--model", "/no/such/model.gguf", "--embedding-model", "none"]\n')
+    result = subprocess.run([*TRIAGE, "serve", "--config", str(config), "--port", "0"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "engine e exited with status" in result.stderr

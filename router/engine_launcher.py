@@ -1,0 +1,68 @@
+"""Starting our own engines as child processes, for the embedded default (`make run`).
+
+The router never imports the engine (it must start fast and stay free of torch): it runs
+`python -m engine_server` in its own process and talks to it over HTTP like any backend.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import httpx
+
+from router.config import BackendConfig
+from router.server import StartupError
+
+
+class EngineProcess:
+    def __init__(self, backend: BackendConfig) -> None:
+        self.backend = backend
+        address = urlsplit(backend.url)
+        self.host = address.hostname or "127.0.0.1"
+        self.port = address.port or 80
+        self.command = [sys.executable, "-m", "engine_server", "--host", self.host, "--port", str(self.port),
+                        *backend.launch_args]
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        # Its output goes to our terminal: model conversion and loading report their progress.
+        self._process = subprocess.Popen(self.command)
+
+    def wait_ready(self, on_waiting: Callable[[float], None], poll_s: float = 0.5) -> None:
+        """Block until the engine answers /health; fail if it exits or takes too long."""
+        assert self._process is not None
+        started = time.monotonic()
+        last_note = started
+        with httpx.Client(timeout=2.0) as client:
+            while True:
+                code = self._process.poll()
+                if code is not None:
+                    raise StartupError(f"engine {self.backend.name} exited with status {code} while starting")
+                try:
+                    if client.get(f"{self.backend.url}/health").status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                now = time.monotonic()
+                if now - started > self.backend.launch_timeout_s:
+                    self.stop()
+                    raise StartupError(f"engine {self.backend.name} was not ready after {self.backend.launch_timeout_s:g} s")
+                if now - last_note >= 10:
+                    on_waiting(now - started)
+                    last_note = now
+                time.sleep(poll_s)
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

