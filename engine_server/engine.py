@@ -77,6 +77,8 @@ class LLMEngine:
             max_num_seqs=config.max_num_seqs, max_num_batched_tokens=config.max_num_batched_tokens,
             priority_preemption=config.priority_preemption,
         )
+        # A sequence must fit the KV pool on its own, or preemption could never make room for it.
+        self.max_model_len = min(max_model_len, num_blocks * config.block_size)
         self.runner = ModelRunner(model, self.kv, make_attention_backend(device), device)
         self.eos_ids = set(model_config.eos_token_ids)
         if tokenizer is not None and tokenizer.eos_token_id is not None:

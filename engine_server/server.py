@@ -348,8 +348,17 @@ def _event(body: Any) -> bytes:
     return b"data: " + encoder.encode(body) + b"\n\n"
 
 
+class _EventStream(Stream):
+    """A Stream whose own media type wins over the handler's JSON default (litestar passes
+    the handler's media type first)."""
+
+    def to_asgi_response(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["media_type"] = self.media_type
+        return super().to_asgi_response(*args, **kwargs)
+
+
 def _sse(events: AsyncIterator[bytes]) -> Stream:
-    return Stream(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return _EventStream(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 def _error_response(err: EngineError) -> Response[Any]:

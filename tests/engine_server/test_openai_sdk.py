@@ -1,0 +1,58 @@
+"""The official openai SDK against a real engine process: `python -m engine_server`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def engine_url(smollm2_dir):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine_server", "--model", str(smollm2_dir), "--port", "0", "--kv-cache-gib", "0.2",
+         "--embedding-model", "none", "--served-model-name", "smol"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:  # blocks until the banner (or the process dies)
+        lines.append(line)
+        if line.startswith("Triage engine listening on "):
+            break
+    else:
+        proc.wait()
+        pytest.fail("engine did not start:\n" + "".join(lines))
+    yield line.split()[-1]
+    proc.terminate()
+    proc.wait(timeout=60)
+
+
+def test_openai_sdk_chat_and_stream(engine_url):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=engine_url + "/v1", api_key="unused")
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    r = client.chat.completions.create(model="smol", messages=messages, temperature=0, extra_body={"priority": 0})
+    assert r.choices[0].message.content == "The capital of France is Paris."
+    stream = client.chat.completions.create(
+        model="smol", messages=messages, temperature=0, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "The capital of France is Paris."
+    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens_details.cached_tokens == 32
+    assert [m.id for m in client.models.list()] == ["smol"]
+
+
+def test_cli_fails_clearly_on_a_missing_model(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "engine_server", "--model", str(tmp_path / "nope"), "--port", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert r.returncode != 0 and "cannot start" in r.stderr and "not found" in r.stderr
