@@ -220,29 +220,32 @@ def wait_ready(proc: Proc | None, url: str, mode: str) -> None:
     raise RuntimeError(f"not ready after {READY_TIMEOUT_S:.0f} s: {last}")
 
 
-def start_target(target: str, upstream: str, workdir: Path) -> tuple[Proc | None, str]:
-    """Starts the proxy for one mode in front of `upstream` and returns (process, base URL)."""
+def start_target(target: str, mode: str, upstream: str,
+                 workdir: Path) -> tuple[Proc | None, str]:
+    """Starts the proxy for one mode in front of `upstream` and returns (process, base URL).
+    Logs and configs are named TARGET-MODE in the work directory, kept after the run."""
+    name = f"{target}-{mode}"
     if target == "direct":
         return None, upstream
     port = free_port()
     if target == "triage":
-        cfg = workdir / "triage.toml"
+        cfg = workdir / f"{name}.toml"
         cfg.write_text(
             f'[server]\nhost = "127.0.0.1"\nport = {port}\n\n'
             f'[[backends]]\nname = "nginx"\nurl = "{upstream}"\nkind = "openai"\n'
             f'models = ["smol"]\n\n[priority]\ndefault = 2\n'
         )
         # `triage serve` runs one worker process by design; nothing to pin.
-        proc = start(target, [str(TRIAGE), "serve", "--config", str(cfg), "--port", str(port)],
+        proc = start(name, [str(TRIAGE), "serve", "--config", str(cfg), "--port", str(port)],
                      workdir)
     elif target == "litellm":
         # YAML is a superset of JSON, so no YAML library is needed to write the config.
-        cfg = workdir / "litellm.yaml"
+        cfg = workdir / f"{name}.yaml"
         cfg.write_text(json.dumps({
             "model_list": [{"model_name": "smol", "litellm_params": {
                 "model": "openai/smol", "api_base": f"{upstream}/v1", "api_key": "sk-bench"}}],
         }))
-        proc = start(target, [str(VENVS / "litellm" / "bin" / "litellm"), "--config", str(cfg),
+        proc = start(name, [str(VENVS / "litellm" / "bin" / "litellm"), "--config", str(cfg),
                               "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
                      workdir, env={
                          "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true",
@@ -253,7 +256,7 @@ def start_target(target: str, upstream: str, workdir: Path) -> tuple[Proc | None
     elif target == "sglang":
         # One process (a Rust server inside the Python launcher); it has no worker-count
         # option, so its tokio runtime uses its default thread count on this machine.
-        proc = start(target, [str(VENVS / "sglang" / "bin" / "sglang-router"), "launch",
+        proc = start(name, [str(VENVS / "sglang" / "bin" / "sglang-router"), "launch",
                               "--host", "127.0.0.1", "--port", str(port),
                               "--worker-urls", upstream, "--policy", "cache_aware",
                               "--backend", "openai", "--prometheus-port", str(free_port()),
@@ -293,7 +296,7 @@ class Run:
         try:
             for target in targets:
                 try:
-                    procs[target], base = start_target(target, upstream, self.workdir)
+                    procs[target], base = start_target(target, mode, upstream, self.workdir)
                     urls[target] = f"{base}/v1/chat/completions"
                 except Exception as exc:
                     self.failures[f"{target} {mode}"] = str(exc)
@@ -488,7 +491,8 @@ def main() -> int:
     started = datetime.now(timezone.utc)
     tool_versions = versions()  # before the run: the tree may move on while it runs
     print(f"workdir {run.workdir}; nginx on {json_port} (json) and {sse_port} (sse); "
-          f"{args.rounds} rounds of {args.duration} s per cell, each after {args.warmup} s warm-up", flush=True)
+          f"{args.rounds} rounds of {args.duration} s per cell, each after {args.warmup} s warm-up",
+          flush=True)
     try:
         for mode in MODES:
             wait_ready(nginx, f"{upstreams[mode]}/v1/chat/completions", mode)
