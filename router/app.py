@@ -23,6 +23,7 @@ from router.metrics import RouterMetrics
 from router.models import ModelCatalog, ModelList
 from router.priority import DefaultPriority, HeaderPriority, PriorityResolver
 from router.proxy import ProxyEndpoint, Receive, Send
+from router.rules import RulePriority, RuleSet
 from router.upstream import UpstreamClient
 
 # httpx logs every request at INFO; on the hot path that costs more than the request.
@@ -84,7 +85,10 @@ def create_app(config: Config) -> TriageApp:
         on_restart=lambda backend: backend.prefix_index.clear(),
     )
     catalog = ModelCatalog(pool, control, config.upstream.models_cache_s, config.upstream.connect_timeout_s)
-    resolver = PriorityResolver([HeaderPriority(config.priority.header)], DefaultPriority(config.priority.default))
+    resolver = PriorityResolver(
+        [HeaderPriority(config.priority.header), RulePriority(RuleSet(config.rules, config.tagging, metrics))],
+        DefaultPriority(config.priority.default), metrics,
+    )
     shared = dict(config=config, pool=pool, upstream=upstream, resolver=resolver,
                   api_keys=ApiKeys(config.api_keys), metrics=metrics,
                   dispatcher=dispatcher, predictor=LengthPredictor())

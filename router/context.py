@@ -13,10 +13,21 @@ class PriorityDecision:
     """The priority a request runs at, and which step of the resolution decided it."""
 
     priority: int
-    # "header", "rule:<name>", "llm" or "default".
+    # "header", "rule:<name>", "embedding", "llm" or "default".
     source: str
-    # What the client asked for, when a key's cap changed it.
+    # What the client asked for (or the content earned), when a key's cap changed it.
     clamped_from: int | None = None
+    # The `raise`/`lower` rules that moved the level, in the order they matched.
+    adjusted_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PriorityShift:
+    """A step's partial answer: move whatever later steps decide by `levels` (positive: less
+    urgent). The rules' `raise`/`lower` produce it."""
+
+    levels: int
+    rules: tuple[str, ...]
 
 
 @dataclass(slots=True)

@@ -10,6 +10,13 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 NO_BACKEND = "none"
 
+# Tagging latency: a cache hit costs microseconds, a model call up to its timeout.
+TAGGING_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0)
+# Completion tokens, actual minus predicted: signed, roughly doubling away from 0.
+LENGTH_ERROR_BUCKETS = tuple(
+    sorted({-(2**k) for k in range(2, 14)} | {0} | {2**k for k in range(2, 14)})
+)
+
 # The *_created series double the output and no dashboard reads them.
 disable_created_metrics()
 
@@ -56,6 +63,35 @@ class RouterMetrics:
         )
         self.placements = Counter(
             "triage_placements", "Placement decisions, by how they were made.", ["policy", "backend"], registry=r,
+        )
+        self.priority_decisions = Counter(
+            "triage_priority_decisions", "Priorities given, by level and the step that decided it.",
+            ["priority", "source"], registry=r,
+        )
+        self.rule_timeouts = Counter(
+            "triage_rule_timeouts", "Rule patterns stopped at regex_timeout_ms (counted as no match).",
+            ["rule"], registry=r,
+        )
+        self.tagger_latency = Histogram(
+            "triage_tagger_latency_seconds", "Time a model-based tagger took for one request, cache hits included.",
+            ["tagger"], buckets=TAGGING_BUCKETS, registry=r,
+        )
+        self.tagger_cache_hits = Counter(
+            "triage_tagger_cache_hits", "Tagger answers served from the cache.", ["tagger"], registry=r,
+        )
+        self.tagger_fallbacks = Counter(
+            "triage_tagger_fallbacks",
+            "Requests a model-based tagger did not decide: timeout, error, rejected (answer outside 0..4), "
+            "busy (concurrency limit), not_ready (examples not embedded yet), abstained.",
+            ["tagger", "reason"], registry=r,
+        )
+        self.predicted_output_tokens = Histogram(
+            "triage_predicted_output_tokens", "Predicted completion tokens (median) per request.",
+            ["priority"], buckets=tuple(2**k for k in range(0, 16)), registry=r,
+        )
+        self.output_length_error = Histogram(
+            "triage_output_length_error_tokens", "Completion tokens observed minus the median predicted.",
+            ["priority"], buckets=LENGTH_ERROR_BUCKETS, registry=r,
         )
         self.backend_up = Gauge("triage_backend_up", "1 while a backend is taken as healthy.", ["backend"], registry=r)
         # prometheus_client's labels() takes a lock and builds tuples; the hot path reuses children.

@@ -1,23 +1,31 @@
 """Priority resolution: an ordered pipeline of steps; the first that decides wins.
 
-0 is the most urgent level, 4 the least. The header step comes first, then (later) rules and
-the language-model tagger, then the configured default, which always decides.
+0 is the most urgent level, 4 the least. The header step comes first, then the rules, then the
+model-based taggers (embedding classifier, language model), then the configured default, which
+always decides. A step may also answer with a `PriorityShift` (a rule's `raise`/`lower`): it is
+applied to whatever a later step decides, except to an explicit header.
+
+Whatever decides, the request's API key caps the urgency: a key with `max_priority = 2` gets no
+more than 2, whether it asks by header or its text earns more from a rule or a tagger. Text is
+written by the client, so it must not buy more than the key may ask for.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Protocol
 
-from router.context import PriorityDecision, RequestContext
+from router.context import PriorityDecision, PriorityShift, RequestContext
 from router.errors import BadRequest
+from router.metrics import RouterMetrics
 
 MOST_URGENT = 0
 LEAST_URGENT = 4
 
 
 class PriorityStep(Protocol):
-    async def decide(self, ctx: RequestContext) -> PriorityDecision | None:
-        """Return a decision, or None to let the next step decide."""
+    async def decide(self, ctx: RequestContext) -> PriorityDecision | PriorityShift | None:
+        """Return a decision, a shift for the eventual decision, or None to let the next step decide."""
 
 
 class HeaderPriority:
@@ -54,13 +62,38 @@ class DefaultPriority:
 
 
 class PriorityResolver:
-    def __init__(self, steps: list[PriorityStep], fallback: DefaultPriority) -> None:
+    def __init__(
+        self, steps: list[PriorityStep], fallback: DefaultPriority, metrics: RouterMetrics | None = None
+    ) -> None:
         self.steps = steps
         self.fallback = fallback
+        self.metrics = metrics
 
     async def resolve(self, ctx: RequestContext) -> PriorityDecision:
+        decision = await self._decide(ctx)
+        if self.metrics is not None:
+            self.metrics.child(self.metrics.priority_decisions, str(decision.priority), decision.source).inc()
+        return decision
+
+    async def _decide(self, ctx: RequestContext) -> PriorityDecision:
+        levels = 0
+        shifted_by: tuple[str, ...] = ()
         for step in self.steps:
-            decision = await step.decide(ctx)
-            if decision is not None:
-                return decision
-        return await self.fallback.decide(ctx)
+            answer = await step.decide(ctx)
+            if isinstance(answer, PriorityShift):
+                levels += answer.levels
+                shifted_by += answer.rules
+            elif answer is not None:
+                decision = answer
+                break
+        else:
+            decision = await self.fallback.decide(ctx)
+        if decision.source == "header":
+            return decision
+        if shifted_by:
+            level = min(LEAST_URGENT, max(MOST_URGENT, decision.priority + levels))
+            decision = replace(decision, priority=level, adjusted_by=shifted_by + decision.adjusted_by)
+        cap = ctx.api_key.max_priority if ctx.api_key is not None else MOST_URGENT
+        if decision.priority < cap:
+            decision = replace(decision, priority=cap, clamped_from=decision.priority)
+        return decision

@@ -1,0 +1,115 @@
+"""The rule-based tagger: named rules from config.toml, matched in order.
+
+Precedence, stated once: rules are examined in the order they are written. The first matching
+rule with `priority` sets the level and ends the examination. Every matching `raise`/`lower`
+rule met before it shifts that level; if no rule sets one, their shifts apply to whatever the
+next steps (the model-based taggers, the default) decide. An `x-priority` header is never
+shifted.
+
+Matching cost is bounded: each examined text is cut to `tagging.max_input_chars`, every
+pattern is compiled once at start-up with the `regex` module, and each search runs with its
+timeout, so a catastrophic pattern costs at most `regex_timeout_ms` per rule on the event loop
+(counted in `triage_rule_timeouts` and taken as no match) instead of stalling it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import regex
+
+from router.config import RuleConfig, TaggingConfig
+from router.context import PriorityDecision, PriorityShift, RequestContext
+from router.metrics import RouterMetrics
+from router.request_text import examined_texts
+
+
+def _keywords_pattern(keywords: list[str]) -> regex.Pattern[str] | None:
+    """One alternation of whole words or phrases; spaces inside a phrase match any whitespace."""
+    if not keywords:
+        return None
+    words = sorted({" ".join(k.split()) for k in keywords if k.strip()}, key=len, reverse=True)
+    body = "|".join(r"\s+".join(regex.escape(part) for part in word.split(" ")) for word in words)
+    return regex.compile(rf"(?<!\w)(?:{body})(?!\w)", regex.IGNORECASE)
+
+
+def _patterns(patterns: list[str]) -> list[regex.Pattern[str]]:
+    return [regex.compile(p, regex.IGNORECASE) for p in patterns]
+
+
+class Rule:
+    def __init__(self, config: RuleConfig) -> None:
+        self.name = config.name
+        self.priority = config.priority
+        self.shift = config.lower - config.raise_
+        self.include = [p for p in [_keywords_pattern(config.keywords), *_patterns(config.patterns)] if p]
+        self.exclude = [p for p in [_keywords_pattern(config.exclude_keywords), *_patterns(config.exclude_patterns)] if p]
+        self.models = config.models
+        self.tenants = frozenset(config.tenants)
+        self.routes = frozenset(config.routes)
+        self.roles = tuple(config.roles)
+        self.latest_only = config.turns == "last"
+        self.stream = config.stream
+        self.max_length = config.max_length
+
+    def applies_to(self, ctx: RequestContext, tenant: str) -> bool:
+        """The conditions that need no text."""
+        if self.routes and ctx.endpoint not in self.routes:
+            return False
+        if self.models and not any(fnmatch.fnmatchcase(ctx.model, glob) for glob in self.models):
+            return False
+        if self.tenants and tenant not in self.tenants:
+            return False
+        return self.stream is None or self.stream == ctx.stream
+
+
+class RuleSet:
+    """Evaluates the configured rules against one request."""
+
+    def __init__(self, rules: list[RuleConfig], tagging: TaggingConfig, metrics: RouterMetrics) -> None:
+        self.rules = [Rule(rule) for rule in rules]
+        self.max_chars = tagging.max_input_chars
+        self.timeout_s = tagging.regex_timeout_ms / 1000
+        self.metrics = metrics
+
+    def _search(self, rule: Rule, pattern: regex.Pattern[str], texts: list[str]) -> bool:
+        try:
+            return any(pattern.search(text, timeout=self.timeout_s) for text in texts)
+        except TimeoutError:
+            self.metrics.child(self.metrics.rule_timeouts, rule.name).inc()
+            return False
+
+    def _matches(self, rule: Rule, ctx: RequestContext, tenant: str) -> bool:
+        if not rule.applies_to(ctx, tenant):
+            return False
+        if not (rule.include or rule.exclude or rule.max_length):
+            return True
+        texts = examined_texts(ctx.request, rule.roles, rule.latest_only, self.max_chars)
+        if rule.max_length and sum(len(t) for t in texts) > rule.max_length:
+            return False
+        if rule.include and not any(self._search(rule, p, texts) for p in rule.include):
+            return False
+        return not any(self._search(rule, p, texts) for p in rule.exclude)
+
+    def evaluate(self, ctx: RequestContext) -> PriorityDecision | PriorityShift | None:
+        tenant = (ctx.api_key.name or ctx.api_key.key) if ctx.api_key is not None else ""
+        shift = 0
+        shifted_by: list[str] = []
+        for rule in self.rules:
+            if not self._matches(rule, ctx, tenant):
+                continue
+            if rule.priority is not None:
+                level = min(4, max(0, rule.priority + shift))
+                return PriorityDecision(level, f"rule:{rule.name}", adjusted_by=tuple(shifted_by))
+            shift += rule.shift
+            shifted_by.append(rule.name)
+        return PriorityShift(shift, tuple(shifted_by)) if shifted_by else None
+
+
+class RulePriority:
+    """The rules as a step of the priority resolution."""
+
+    def __init__(self, rules: RuleSet) -> None:
+        self.rules = rules
+
+    async def decide(self, ctx: RequestContext) -> PriorityDecision | PriorityShift | None:
+        return self.rules.evaluate(ctx)
