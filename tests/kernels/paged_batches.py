@@ -2,14 +2,23 @@
 
 Cache slots that no sequence owns hold NaN, and block-table padding points at NaN-filled blocks,
 so a kernel that reads anything outside a sequence's KV produces NaN instead of passing by luck.
+Batches are built on the CPU from seeded generators, then moved to ``DEVICE``.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
+
+# CPU under the interpreter (the default, see conftest.py); CUDA when TRITON_INTERPRET=0.
+DEVICE = torch.device("cuda" if os.environ.get("TRITON_INTERPRET") == "0" else "cpu")
+# The interpreter gets bf16 tl.dot and bf16 stores wrong, so bf16 is tested on a GPU only.
+DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if DEVICE.type == "cuda" else [])
+TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
 
 
 @dataclass(frozen=True)
@@ -86,12 +95,12 @@ def make_batch(
         starts.append(starts[-1] + ql)
     q = torch.randn(starts[-1], num_q_heads, head_dim, generator=gen).to(dtype)
     return PagedBatch(
-        q=q,
-        k_cache=k_cache,
-        v_cache=v_cache,
-        block_tables=table,
-        query_start_loc=torch.tensor(starts, dtype=torch.int32),
-        seq_lens=torch.tensor(list(seq_lens), dtype=torch.int32),
+        q=q.to(DEVICE),
+        k_cache=k_cache.to(DEVICE),
+        v_cache=v_cache.to(DEVICE),
+        block_tables=table.to(DEVICE),
+        query_start_loc=torch.tensor(starts, dtype=torch.int32, device=DEVICE),
+        seq_lens=torch.tensor(list(seq_lens), dtype=torch.int32, device=DEVICE),
     )
 
 
@@ -102,5 +111,3 @@ def ragged_lengths(seed: int, num_seqs: int, max_query: int, max_context: int) -
     context = torch.randint(0, max_context + 1, (num_seqs,), generator=gen).tolist()
     return query_lens, [q + c for q, c in zip(query_lens, context)]
 
-
-TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3}

@@ -57,7 +57,8 @@ def resource_usage(cubin: bytes) -> dict[str, int]:
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        text = subprocess.run([str(CUOBJDUMP), "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
+        dump = subprocess.run([str(CUOBJDUMP), "-res-usage", f.name], capture_output=True, text=True, check=True)
+    text = dump.stdout
     fields = dict(re.findall(r"(REG|LOCAL):(\d+)", text))
     return {"registers": int(fields["REG"]), "spill_bytes": int(fields["LOCAL"])}
 

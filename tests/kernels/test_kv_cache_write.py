@@ -7,6 +7,7 @@ import torch
 
 from kernels.kv_cache_write import write_kv_cache, write_kv_cache_reference
 from kernels.paged_attention import paged_attention, paged_attention_reference
+from tests.kernels.paged_batches import DEVICE
 
 
 @pytest.mark.parametrize(
@@ -22,11 +23,12 @@ def test_write_matches_reference_and_skips_negative_slots(num_heads: int, head_d
     value = torch.randn(tokens, num_heads, head_dim, generator=gen)
     slots = torch.randperm(num_blocks * block_size, generator=gen)[:tokens]
     slots[[2, 5]] = -1
+    k_cache, v_cache, key, value, slots = (t.to(DEVICE) for t in (k_cache, v_cache, key, value, slots))
     expected_k, expected_v = k_cache.clone(), v_cache.clone()
     write_kv_cache_reference(key, value, expected_k, expected_v, slots)
     write_kv_cache(key, value, k_cache, v_cache, slots)
     assert torch.equal(k_cache, expected_k) and torch.equal(v_cache, expected_v)
-    untouched = torch.ones(num_blocks * block_size, dtype=torch.bool)
+    untouched = torch.ones(num_blocks * block_size, dtype=torch.bool, device=DEVICE)
     untouched[slots[slots >= 0]] = False
     flat = k_cache.view(-1, num_heads, head_dim)
     assert torch.equal(flat[untouched], expected_k.view(-1, num_heads, head_dim)[untouched])
@@ -35,11 +37,11 @@ def test_write_matches_reference_and_skips_negative_slots(num_heads: int, head_d
 def test_strided_key_from_fused_qkv() -> None:
     # Engines often slice K and V out of one fused QKV projection: non-contiguous rows.
     gen = torch.Generator().manual_seed(0)
-    qkv = torch.randn(5, 3, 2, 32, generator=gen)
+    qkv = torch.randn(5, 3, 2, 32, generator=gen).to(DEVICE)
     key, value = qkv[:, 1], qkv[:, 2]
-    k_cache = torch.zeros(2, 16, 2, 32)
-    v_cache = torch.zeros(2, 16, 2, 32)
-    slots = torch.tensor([0, 17, 31, 3, 16], dtype=torch.int32)
+    k_cache = torch.zeros(2, 16, 2, 32, device=DEVICE)
+    v_cache = torch.zeros(2, 16, 2, 32, device=DEVICE)
+    slots = torch.tensor([0, 17, 31, 3, 16], dtype=torch.int32, device=DEVICE)
     write_kv_cache(key, value, k_cache, v_cache, slots)
     flat_k, flat_v = k_cache.view(-1, 2, 32), v_cache.view(-1, 2, 32)
     assert torch.equal(flat_k[slots.long()], key) and torch.equal(flat_v[slots.long()], value)
@@ -57,9 +59,12 @@ def test_decode_step_writes_then_attends() -> None:
     slots = block_tables[torch.arange(2), positions // block_size] * block_size + positions % block_size
     key = torch.randn(2, heads, dim, generator=gen)
     value = torch.randn(2, heads, dim, generator=gen)
-    write_kv_cache(key, value, k_cache, v_cache, slots)
     q = torch.randn(2, heads * 3, dim, generator=gen)
     starts = torch.tensor([0, 1, 2], dtype=torch.int32)
+    k_cache, v_cache, block_tables, seq_lens, slots, key, value, q, starts = (
+        t.to(DEVICE) for t in (k_cache, v_cache, block_tables, seq_lens, slots, key, value, q, starts)
+    )
+    write_kv_cache(key, value, k_cache, v_cache, slots)
     out, _ = paged_attention(q, k_cache, v_cache, block_tables, starts, seq_lens)
     ref, _ = paged_attention_reference(q, k_cache, v_cache, block_tables, starts, seq_lens)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)

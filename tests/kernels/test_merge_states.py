@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kernels.merge_states import merge_states, merge_states_reference
-from tests.kernels.paged_batches import TOLERANCE
+from tests.kernels.paged_batches import DEVICE, DTYPES, TOLERANCE
 
 
 def chunked_states(
@@ -25,7 +25,7 @@ def chunked_states(
     return torch.stack(vs), torch.stack(ss)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("num_heads", "head_dim"), [(3, 64), (9, 96), (1, 16)])
 def test_merge_recovers_full_attention(dtype: torch.dtype, num_heads: int, head_dim: int) -> None:
     gen = torch.Generator().manual_seed(num_heads * head_dim)
@@ -34,7 +34,8 @@ def test_merge_recovers_full_attention(dtype: torch.dtype, num_heads: int, head_
     values = torch.randn(keys, num_heads, head_dim, generator=gen)
     bounds = [0, 7, 7, 31, 40]  # includes one empty chunk
     v, s = chunked_states(scores, values, bounds)
-    out, lse = merge_states(v.to(dtype), s)
+    out, lse = merge_states(v.to(device=DEVICE, dtype=dtype), s.to(DEVICE))
+    out, lse = out.cpu(), lse.cpu()
     full = torch.einsum("thk,khd->thd", torch.softmax(scores, dim=-1), values)
     tol = TOLERANCE[dtype]
     assert out.dtype == dtype
@@ -53,7 +54,7 @@ def test_all_empty_rows_give_zero_and_minus_inf() -> None:
     v[:, 1, :] = float("nan")
     s[0, 2, 1] = float("-inf")  # token 2, head 1: one empty partial holding NaN
     v[0, 2, 1] = float("nan")
-    out, lse = merge_states(v, s)
+    out, lse = (t.cpu() for t in merge_states(v.to(DEVICE), s.to(DEVICE)))
     ref_out, ref_lse = merge_states_reference(v, s)
     assert (out[1] == 0).all() and torch.isneginf(lse[1]).all()
     assert not out.isnan().any()
@@ -63,8 +64,8 @@ def test_all_empty_rows_give_zero_and_minus_inf() -> None:
 
 def test_single_state_is_identity_and_strided_inputs_work() -> None:
     gen = torch.Generator().manual_seed(1)
-    v = torch.randn(4, 3, 2, 16, generator=gen).transpose(1, 2)  # non-contiguous [n, tokens, heads, dim]
-    s = torch.randn(4, 3, 2, generator=gen).transpose(1, 2)
+    v = torch.randn(4, 3, 2, 16, generator=gen).to(DEVICE).transpose(1, 2)  # non-contiguous [n, tokens, heads, dim]
+    s = torch.randn(4, 3, 2, generator=gen).to(DEVICE).transpose(1, 2)
     out, lse = merge_states(v[:1], s[:1])
     torch.testing.assert_close(out, v[0], atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(lse, s[0])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kernels.paged_attention import paged_attention, paged_attention_reference
-from tests.kernels.paged_batches import TOLERANCE, make_batch, ragged_lengths
+from tests.kernels.paged_batches import DEVICE, TOLERANCE, make_batch, ragged_lengths
 
 
 def assert_matches(batch, out, lse, *, dtype, kv_starts=None) -> None:
@@ -61,7 +61,7 @@ def test_kv_starts_limit_keys_and_empty_ranges_give_minus_inf() -> None:
         head_dim=32, block_size=16, dtype=torch.float32,
     )  # fmt: skip
     # Sequence 2 starts at its own length: no key left, so its row is output 0, LSE -inf.
-    kv_starts = torch.tensor([16, 0, 16], dtype=torch.int32)
+    kv_starts = torch.tensor([16, 0, 16], dtype=torch.int32, device=DEVICE)
     out, lse = paged_attention(
         batch.q, batch.k_cache, batch.v_cache, batch.block_tables, batch.query_start_loc,
         batch.seq_lens, kv_starts=kv_starts,
@@ -91,12 +91,14 @@ def test_reference_agrees_with_sdpa_on_contiguous_kv() -> None:
     ref, _ = paged_attention_reference(
         batch.q, batch.k_cache, batch.v_cache, batch.block_tables, batch.query_start_loc, batch.seq_lens
     )
-    k = batch.k_cache[batch.block_tables[0, 0].long(), :12].repeat_interleave(3, dim=1)
-    v = batch.v_cache[batch.block_tables[0, 0].long(), :12].repeat_interleave(3, dim=1)
+    # On the CPU, where SDPA computes in true fp32 (a GPU may use TF32).
+    block = int(batch.block_tables[0, 0])
+    k = batch.k_cache[block, :12].cpu().repeat_interleave(3, dim=1)
+    v = batch.v_cache[block, :12].cpu().repeat_interleave(3, dim=1)
     sdpa = torch.nn.functional.scaled_dot_product_attention(
-        batch.q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), is_causal=True
+        batch.q.cpu().transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), is_causal=True
     ).transpose(0, 1)
-    torch.testing.assert_close(ref, sdpa, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ref.cpu(), sdpa, atol=1e-5, rtol=1e-5)
 
 
 def test_rejects_mismatched_heads() -> None:

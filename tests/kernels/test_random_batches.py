@@ -11,7 +11,7 @@ import torch
 from kernels.paged_attention import paged_attention, paged_attention_reference
 from kernels.prefix_groups import describe_prefix_groups
 from kernels.shared_prefix_attention import shared_prefix_attention
-from tests.kernels.paged_batches import TOLERANCE, make_batch
+from tests.kernels.paged_batches import DEVICE, DTYPES, TOLERANCE, make_batch
 
 # Six seeds keep the suite quick; TRIAGE_KERNEL_SEEDS=200 fuzzes harder after a kernel change.
 SEEDS = int(os.environ.get("TRIAGE_KERNEL_SEEDS", "6"))
@@ -23,7 +23,7 @@ def test_random_batch(seed: int) -> None:
     block_size = rng.choice([16, 32])
     group = rng.choice([1, 3, 8])
     head_dim = rng.choice([16, 32, 64])
-    dtype = rng.choice([torch.float32, torch.float16])
+    dtype = rng.choice(DTYPES)
     num_seqs = rng.randint(2, 6)
     query_lens = [rng.choice([0, 1, 1, 2, rng.randint(1, 9)]) for _ in range(num_seqs)]
     seq_lens = [ql + rng.randint(0, 2 * block_size + 5) for ql in query_lens]
@@ -44,7 +44,7 @@ def test_random_batch(seed: int) -> None:
     )  # fmt: skip
     args = (batch.q, batch.k_cache, batch.v_cache, batch.block_tables, batch.query_start_loc, batch.seq_lens)
     ref_out, ref_lse = paged_attention_reference(*args)
-    described = describe_prefix_groups(groups, batch.query_start_loc.tolist(), seq_lens)
+    described = describe_prefix_groups(groups, batch.query_start_loc.tolist(), seq_lens, DEVICE)
     tol = TOLERANCE[dtype]
     cascade = shared_prefix_attention(*args, described, num_prefix_splits=rng.randint(1, 3))
     for out, lse in [paged_attention(*args), cascade]:

@@ -10,7 +10,7 @@ import torch
 from kernels.paged_attention import paged_attention_reference
 from kernels.prefix_groups import describe_prefix_groups, group_by_shared_blocks
 from kernels.shared_prefix_attention import shared_prefix_attention
-from tests.kernels.paged_batches import TOLERANCE, PagedBatch, make_batch
+from tests.kernels.paged_batches import DEVICE, TOLERANCE, PagedBatch, make_batch
 
 
 def run_and_compare(
@@ -20,8 +20,8 @@ def run_and_compare(
     num_prefix_splits: int | None = None,
 ) -> None:
     described = describe_prefix_groups(
-        groups, batch.query_start_loc.tolist(), batch.seq_lens.tolist(),
-        block_tables=batch.block_tables, block_size=batch.k_cache.shape[1],
+        groups, batch.query_start_loc.tolist(), batch.seq_lens.tolist(), DEVICE,
+        block_tables=batch.block_tables.cpu(), block_size=batch.k_cache.shape[1],
     )  # fmt: skip
     out, lse = shared_prefix_attention(
         batch.q, batch.k_cache, batch.v_cache, batch.block_tables, batch.query_start_loc,

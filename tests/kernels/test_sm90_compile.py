@@ -11,10 +11,13 @@ import pytest
 import triton
 
 REPO = Path(__file__).resolve().parents[2]
-PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+NVIDIA_BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
 
 
-@pytest.mark.skipif(not PTXAS.exists(), reason="this triton build ships no ptxas")
+@pytest.mark.skipif(
+    not (NVIDIA_BIN / "ptxas").exists() or not (NVIDIA_BIN / "cuobjdump").exists(),
+    reason="this triton build ships no ptxas/cuobjdump",
+)
 def test_every_kernel_compiles_to_sm90_cubin() -> None:
     # A subprocess, because this session's kernels are interpreted (conftest sets TRITON_INTERPRET).
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
