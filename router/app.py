@@ -21,9 +21,8 @@ from router.length import LengthPredictor
 from router.load import MetricsScraper
 from router.metrics import RouterMetrics
 from router.models import ModelCatalog, ModelList
-from router.priority import DefaultPriority, HeaderPriority, PriorityResolver
+from router.priority import build_resolver
 from router.proxy import ProxyEndpoint, Receive, Send
-from router.rules import RulePriority, RuleSet
 from router.upstream import UpstreamClient
 
 # httpx logs every request at INFO; on the hot path that costs more than the request.
@@ -85,10 +84,9 @@ def create_app(config: Config) -> TriageApp:
         on_restart=lambda backend: backend.prefix_index.clear(),
     )
     catalog = ModelCatalog(pool, control, config.upstream.models_cache_s, config.upstream.connect_timeout_s)
-    resolver = PriorityResolver(
-        [HeaderPriority(config.priority.header), RulePriority(RuleSet(config.rules, config.tagging, metrics))],
-        DefaultPriority(config.priority.default), metrics,
-    )
+    # Tagging has its own client: a slow tagger must not hold the control plane's connections.
+    tagging_http = httpx.AsyncClient(timeout=30.0)
+    resolver, classifiers = build_resolver(config, metrics, tagging_http)
     shared = dict(config=config, pool=pool, upstream=upstream, resolver=resolver,
                   api_keys=ApiKeys(config.api_keys), metrics=metrics,
                   dispatcher=dispatcher, predictor=LengthPredictor())
@@ -113,9 +111,14 @@ def create_app(config: Config) -> TriageApp:
 
     async def startup() -> None:
         scraper.start()
+        for classifier in classifiers:
+            await classifier.start()
 
     async def shutdown() -> None:
         await scraper.stop()
+        for classifier in classifiers:
+            await classifier.close()
+        await tagging_http.aclose()
         await prober.close()
         await upstream.close()
         await control.aclose()

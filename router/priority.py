@@ -15,9 +15,16 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Protocol
 
+import httpx
+
+from router.config import Config, EmbeddingTaggerConfig, LlmTaggerConfig, ModelTaggerConfig
 from router.context import PriorityDecision, PriorityShift, RequestContext
+from router.embedding_tagger import EmbeddingClassifier, EmbeddingsClient
 from router.errors import BadRequest
+from router.llm_tagger import LlmClassifier
 from router.metrics import RouterMetrics
+from router.model_tagger import Classifier, ModelTagger
+from router.rules import RulePriority, RuleSet
 
 MOST_URGENT = 0
 LEAST_URGENT = 4
@@ -97,3 +104,37 @@ class PriorityResolver:
         if decision.priority < cap:
             decision = replace(decision, priority=cap, clamped_from=decision.priority)
         return decision
+
+
+def build_resolver(
+    config: Config, metrics: RouterMetrics, http: httpx.AsyncClient
+) -> tuple[PriorityResolver, list[Classifier]]:
+    """header → rules → model-based taggers in `tagging.order` → default; and the classifiers,
+    which the app starts and closes with itself."""
+    steps: list[PriorityStep] = [
+        HeaderPriority(config.priority.header),
+        RulePriority(RuleSet(config.rules, config.tagging, metrics)),
+    ]
+    classifiers: list[Classifier] = []
+    for name in config.tagging.order:
+        tagger: ModelTaggerConfig = getattr(config.tagging, name)
+        if not tagger.enabled:
+            continue
+        base_url, api_key = _model_location(config, tagger)
+        classifier: Classifier
+        if name == "embedding":
+            assert isinstance(tagger, EmbeddingTaggerConfig)
+            classifier = EmbeddingClassifier(EmbeddingsClient(http, base_url, tagger.model, api_key), tagger)
+        else:
+            assert isinstance(tagger, LlmTaggerConfig)
+            classifier = LlmClassifier(http, base_url, tagger, api_key)
+        classifiers.append(classifier)
+        steps.append(ModelTagger(classifier, tagger, metrics))
+    return PriorityResolver(steps, DefaultPriority(config.priority.default), metrics), classifiers
+
+
+def _model_location(config: Config, tagger: ModelTaggerConfig) -> tuple[str, str]:
+    if tagger.url:
+        return tagger.url, tagger.api_key
+    backend = next(b for b in config.backends if b.name == tagger.backend)
+    return backend.url, tagger.api_key or backend.api_key
