@@ -27,7 +27,8 @@ def tuned(
     """Autotune over (num_warps, num_stages) pairs on a GPU; use one fixed pair when interpreting.
 
     Tile sizes are not tuned here: they change the launch grid, so the Python wrappers choose
-    them from the shapes (see each kernel's ``_tiles`` function).
+    them from the shapes (``row_tiles``, ``kv_tile``, ``prefix_row_tiles``), the same way under
+    the interpreter as on a GPU.
     """
     pairs = [interpreter_config] if interpreting() else list(gpu_configs)
     configs = [triton.Config({}, num_warps=w, num_stages=s) for w, s in pairs]

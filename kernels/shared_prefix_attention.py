@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.launch_config import interpreting, tuned
+from kernels.launch_config import tuned
 from kernels.merge_states import merge_states
 from kernels.paged_attention import (
     LOG2E,
@@ -146,16 +146,14 @@ def _shared_prefix_kernel(
 def prefix_row_tiles(group: int, rows_per_group: int, head_dim_pad: int) -> tuple[int, int]:
     """(BLOCK_M, BLOCK_Q) for the prefix pass: as many rows per tile as registers allow.
 
-    Every row tile re-reads the prefix, so on a GPU large groups get 128-row tiles (head dims up
-    to 128); the interpreter keeps the minimum of 16 for speed.
+    Every row tile re-reads the prefix, so large groups get 128-row tiles (head dims up to 128).
     """
     block_m = max(16, triton.next_power_of_2(group))
-    if not interpreting():
-        rows = rows_per_group * group
-        if rows > 64 and head_dim_pad <= 128:
-            block_m = max(128, block_m)
-        elif rows > 16:
-            block_m = max(64, block_m)
+    rows = rows_per_group * group
+    if rows > 64 and head_dim_pad <= 128:
+        block_m = max(128, block_m)
+    elif rows > 16:
+        block_m = max(64, block_m)
     return block_m, block_m // group
 
 

@@ -71,14 +71,16 @@ def test_kv_starts_limit_keys_and_empty_ranges_give_minus_inf() -> None:
 
 
 def test_zero_query_sequence_in_batch() -> None:
-    # A sequence with no query rows this step must not disturb its neighbours.
+    # A sequence with no query rows this step must not disturb its neighbours. max_query_len=2
+    # with GQA 8 selects the 16-row decode tile (2 query tokens per program).
     batch = make_batch(
         seed=11, query_lens=[2, 0, 1], seq_lens=[9, 30, 17], num_kv_heads=1, group=8,
         head_dim=16, block_size=16, dtype=torch.float32,
     )  # fmt: skip
     out, lse = paged_attention(
-        batch.q, batch.k_cache, batch.v_cache, batch.block_tables, batch.query_start_loc, batch.seq_lens
-    )
+        batch.q, batch.k_cache, batch.v_cache, batch.block_tables, batch.query_start_loc, batch.seq_lens,
+        max_query_len=2,
+    )  # fmt: skip
     assert_matches(batch, out, lse, dtype=torch.float32)
 
 
