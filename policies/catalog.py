@@ -16,6 +16,7 @@ from policies.ordering import (
     Semantic,
     ShortestJobFirst,
     UrgentFirst,
+    WeightedShortestJobFirst,
 )
 
 AnyOrdering = Ordering | Aged | VirtualTokenCounter
@@ -33,6 +34,7 @@ _BASE: dict[str, Callable[[CostModel], AnyOrdering]] = {
     "app-fifo": lambda c: AppFifo(),
     "vtc": lambda c: VirtualTokenCounter(),
     "urgent-first": lambda c: UrgentFirst(c),
+    "wsjf": lambda c: WeightedShortestJobFirst(c),
 }
 
 

@@ -166,3 +166,28 @@ class AppFifo:
 
     def key(self, req: RequestState, now: float) -> Key:
         return (self.app_rank(req), *_tail(req))
+
+
+class WeightedShortestJobFirst(_RemainingWork):
+    """Smith's rule (WSPT): remaining work divided by the priority's weight, smallest first.
+
+    It minimizes the weighted sum of completion times on one server, so its weights trace the
+    trade-off between SJF (all weights equal: best mean) and strict priority (weights far
+    apart: best P0). A P0 request with weight 10 yields only to requests a tenth as long.
+    Priorities outside the weight table take the nearest end's weight.
+    """
+
+    name = "wsjf"
+    stable = True
+
+    def __init__(self, cost: CostModel | None, weights: tuple[float, ...] = (10.0, 1.0, 1.0, 1.0, 1.0)) -> None:
+        super().__init__(cost)
+        if not weights or min(weights) <= 0:
+            raise ValueError("weights must be positive")
+        self.weights = weights
+
+    def weight(self, priority: int) -> float:
+        return self.weights[min(max(priority, 0), len(self.weights) - 1)]
+
+    def key(self, req: RequestState, now: float) -> Key:
+        return (self.remaining(req) / self.weight(req.priority), *_tail(req))

@@ -5,7 +5,7 @@ from policies.cost_model import CostModel
 from policies.fair_share import VirtualTokenCounter
 from policies.ordering import (
     AppFifo, FirstComeFirstServed, MultiLevelQueue, PriorityJobFirst, Semantic,
-    ShortestJobFirst, UrgentFirst,
+    ShortestJobFirst, UrgentFirst, WeightedShortestJobFirst,
 )
 from policies.request import Request
 
@@ -107,3 +107,12 @@ def test_vtc_key_prefers_the_tenant_with_less_service() -> None:
     vtc.charge("heavy", prompt_tokens=100, output_tokens=10)
     assert vtc.counter("heavy") == 120.0  # weights 1 and 2
     assert order(vtc, [a, b]) == ["b", "a"]
+
+
+def test_wsjf_lets_p0_yield_only_to_much_shorter_work() -> None:
+    wsjf = WeightedShortestJobFirst(None, weights=(10.0, 1.0, 1.0, 1.0, 1.0))
+    p0 = R("p0", 0, 0.0, prompt=0, out=200)  # 200 tokens / 10 = 20
+    short = R("short", 3, 1.0, prompt=0, out=15)  # 15 < 20: goes first
+    medium = R("medium", 3, 2.0, prompt=0, out=25)  # 25 > 20: waits
+    assert order(wsjf, [medium, p0, short]) == ["short", "p0", "medium"]
+    assert wsjf.weight(-3) == 10.0 and wsjf.weight(9) == 1.0

@@ -1,0 +1,5 @@
+import sys
+
+from policies.sim.cli import main
+
+sys.exit(main())
