@@ -254,7 +254,7 @@ def row_tiles(group: int, rows_per_owner: int | None) -> tuple[int, int]:
     return block_m, block_m // group
 
 
-def kv_tile(block_size: int, head_dim_pad: int) -> int:
+def kv_tile(head_dim_pad: int) -> int:
     """Keys per inner-loop iteration; a tile may span several cache blocks (positions are gathered)."""
     return 64 if head_dim_pad <= 128 else 32
 
@@ -284,6 +284,13 @@ def check_cache(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -
     return num_q_heads // num_kv_heads, block_size
 
 
+def check_int32(**tensors: torch.Tensor | None) -> None:
+    """Index tensors are read as int32: an int64 table would be misread silently, so refuse it."""
+    for name, t in tensors.items():
+        if t is not None and t.dtype != torch.int32:
+            raise ValueError(f"{name} must be int32, got {t.dtype}")
+
+
 def paged_attention_partials(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -305,6 +312,7 @@ def paged_attention_partials(
     share is empty for a row writes output 0 and LSE -inf there.
     """
     group, block_size = check_cache(q, k_cache, v_cache)
+    check_int32(block_tables=block_tables, query_start_loc=query_start_loc, seq_lens=seq_lens, kv_starts=kv_starts)
     num_splits, num_tokens, num_q_heads, head_dim = out.shape
     num_seqs = seq_lens.shape[0]
     num_kv_heads = k_cache.shape[2]
@@ -320,7 +328,7 @@ def paged_attention_partials(
         *out.stride(), *lse.stride(), *q.stride(), *k_cache.stride(), *v_cache.stride(),
         block_tables.stride(0),
         HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, GROUP=group, BLOCK_M=block_m,
-        BLOCK_Q=block_q, BLOCK_SIZE=block_size, TILE_N=kv_tile(block_size, head_dim_pad),
+        BLOCK_Q=block_q, BLOCK_SIZE=block_size, TILE_N=kv_tile(head_dim_pad),
         HAS_KV_STARTS=kv_starts is not None, DOT_PRECISION=dot_precision(q.dtype),
     )  # fmt: skip
 

@@ -31,6 +31,7 @@ from kernels.paged_attention import (
     LOG2E,
     attend_paged_range,
     check_cache,
+    check_int32,
     dot_precision,
     find_owner,
     finish_state,
@@ -183,6 +184,7 @@ def shared_prefix_attention(
     many key shares the prefix pass cuts each group's prefix into.
     """
     group, block_size = check_cache(q, k_cache, v_cache)
+    check_int32(block_tables=block_tables, query_start_loc=query_start_loc, seq_lens=seq_lens)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     num_tokens, num_q_heads, head_dim = q.shape
     num_kv_heads = k_cache.shape[2]
@@ -210,7 +212,7 @@ def shared_prefix_attention(
             *partials.stride(), *partial_lse.stride(), *q.stride(), *k_cache.stride(),
             *v_cache.stride(), block_tables.stride(0),
             HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, GROUP=group, BLOCK_M=block_m,
-            BLOCK_Q=block_q, BLOCK_SIZE=block_size, TILE_N=kv_tile(block_size, head_dim_pad),
+            BLOCK_Q=block_q, BLOCK_SIZE=block_size, TILE_N=kv_tile(head_dim_pad),
             DOT_PRECISION=dot_precision(q.dtype),
         )  # fmt: skip
     paged_attention_partials(

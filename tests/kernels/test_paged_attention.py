@@ -113,3 +113,16 @@ def test_rejects_mismatched_heads() -> None:
             batch.q[:, :1].repeat(1, 3, 1), batch.k_cache, batch.v_cache, batch.block_tables,
             batch.query_start_loc, batch.seq_lens,
         )  # fmt: skip
+
+
+def test_rejects_int64_index_tensors() -> None:
+    # The kernel reads int32; an int64 block table would be misread without this check.
+    batch = make_batch(
+        seed=1, query_lens=[1], seq_lens=[4], num_kv_heads=1, group=1,
+        head_dim=16, block_size=16, dtype=torch.float32,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="block_tables must be int32"):
+        paged_attention(
+            batch.q, batch.k_cache, batch.v_cache, batch.block_tables.long(),
+            batch.query_start_loc, batch.seq_lens,
+        )  # fmt: skip
