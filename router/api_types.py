@@ -28,6 +28,8 @@ class ChatCompletionRequest(msgspec.Struct):
     tools: list[Any] | None = None
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
+    # Read for output-length prediction (JSON mode); any shape is accepted and forwarded.
+    response_format: Any = None
 
     @property
     def output_limit(self) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -87,9 +88,11 @@ def create_app(config: Config) -> TriageApp:
     # Tagging has its own client: a slow tagger must not hold the control plane's connections.
     tagging_http = httpx.AsyncClient(timeout=30.0)
     resolver, classifiers = build_resolver(config, metrics, tagging_http)
+    predictor = LengthPredictor(config.length)
+    background: list[asyncio.Task[None]] = []
     shared = dict(config=config, pool=pool, upstream=upstream, resolver=resolver,
                   api_keys=ApiKeys(config.api_keys), metrics=metrics,
-                  dispatcher=dispatcher, predictor=LengthPredictor())
+                  dispatcher=dispatcher, predictor=predictor)
     chat = ProxyEndpoint("chat", "/v1/chat/completions", **shared)
     completions = ProxyEndpoint("completions", "/v1/completions", **shared)
 
@@ -100,8 +103,12 @@ def create_app(config: Config) -> TriageApp:
     @get("/health")
     async def health() -> dict[str, Any]:
         backends = {backend.name: "up" if backend.healthy else "down" for backend in pool.backends}
-        return {"status": "ok" if all(state == "up" for state in backends.values()) else "degraded",
-                "backends": backends}
+        answer: dict[str, Any] = {"status": "ok" if all(state == "up" for state in backends.values()) else "degraded",
+                                   "backends": backends}
+        if classifiers:
+            # A tagger still embedding its examples lets requests through to the next step.
+            answer["tagging"] = {c.name: "ready" if c.ready else "starting" for c in classifiers}
+        return answer
 
     @get("/metrics")
     async def prometheus() -> Response[bytes]:
@@ -113,12 +120,18 @@ def create_app(config: Config) -> TriageApp:
         scraper.start()
         for classifier in classifiers:
             await classifier.start()
+        if config.length.state_file:
+            background.append(asyncio.ensure_future(predictor.save_periodically()))
 
     async def shutdown() -> None:
         await scraper.stop()
         for classifier in classifiers:
             await classifier.close()
         await tagging_http.aclose()
+        for task in background:
+            task.cancel()
+        if config.length.state_file:
+            predictor.save(config.length.state_file)
         await prober.close()
         await upstream.close()
         await control.aclose()

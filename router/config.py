@@ -231,6 +231,9 @@ class LengthConfig(_Section):
     # Saved here on shutdown and every save_interval_s, and read at start-up ("" = never).
     state_file: str = ""
     save_interval_s: PositiveFloat = 60.0
+    # Ask upstream for usage in streams (stream_options.include_usage) so that streamed answers
+    # teach the predictor too; the extra event is removed if the client did not ask for it.
+    stream_usage: bool = True
 
 
 class ApiKeyConfig(_Section):

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from router.api_types import ChatCompletionRequest, CompletionRequest, Endpoint
 from router.config import ApiKeyConfig
+
+if TYPE_CHECKING:
+    from router.length import LengthPrediction
 
 
 @dataclass(slots=True)
@@ -41,6 +45,8 @@ class RequestContext:
     api_key: ApiKeyConfig | None
     arrived_at: float
     priority: PriorityDecision | None = field(default=None)
+    # Completion tokens expected, set before dispatch; the predictor learns from the answer.
+    predicted: LengthPrediction | None = field(default=None)
 
     @property
     def model(self) -> str:

@@ -1,39 +1,270 @@
-"""LengthPredictor: how many tokens an answer will probably have.
+"""LengthPredictor: how many completion tokens an answer will probably have, before dispatch.
 
-A moving average of what each model has answered, capped by the request's own limit. The
-scheduling paper found length errors matter far less than priority errors, so a cheap,
-self-correcting estimate is enough for ordering and load accounting.
+It predicts a median and a high quantile from features known at arrival: the model, the kind of
+request (chat, completion, JSON mode, tool call), the priority and the step that decided it
+(which rule, which tagger), the tenant, the prompt's length, a verbosity cue in the text ("in
+one sentence", "a detailed 3000-word report"), and `max_tokens`, which caps both figures.
+
+Each group of requests that share some of those features keeps a histogram of the lengths it
+has seen, on a log scale (4 bins per doubling, so ±9% resolution from 1 to 65,536 tokens),
+decayed so that behaviour that changes is followed. A prediction starts from the prior
+(`prior_tokens`, weighing `prior_weight` observations) and refines it from the most general
+group to the most specific: each step mixes in a group's histogram, the less it has seen the
+less it counts (hierarchical shrinkage). A new kind of request therefore gets the best estimate
+of its coarser groups, and a well-known kind its own distribution.
+
+Memory is bounded (`max_groups` histograms, least recently used dropped) and the state can be
+saved to a file and read back across restarts. The scheduling paper found length errors matter
+far less than priority errors, so this aims to be cheap and self-correcting rather than exact.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import math
+import os
 import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from router.api_types import ChatCompletionRequest
+from router.config import LengthConfig
+from router.request_text import latest_user_text
+
+if TYPE_CHECKING:
+    from router.context import RequestContext
+
+log = logging.getLogger("triage.length")
 
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 
+BINS_PER_DOUBLING = 4
+MAX_DOUBLINGS = 16
+BINS = BINS_PER_DOUBLING * MAX_DOUBLINGS + 1
+# How many observations a group needs before it counts as much as everything coarser.
+SHRINKAGE = 8.0
+
+_WORDS_ASKED = re.compile(r"\b(\d{2,5})[\s-]*(?:words?|word-long)\b", re.IGNORECASE)
+_SHORT_CUES = re.compile(
+    r"\b(one|a single|1|two|2|three|3) (sentences?|words?|lines?|paragraph)\b|\b(briefly|brief|short|quick|"
+    r"concise|tl;?dr|yes or no|one-liner|just the (answer|number|name|code))\b",
+    re.IGNORECASE,
+)
+_LONG_CUES = re.compile(
+    r"\b(detailed|comprehensive|thorough|in[- ]depth|essay|report|article|chapter|whitepaper|handbook|"
+    r"documentation|full|complete|long|extensive|step[- ]by[- ]step|plan|itinerary|story)\b",
+    re.IGNORECASE,
+)
+
+
+def verbosity_cue(text: str) -> str:
+    """"words:<k>" when about 2^k tokens are asked for in words, else "short", "long" or ""."""
+    asked = _WORDS_ASKED.search(text)
+    if asked:
+        # About 4 tokens for 3 English words.
+        return f"words:{round(math.log2(max(1, int(asked.group(1)) * 4 // 3)))}"
+    short, long = _SHORT_CUES.search(text), _LONG_CUES.search(text)
+    if short and not long:
+        return "short"
+    if long and not short:
+        return "long"
+    return ""
+
+
+def _bin(tokens: float) -> int:
+    return min(BINS - 1, max(0, round(math.log2(max(tokens, 1.0)) * BINS_PER_DOUBLING)))
+
+
+def _tokens(bin_index: float) -> float:
+    return 2 ** (bin_index / BINS_PER_DOUBLING)
+
+
+def prompt_bin(prompt_tokens: int) -> str:
+    """Prompt length by powers of 4: "p0" up to 16 tokens, "p1" to 64, ... "p4" beyond 1,024."""
+    return f"p{min(4, max(0, math.ceil(math.log(max(prompt_tokens, 1) / 16, 4))))}"
+
+
+@dataclass(frozen=True, slots=True)
+class LengthFeatures:
+    model: str
+    # "chat", "completion", "json" or "tools".
+    kind: str
+    priority: int
+    # The step that decided the priority: "rule:<name>", "embedding", "llm", "header", "default".
+    source: str
+    tenant: str
+    prompt_tokens: int
+    max_tokens: int | None
+    cue: str
+
+    def groups(self) -> list[tuple[str, ...]]:
+        """From the most general to the most specific."""
+        p, level = prompt_bin(self.prompt_tokens), str(self.priority)
+        return [
+            ("model", self.model),
+            ("kind", self.model, self.kind),
+            ("tenant", self.model, self.kind, self.tenant),
+            ("level", self.model, self.kind, level),
+            ("cue", self.model, self.kind, self.cue),
+            ("level-cue", self.model, self.kind, level, self.cue),
+            ("source-cue-prompt", self.model, self.kind, self.source, self.cue, p),
+        ]
+
+
+# The cue is read from this much of the latest user turn.
+CUE_CHARS = 2000
+
+
+def request_kind(ctx: RequestContext) -> str:
+    request = ctx.request
+    if not isinstance(request, ChatCompletionRequest):
+        return "completion"
+    if request.tools:
+        return "tools"
+    response_format = request.response_format
+    if isinstance(response_format, dict) and str(response_format.get("type", "")).startswith("json"):
+        return "json"
+    return "chat"
+
+
+def features_of(ctx: RequestContext, prompt_tokens: int) -> LengthFeatures:
+    assert ctx.priority is not None
+    return LengthFeatures(
+        model=ctx.model,
+        kind=request_kind(ctx),
+        priority=ctx.priority.priority,
+        source=ctx.priority.source,
+        tenant=(ctx.api_key.name or ctx.api_key.key) if ctx.api_key is not None else "",
+        prompt_tokens=prompt_tokens,
+        max_tokens=ctx.request.output_limit,
+        cue=verbosity_cue(latest_user_text(ctx.request, CUE_CHARS)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LengthPrediction:
+    features: LengthFeatures
+    median: int
+    high: int
+
+
+class _Histogram:
+    __slots__ = ("counts", "total")
+
+    def __init__(self, counts: list[float] | None = None) -> None:
+        self.counts = counts if counts is not None else [0.0] * BINS
+        self.total = math.fsum(self.counts)
+
+    def add(self, tokens: int, decay: float) -> None:
+        if decay < 1.0:
+            self.counts = [c * decay for c in self.counts]
+        self.counts[_bin(tokens)] += 1.0
+        self.total = self.total * decay + 1.0
+
+
+def _quantile(counts: list[float], q: float) -> float:
+    """Interpolated within the bin, on the log scale."""
+    total = math.fsum(counts)
+    wanted = q * total
+    seen = 0.0
+    for index, count in enumerate(counts):
+        if count > 0 and seen + count >= wanted:
+            return _tokens(index - 0.5 + (wanted - seen) / count)
+        seen += count
+    return _tokens(BINS - 1)
+
 
 class LengthPredictor:
-    def __init__(self, default_tokens: int = 256, smoothing: float = 0.1, max_models: int = 1024) -> None:
-        self.default_tokens = default_tokens
-        self.smoothing = smoothing
-        self.max_models = max_models
-        self._average: dict[str, float] = {}
+    def __init__(self, config: LengthConfig | None = None) -> None:
+        self.config = config or LengthConfig()
+        self._groups: OrderedDict[tuple[str, ...], _Histogram] = OrderedDict()
+        self._prior = [0.0] * BINS
+        self._prior[_bin(self.config.prior_tokens)] = self.config.prior_weight
+        if self.config.state_file:
+            self.load(self.config.state_file)
 
-    def predict(self, model: str, limit: int | None) -> int:
-        guess = round(self._average.get(model, self.default_tokens))
-        return max(1, min(guess, limit) if limit else guess)
+    def __len__(self) -> int:
+        return len(self._groups)
 
-    def observe(self, model: str, completion_tokens: int) -> None:
-        average = self._average.get(model)
-        if average is None:
-            if len(self._average) >= self.max_models:
-                return
-            self._average[model] = float(completion_tokens)
-        else:
-            self._average[model] = average + self.smoothing * (completion_tokens - average)
+    def predict(self, features: LengthFeatures) -> LengthPrediction:
+        mixed = list(self._prior)
+        if features.cue.startswith("words:"):
+            # A length asked for in words is a better prior than the global one.
+            mixed = [0.0] * BINS
+            mixed[_bin(2 ** int(features.cue[6:]))] = self.config.prior_weight
+        for key in features.groups():
+            group = self._groups.get(key)
+            if group is None or group.total <= 0:
+                continue
+            # The coarser estimate keeps the weight of SHRINKAGE observations.
+            scale = SHRINKAGE / math.fsum(mixed)
+            mixed = [group_count + scale * m for group_count, m in zip(group.counts, mixed)]
+        median = _quantile(mixed, 0.5)
+        high = max(median, _quantile(mixed, self.config.quantile))
+        cap = features.max_tokens if features.max_tokens and features.max_tokens > 0 else None
+        if cap is not None:
+            median, high = min(median, cap), min(high, cap)
+        return LengthPrediction(features, max(1, round(median)), max(1, round(high)))
 
-    def observe_usage(self, model: str, payload: bytes) -> None:
-        """Learn from a response body or stream chunk that reports usage."""
+    def observe(self, features: LengthFeatures, completion_tokens: int) -> None:
+        for key in features.groups():
+            group = self._groups.get(key)
+            if group is None:
+                group = self._groups[key] = _Histogram()
+                if len(self._groups) > self.config.max_groups:
+                    self._groups.popitem(last=False)
+            else:
+                self._groups.move_to_end(key)
+            group.add(completion_tokens, self.config.decay)
+
+    def observe_usage(self, prediction: LengthPrediction, payload: bytes) -> int | None:
+        """Learn from a response body or stream event that reports usage; the tokens seen."""
         match = _COMPLETION_TOKENS.search(payload)
-        if match:
-            self.observe(model, int(match.group(1)))
+        if not match:
+            return None
+        tokens = int(match.group(1))
+        self.observe(prediction.features, tokens)
+        return tokens
+
+    def snapshot(self) -> list[tuple[tuple[str, ...], list[float]]]:
+        return [(key, list(group.counts)) for key, group in self._groups.items()]
+
+    def save(self, path: str | os.PathLike[str], snapshot: list[tuple[tuple[str, ...], list[float]]] | None = None) -> None:
+        """Write the histograms atomically (a temporary file, then a rename)."""
+        groups = self.snapshot() if snapshot is None else snapshot
+        state = {"version": 1, "bins_per_doubling": BINS_PER_DOUBLING,
+                 "groups": [[list(key), [round(c, 4) for c in counts]] for key, counts in groups]}
+        target = Path(path)
+        temporary = target.with_name(target.name + ".tmp")
+        temporary.write_text(json.dumps(state, separators=(",", ":")))
+        temporary.replace(target)
+
+    async def save_periodically(self) -> None:
+        """Every `save_interval_s`: copy the state on the event loop, write it in a thread."""
+        while True:
+            await asyncio.sleep(self.config.save_interval_s)
+            try:
+                await asyncio.to_thread(self.save, self.config.state_file, self.snapshot())
+            except OSError as error:
+                log.warning("length predictor: cannot save to %s: %s", self.config.state_file, error)
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Read what `save` wrote; a missing or unreadable file leaves the prior in place."""
+        try:
+            state = json.loads(Path(path).read_text())
+            if state.get("version") != 1 or state.get("bins_per_doubling") != BINS_PER_DOUBLING:
+                raise ValueError("written by another version")
+            groups = [(tuple(str(k) for k in key), [float(c) for c in counts]) for key, counts in state["groups"]]
+            if any(len(counts) != BINS for _, counts in groups):
+                raise ValueError("histograms of the wrong size")
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            log.warning("length predictor: ignoring %s: %s", path, error)
+            return
+        for key, counts in groups[-self.config.max_groups :]:
+            self._groups[key] = _Histogram(counts)

@@ -96,6 +96,7 @@ def read_answer(body: dict[str, Any]) -> int:
 
 class LlmClassifier:
     name = "llm"
+    ready = True
 
     def __init__(self, http: httpx.AsyncClient, base_url: str, config: LlmTaggerConfig, api_key: str) -> None:
         self.http = http

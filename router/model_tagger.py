@@ -42,6 +42,10 @@ class Classifier(Protocol):
     # The decision's source: "embedding" or "llm".
     name: str
 
+    @property
+    def ready(self) -> bool:
+        """False until it can answer (the embedding classifier embeds its examples first)."""
+
     async def classify(self, text: str) -> int | None:
         """A level 0..4, or None to abstain. Raises RejectedAnswer, NotReady, or any I/O error."""
 

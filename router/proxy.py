@@ -34,9 +34,10 @@ from router.errors import (
     UpstreamUnreachable,
 )
 from router.fingerprint import fingerprint
-from router.length import LengthPredictor
+from router.length import LengthPredictor, features_of
 from router.metrics import NO_BACKEND, RouterMetrics
 from router.priority import PriorityResolver
+from router.stream_usage import UsageFilter, asks_for_usage, stream_options_with_usage
 from router.upstream import HOP_BY_HOP_BYTES, UpstreamClient, forwarded_headers
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -48,7 +49,7 @@ log = logging.getLogger("triage.proxy")
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
 _OWN_HEADERS = frozenset(
     {b"x-request-id", b"x-triage-priority", b"x-triage-priority-source", b"x-triage-priority-clamped-from",
-     b"x-triage-backend", b"x-triage-placement"}
+     b"x-triage-backend", b"x-triage-placement", b"x-triage-predicted-tokens", b"x-triage-predicted-tokens-high"}
 )
 # A request carrying this header gets the placement explained in `x-triage-placement`.
 DEBUG_HEADER = "x-triage-debug"
@@ -144,6 +145,7 @@ class ProxyEndpoint:
         self.max_body = config.server.max_body_bytes
         self.max_attempts = config.upstream.max_attempts
         self.failure_threshold = config.upstream.failure_threshold
+        self.stream_usage = config.length.stream_usage
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         arrived = time.perf_counter()
@@ -186,12 +188,14 @@ class ProxyEndpoint:
         assert ctx.priority is not None
         prefix = fingerprint(ctx.request, self.routing.block_chars, self.routing.max_blocks)
         session = ctx.headers.get(self.routing.session_header) or None
+        ctx.predicted = self.predictor.predict(features_of(ctx, prefix.prompt_tokens))
+        self.metrics.child(self.metrics.predicted_output_tokens, str(ctx.priority.priority)).observe(ctx.predicted.median)
         return Job(
             ctx.request_id,
             ctx.priority.priority,
             self.dispatcher.clock(),
             prefix.prompt_tokens,
-            self.predictor.predict(ctx.model, ctx.request.output_limit),
+            ctx.predicted.median,
             prefix,
             frozenset(backend.name for backend in candidates),
             session=session,
@@ -244,6 +248,8 @@ class ProxyEndpoint:
                 # Only backends that accept it: vLLM without --scheduling-policy priority
                 # answers a non-zero `priority` with 400.
                 body = with_field(body, "priority", backend.config.priority_map[job.priority])
+            if self._adds_usage(ctx):
+                body = with_field(body, "stream_options", stream_options_with_usage(ctx.body))
             try:
                 response = await self.upstream.post(backend, self.upstream_path, headers, body)
             except (UpstreamUnreachable, UpstreamTimeout) as error:
@@ -289,7 +295,7 @@ class ProxyEndpoint:
             await send({"type": "http.response.body", "body": body})
             if response.status == 200:
                 # Usage sits at the end of an OpenAI answer.
-                self.predictor.observe_usage(ctx.model, body[-512:])
+                self._observe_length(ctx, body[-512:])
             elapsed = time.perf_counter() - ctx.arrived_at
             self.metrics.child(self.metrics.time_to_first_byte, priority, backend.name).observe(elapsed)
             self.metrics.child(self.metrics.duration, priority, backend.name).observe(elapsed)
@@ -304,11 +310,20 @@ class ProxyEndpoint:
         await send({"type": "http.response.start", "status": response.status,
                     "headers": self._head(response.raw_headers, ctx, backend, None)})
         first = True
+        # Holds back the usage event the router asked for on the client's behalf.
+        usage_filter = UsageFilter() if self._adds_usage(ctx) else None
         try:
             async for chunk in response.content.iter_any():
+                if usage_filter is not None:
+                    chunk = usage_filter.feed(chunk)
+                    if usage_filter.usage_event is not None:
+                        self._observe_length(ctx, usage_filter.usage_event)
+                        usage_filter.usage_event = None
+                    if not chunk:
+                        continue
+                elif b"completion_tokens" in chunk:
+                    self._observe_length(ctx, chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                if b"completion_tokens" in chunk:
-                    self.predictor.observe_usage(ctx.model, chunk)
                 if first:
                     first = False
                     self.metrics.child(self.metrics.time_to_first_byte, priority, backend.name).observe(
@@ -321,6 +336,8 @@ class ProxyEndpoint:
             failure = UpstreamTimeout if isinstance(error, asyncio.TimeoutError) else UpstreamUnreachable
             event = b"data: " + failure(f"backend {backend.name} failed mid-stream").body() + b"\n\n"
             await send({"type": "http.response.body", "body": event, "more_body": True})
+        if usage_filter is not None and (rest := usage_filter.flush()):
+            await send({"type": "http.response.body", "body": rest, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         self.metrics.child(self.metrics.duration, priority, backend.name).observe(time.perf_counter() - ctx.arrived_at)
 
@@ -339,6 +356,9 @@ class ProxyEndpoint:
         if content_length is not None:
             head.append((b"content-length", str(content_length).encode()))
         head.extend(self._triage_headers(ctx.request_id, ctx.priority))
+        if ctx.predicted is not None:
+            head.append((b"x-triage-predicted-tokens", str(ctx.predicted.median).encode()))
+            head.append((b"x-triage-predicted-tokens-high", str(ctx.predicted.high).encode()))
         if backend is not None:
             head.append((b"x-triage-backend", backend.name.encode()))
             if DEBUG_HEADER in ctx.headers:
@@ -355,6 +375,18 @@ class ProxyEndpoint:
             if decision.clamped_from is not None:
                 head.append((b"x-triage-priority-clamped-from", str(decision.clamped_from).encode()))
         return head
+
+    def _adds_usage(self, ctx: RequestContext) -> bool:
+        return self.stream_usage and ctx.stream and not asks_for_usage(ctx.body)
+
+    def _observe_length(self, ctx: RequestContext, payload: bytes) -> None:
+        if ctx.predicted is None:
+            return
+        tokens = self.predictor.observe_usage(ctx.predicted, payload)
+        if tokens is not None:
+            self.metrics.child(self.metrics.output_length_error, str(ctx.predicted.features.priority)).observe(
+                tokens - ctx.predicted.median
+            )
 
     async def reject(self, send: Send, error: TriageError) -> None:
         """Answer with an error before any routing (e.g. a wrong method)."""
