@@ -21,9 +21,11 @@ from policies.ordering import (
 
 AnyOrdering = Ordering | Aged | VirtualTokenCounter
 
-# Triage's default: urgent-first SJF, aged. The bound is in seconds of time in the system.
-DEFAULT_POLICY = "urgent-first+aging"
-DEFAULT_AGING_BOUND = 2.0
+# Triage's default: Smith's rule with P0 weighted 8x, aged. The aging bound (seconds in the
+# system) is a starvation backstop, not a tuning knob: under a burst every request older than
+# the bound is promoted and the order degrades towards FCFS (docs/benchmarks.md).
+DEFAULT_POLICY = "wsjf+aging"
+DEFAULT_AGING_BOUND = 300.0
 
 _BASE: dict[str, Callable[[CostModel], AnyOrdering]] = {
     "fcfs": lambda c: FirstComeFirstServed(),

@@ -173,14 +173,14 @@ class WeightedShortestJobFirst(_RemainingWork):
 
     It minimizes the weighted sum of completion times on one server, so its weights trace the
     trade-off between SJF (all weights equal: best mean) and strict priority (weights far
-    apart: best P0). A P0 request with weight 10 yields only to requests a tenth as long.
+    apart: best P0). With the default weights a P0 request yields only to requests an eighth as long.
     Priorities outside the weight table take the nearest end's weight.
     """
 
     name = "wsjf"
     stable = True
 
-    def __init__(self, cost: CostModel | None, weights: tuple[float, ...] = (10.0, 1.0, 1.0, 1.0, 1.0)) -> None:
+    def __init__(self, cost: CostModel | None, weights: tuple[float, ...] = (8.0, 1.0, 1.0, 1.0, 1.0)) -> None:
         super().__init__(cost)
         if not weights or min(weights) <= 0:
             raise ValueError("weights must be positive")

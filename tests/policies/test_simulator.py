@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from policies.cost_model import CostModel
+from policies.sim import cli
+from policies.sim.hardware import SETTINGS, HardwareSetting
+from policies.sim.replica import Replica, ReplicaConfig, SimSequence
+from policies.sim.simulator import SimConfig, simulate
+from policies.sim.workload import RealisticSpec, SimRequest, paper_workload, realistic_workload
+from policies.ordering import FirstComeFirstServed, Semantic
+
+SMALL = paper_workload(seed=0, gap=0.01, maxcon=6, gap_num=8)
+
+
+def test_kv_budgets_match_the_paper() -> None:
+    # A100_4B: 40·0.8 = 32 GB, minus 1.6 GB activations, minus 16 GB weights, at 400 KiB/token
+    assert SETTINGS["A100_4B"].kv_capacity_tokens() == int(14.4 * 2**30 // (400 * 1024))
+    assert SETTINGS["A100_7B"].kv_capacity_tokens() == int(2.4 * 2**30 // (512 * 1024))
+    assert SETTINGS["A5000_4B"].kv_blocks() == SETTINGS["A5000_4B"].kv_capacity_tokens() // 32
+
+
+@pytest.mark.parametrize("setting", ["A100_4B", "A100_7B", "A5000_4B"])
+@pytest.mark.parametrize("policy", ["fcfs", "sjf", "pjf", "semantic", "mlq", "default", "vtc+aging"])
+def test_every_arrival_completes_exactly_once(setting: str, policy: str) -> None:
+    result = simulate(SMALL, policy, SimConfig(SETTINGS[setting]))
+    assert sorted(c.request_id for c in result.completions) == sorted(r.request_id for r in SMALL)
+    truth = {r.request_id: r for r in SMALL}
+    for c in result.completions:
+        r = truth[c.request_id]
+        assert c.output_tokens == r.output_tokens and c.priority == r.priority
+        assert r.ready <= c.first_scheduled <= c.first_token <= c.finished
+
+
+def test_a_run_is_deterministic() -> None:
+    a = simulate(SMALL, "semantic", SimConfig(SETTINGS["A100_7B"]))
+    b = simulate(SMALL, "semantic", SimConfig(SETTINGS["A100_7B"]))
+    assert a.completions == b.completions and a.summary == b.summary
+
+
+def test_memory_pressure_preempts_by_swap_or_recompute_per_cost_model() -> None:
+    w = paper_workload(seed=0, gap=0.01, maxcon=20, gap_num=6)
+    swap = simulate(w, "semantic", SimConfig(SETTINGS["A100_7B"])).summary  # swap is cheaper
+    assert swap.preemptions > 0 and swap.swaps == swap.preemptions and swap.recomputes == 0
+    rec = simulate(w, "semantic", SimConfig(SETTINGS["A5000_4B"])).summary  # recompute is cheaper
+    assert rec.preemptions > 0 and rec.recomputes == rec.preemptions and rec.swaps == 0
+    roomy = simulate(w, "semantic", SimConfig(SETTINGS["A100_4B"])).summary
+    assert roomy.preemptions == 0
+
+
+def _one_replica(blocks: int, ordering, batch: int = 4) -> Replica:
+    cost = CostModel(dc1=0.0, dc2=1.0, pc1=0.0, pc2=0.01, swap_s_per_token=0.001)
+    return Replica("r", ReplicaConfig(kv_blocks=blocks, batch_limit=batch, block_tokens=10), cost, ordering)
+
+
+def _req(rid: str, prio: int, prompt: int, out: int, arrival: float = 0.0) -> SimSequence:
+    return SimSequence(SimRequest(rid, arrival, arrival, prio, prio, prompt, out, out))
+
+
+def test_paper_iterations_prefill_first_then_decode_at_max_cost() -> None:
+    rep = _one_replica(100, FirstComeFirstServed())
+    a, b = _req("a", 0, 30, 2), _req("b", 0, 50, 1)
+    rep.enqueue(a, 0.0)
+    rep.enqueue(b, 0.0)
+    d, done = rep.step(0.0)
+    assert d == pytest.approx(0.5) and done == []  # one prefill iteration: max(0.3, 0.5)
+    assert a.computed_tokens == 30 and b.computed_tokens == 50
+    d, done = rep.step(d)
+    assert d == pytest.approx(1.0) and done == [b]  # one decode step each, dc2 = 1
+    d, done = rep.step(1.5)
+    assert done == [a] and rep.free_blocks == 100 and not rep.has_work()
+
+
+def test_a_better_arrival_evicts_the_worst_and_the_victim_is_swapped() -> None:
+    rep = _one_replica(8, Semantic(CostModel(0.0, 1.0, 0.0, 0.01, 0.001)), batch=2)
+    low = _req("low", 4, 50, 20)
+    rep.enqueue(low, 0.0)
+    rep.step(0.0)  # prefill: 5 blocks of 10 tokens
+    assert low.blocks == 5
+    high = _req("high", 0, 50, 5, arrival=1.0)
+    rep.enqueue(high, 1.0)
+    rep.step(1.0)  # high needs 5 blocks, 3 are free: low (ranked below) is evicted
+    assert high.computed_tokens == 50 and high.blocks == 5
+    assert low.blocks == 0 and low.swapped_tokens == 50  # swap: 0.001·50 < 0.01·50
+    assert rep.stats.preemptions == 1 and rep.stats.swaps == 1
+
+
+def test_a_request_never_evicts_one_ranked_above_it() -> None:
+    rep = _one_replica(8, Semantic(CostModel(0.0, 1.0, 0.0, 0.01, 0.001)), batch=2)
+    high = _req("high", 0, 50, 20)
+    rep.enqueue(high, 0.0)
+    rep.step(0.0)
+    low = _req("low", 4, 50, 5, arrival=1.0)
+    rep.enqueue(low, 1.0)
+    d, _ = rep.step(1.0)  # low cannot fit and may not evict high: high decodes instead
+    assert high.blocks >= 5 and low.blocks == 0 and rep.stats.preemptions == 0
+    assert high.output_tokens == 1 and d == pytest.approx(1.0)
+
+
+def test_realistic_mode_with_replicas_and_cache_affinity() -> None:
+    w = realistic_workload(2, RealisticSpec(requests=120, rate=30.0, tenants=3, system_prompt_tokens=600))
+    base = dict(setting=SETTINGS["A100_4B"], replicas=3, mixed=True, batch_overhead=0.02,
+                prefill_chunk=512, prefix_cache_entries=1)
+    affinity = simulate(w, "default", SimConfig(placement="cache-affinity", **base))
+    rr = simulate(w, "default", SimConfig(placement="round-robin", **base))
+    assert len(affinity.completions) == len(rr.completions) == 120
+    # each replica caches one prefix: affinity keeps a tenant where its prompt is cached
+    assert affinity.summary.prefix_hits > rr.summary.prefix_hits
+    assert affinity.summary.ttft.mean < rr.summary.ttft.mean
+    balanced = simulate(w, "fcfs", SimConfig(placement="round-robin", rebalance_every=0.5, **base))
+    assert len(balanced.completions) == 120
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cli.configure_parser(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_cli_json_reproduces_the_paper_comparison(capsys: pytest.CaptureFixture[str]) -> None:
+    args = _args("--setting", "A100_4B", "--gap", "0.01", "--maxcon", "10", "--gap-num", "10",
+                 "--seed", "0", "--compare", "fcfs,sjf,pjf,semantic,default", "--json")
+    assert cli.run(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    pols = doc["policies"]
+    assert set(pols) == {"fcfs", "sjf", "pjf", "semantic", "default (wsjf+aging)"}
+    for p in pols.values():
+        assert len(p["per_priority_mean"]) == 5 and p["mean"] > 0
+    assert pols["semantic"]["per_priority_mean"][0] <= pols["pjf"]["per_priority_mean"][0]
+    assert pols["sjf"]["mean"] <= min(pols[k]["mean"] for k in ("fcfs", "pjf", "semantic"))
+    assert pols["fcfs"]["mean"] >= pols["sjf"]["mean"]
+    # same seed, same numbers
+    assert cli.run(args) == 0
+    assert json.loads(capsys.readouterr().out)["policies"] == pols
+
+
+def test_cli_table_sweep_and_plot(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    png = tmp_path / "out.png"
+    args = _args("--setting", "A100_4B,A5000_4B", "--maxcon", "3", "--gap-num", "4",
+                 "--compare", "fcfs,semantic", "--plot", str(png))
+    assert cli.run(args) == 0
+    out = capsys.readouterr()
+    assert out.out.count("## ") == 2 and "P0 mean (p99)" in out.out
+    assert "[4/4]" in out.err  # progress on a sweep
+    assert png.stat().st_size > 10_000
+
+
+def test_cli_rejects_unknown_names(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.run(_args("--compare", "fcfs,nope")) == 2
+    assert "nope" in capsys.readouterr().err
