@@ -42,8 +42,10 @@ def find_owner(starts_ptr, tile_idx, num_owners, BLOCK_Q: tl.constexpr):
     the grid size ``num_rows // BLOCK_Q + num_owners`` is known without reading lengths on the
     host (no device sync).
     """
+    # Annotated so both are int32 tensors from the start: a launch specialises an argument equal
+    # to 1 into a constant, and a constant cannot be reassigned inside the loop.
     lo: tl.int32 = 0
-    hi = num_owners
+    hi: tl.int32 = num_owners
     while lo < hi:
         mid = (lo + hi) // 2
         first_tile = tl.load(starts_ptr + mid) // BLOCK_Q + mid

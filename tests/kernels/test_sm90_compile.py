@@ -27,4 +27,4 @@ def test_every_kernel_compiles_to_sm90_cubin() -> None:
         cwd=REPO, env=env, capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("ok ") == 9, result.stdout
+    assert "FAIL" not in result.stdout and " variants compiled within limits" in result.stdout, result.stdout
