@@ -55,6 +55,19 @@ def reference_greedy(hf_model, prompt: list[int], n: int) -> list[int]:
     return ids[len(prompt):]
 
 
+def reference_generate(hf_model, prompt: list[int], n: int) -> list[int]:
+    """Greedy decoding with transformers' own KV cache: cheaper for the real model. No EOS
+    handling, so it runs n tokens like ignore_eos."""
+    out: list[int] = []
+    with torch.no_grad():
+        step = hf_model(torch.tensor([prompt]), use_cache=True)
+        for _ in range(n):
+            token = int(step.logits[0, -1].argmax())
+            out.append(token)
+            step = hf_model(torch.tensor([[token]]), past_key_values=step.past_key_values, use_cache=True)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
     return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny-llama"))
