@@ -3,7 +3,7 @@
 The layout they expect (paged cache, block tables, packed queries) and the invariants the
 engine must keep are in docs/design/kernels.md. Everything runs on CPU tensors too, through
 Triton's interpreter (``TRITON_INTERPRET=1``, set before importing this package), which is how
-the tests check them; that is slow, so the engine's CPU path uses the references instead.
+the tests check them; that is slow, so the engine's CPU path stays on torch.
 
 Attention (all return ``(out, lse)``; ``lse`` is the natural-log log-sum-exp per row):
     paged_attention          prefill, chunked prefill and decode over block tables
