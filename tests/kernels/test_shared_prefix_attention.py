@@ -106,3 +106,19 @@ def test_describe_rejects_inconsistent_groups() -> None:
         describe_prefix_groups([([0, 2], 32)], starts, lens)
     with pytest.raises(ValueError, match="does not share"):
         describe_prefix_groups([([0, 2], 10)], starts, lens, block_tables=batch.block_tables, block_size=16)
+
+
+def test_group_detection_caps_at_the_shortest_member_and_skips_loners() -> None:
+    tables = [
+        [7, 8, 9, 1],  # shares blocks 7, 8, 9 with the next row
+        [7, 8, 9, 2],
+        [7, 8, 3],  # shares 7, 8 only, and ends inside block 8
+        [4, 5],  # alone: not a group
+        [6],  # shares one block with the last row, below min_shared_blocks=2
+        [6, 10],
+    ]
+    seq_lens = [60, 64, 20, 30, 10, 20]
+    found = group_by_shared_blocks(tables, seq_lens, 16, min_shared_blocks=2)
+    # Grouped by first block: {0, 1, 2} share 2 blocks, capped at sequence 2's 20 tokens.
+    assert found == [([0, 1, 2], 20)]
+    assert group_by_shared_blocks(tables, seq_lens, 16) == [([0, 1, 2], 20), ([4, 5], 10)]
