@@ -46,16 +46,23 @@ def policy_names() -> list[str]:
 
 
 def make_ordering(
-    name: str, cost: CostModel, aging_bound: float = DEFAULT_AGING_BOUND
+    name: str,
+    cost: CostModel,
+    aging_bound: float = DEFAULT_AGING_BOUND,
+    wsjf_weights: tuple[float, ...] | None = None,
 ) -> AnyOrdering:
     """Build a fresh ordering (orderings may hold state, e.g. VTC counters): `name` is a
-    base name, a base name + "+aging", or "default"."""
+    base name, a base name + "+aging", or "default". `wsjf_weights` overrides the per-priority
+    weights of "wsjf" (and so of the default)."""
     if name == "default":
         name = DEFAULT_POLICY
     base, _, suffix = name.partition("+")
     if base not in _BASE or suffix not in ("", "aging"):
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(policy_names())}")
-    ordering = _BASE[base](cost)
+    if base == "wsjf" and wsjf_weights is not None:
+        ordering: AnyOrdering = WeightedShortestJobFirst(cost, wsjf_weights)
+    else:
+        ordering = _BASE[base](cost)
     if suffix:
         return Aged(ordering, aging_bound)  # type: ignore[arg-type]
     return ordering

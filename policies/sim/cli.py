@@ -38,6 +38,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add("--aging-bound", type=float, default=DEFAULT_AGING_BOUND,
         help="seconds in the system before a request is promoted (for +aging policies)")
     add("--no-preempt", action="store_true", help="never displace a running request")
+    add("--wsjf-weights", default=None,
+        help="comma list of per-priority weights for wsjf and default, e.g. 8,1,1,1,1")
     paper = parser.add_argument_group("paper mode")
     paper.add_argument("--gap", type=float, default=0.01, help="seconds between arrival instants")
     paper.add_argument("--maxcon", default="20", help="max requests per instant (comma list)")
@@ -79,6 +81,7 @@ def _config(args: argparse.Namespace, setting: str) -> SimConfig:
         placement=args.placement,
         aging_bound=args.aging_bound,
         rebalance_every=args.rebalance_every if realistic else None,
+        wsjf_weights=tuple(float(w) for w in _csv(args.wsjf_weights)) if args.wsjf_weights else None,
     )
 
 
@@ -110,8 +113,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         maxcons = [int(m) for m in _csv(args.maxcon)] if args.mode == "paper" else [0]
+        weights = [float(w) for w in _csv(args.wsjf_weights or "1")]
     except ValueError:
-        print(f"--maxcon takes integers: {args.maxcon!r}", file=sys.stderr)
+        print(f"--maxcon takes integers, --wsjf-weights numbers: {args.maxcon!r}, {args.wsjf_weights!r}",
+              file=sys.stderr)
+        return 2
+    if min(weights) <= 0:
+        print("--wsjf-weights must be positive", file=sys.stderr)
         return 2
     cells: list[dict[str, Any]] = []
     total = len(settings) * len(maxcons) * len(policies)

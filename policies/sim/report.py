@@ -7,7 +7,7 @@ from policies.sim.metrics import PRIORITIES, Summary
 
 def format_table(summaries: dict[str, Summary]) -> str:
     head = (["policy"] + [f"P{p} mean (p99)" for p in PRIORITIES]
-            + ["mean", "p50", "p99", "TTFT", "queue", "tok/s", "batch", "preempt"])
+            + ["mean", "p50", "p99", "TTFT", "queue", "tok/s", "batch", "preempt", "prefix hits"])
     rows = []
     for name, s in summaries.items():
         rows.append(
@@ -15,7 +15,7 @@ def format_table(summaries: dict[str, Summary]) -> str:
             + [f"{s.per_priority[p].mean:.2f} ({s.per_priority[p].p99:.2f})" for p in PRIORITIES]
             + [f"{s.latency.mean:.2f}", f"{s.latency.p50:.2f}", f"{s.latency.p99:.2f}",
                f"{s.ttft.mean:.2f}", f"{s.queueing.mean:.2f}", f"{s.throughput_tokens_per_s:.0f}",
-               f"{s.mean_batch_size:.1f}", str(s.preemptions)]
+               f"{s.mean_batch_size:.1f}", str(s.preemptions), str(s.prefix_hits)]
         )
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))

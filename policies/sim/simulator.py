@@ -51,6 +51,7 @@ class SimConfig:
     placement: str = "least-load"
     aging_bound: float = DEFAULT_AGING_BOUND
     rebalance_every: float | None = None
+    wsjf_weights: tuple[float, ...] | None = None
 
     def replica_config(self) -> ReplicaConfig:
         return ReplicaConfig(
@@ -76,7 +77,7 @@ def simulate(requests: Sequence[SimRequest], policy: str, config: SimConfig) -> 
     cost = config.setting.cost
     rc = config.replica_config()
     replicas = [
-        Replica(f"replica{i}", rc, cost, make_ordering(policy, cost, config.aging_bound))
+        Replica(f"replica{i}", rc, cost, make_ordering(policy, cost, config.aging_bound, config.wsjf_weights))
         for i in range(config.replicas)
     ]
     placer = PLACERS[config.placement]()
