@@ -13,18 +13,19 @@ Stable API (other packages integrate against these names):
   `prefill_seconds`, `decode_seconds`, `decode_step_seconds`, `swap_seconds`,
   `recompute_seconds`, `remaining_seconds(req)`.
 - `policies.ordering`: the `Ordering` protocol (`name`, `stable`, `key(req, now)`; smaller key
-  first) and FCFS, SJF, PJF, Semantic, MLQ, App-FIFO, UrgentFirst.
+  first) and FCFS, SJF, PJF, Semantic, MLQ, App-FIFO, UrgentFirst, WSPT (`wsjf`).
   `policies.aging.Aged(inner, bound)` composes promotion with any ordering;
   `policies.fair_share.VirtualTokenCounter` is fair share between tenants.
 - `policies.queue.RequestQueue(ordering)`: push(req, now) O(1), peek(now), pop(now) O(log n)
-  amortized, remove(request_id) O(1), drain(), len, `in`.
+  amortized, remove(request_id) O(1), peek_id(request_id), drain(), len, `in`, iteration.
 - `policies.preemption`: `choose_victim(candidates, cost, rank=None)`, `victim_rank`,
   `choose_mode(cost, tokens, host_free_tokens=None) -> PreemptionMode`.
 - `policies.placement`: `BackendState` snapshots in, a `Placement` (chosen backend plus a
   score and reason per candidate) out, from RoundRobin, LeastLoad, PowerOfTwoChoices,
   CacheAffinity and QosAware placers.
 - `policies.rebalancing`: `balance_pairs`, `specialise_by_cache_size` -> `Migration`s.
-- `policies.catalog`: `make_ordering(name, cost)` for the names configuration uses.
+- `policies.catalog`: `make_ordering(name, cost, aging_bound, wsjf_weights=None)` for the
+  names configuration uses (`policy_names()`); `DEFAULT_POLICY` is "wsjf+aging".
 - `policies.sim`: the discrete-event simulator and its CLI (`policies.sim.cli`).
 
 Design notes and invariants: docs/design/policies.md.

@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from typing import Generic, Protocol, TypeVar
 
 from policies.aging import Aged
-from policies.fair_share import VirtualTokenCounter
 from policies.ordering import Key, Ordering
 from policies.request import RequestState
 
@@ -145,7 +144,7 @@ class RequestQueue(Generic[R]):
             self._aging, base = ordering, ordering.inner
         self._grouped: GroupedOrdering | None = None
         self._key_ordering: Ordering
-        if isinstance(base, VirtualTokenCounter) or hasattr(base, "group_rank"):
+        if hasattr(base, "group_rank"):  # e.g. VirtualTokenCounter
             self._grouped = base  # type: ignore[assignment]
             self._key_ordering = base.inner  # type: ignore[union-attr]
         elif base.stable:
@@ -193,6 +192,11 @@ class RequestQueue(Generic[R]):
             backlogged = [g for g, s in self._groups.items() if s.live > 0]
             self._grouped.on_backlogged(group, backlogged)
         return store
+
+    def peek_id(self, request_id: str) -> R | None:
+        """The queued request with this id, left in place, or None."""
+        found = self._entries.get(request_id)
+        return None if found is None else found[0].req  # type: ignore[return-value]
 
     def remove(self, request_id: str) -> R | None:
         found = self._entries.pop(request_id, None)

@@ -141,10 +141,15 @@ class Replica:
         self.queue.push(seq, now)
 
     def withdraw(self, request_id: str) -> SimSequence | None:
-        """Take a waiting request out (for migration); refuses ones holding KV here."""
-        if request_id in self.paused:
+        """Take a waiting request out for migration. Refuses one whose KV lives here (resident
+        or swapped to this host); a prefix-cache credit does not travel: the target replica
+        grants its own on `enqueue`."""
+        s = self.queue.peek_id(request_id)
+        if s is None or s.blocks or s.swapped_tokens:
             return None
-        return self.queue.remove(request_id)
+        self.queue.remove(request_id)
+        s.computed_tokens = 0
+        return s
 
     # -- one iteration ------------------------------------------------------------------------
     def step(self, now: float) -> tuple[float, list[SimSequence]]:

@@ -45,6 +45,7 @@ def test_peek_push_remove_len_contains() -> None:
     for r in (a, b, c):
         q.push(r, 0.0)
     assert len(q) == 3 and "b" in q and q.peek(0.0) is b
+    assert q.peek_id("c") is c and q.peek_id("zz") is None and len(q) == 3
     assert q.remove("b") is b  # the buffer's best: the pointer must be rebuilt
     assert q.remove("b") is None
     assert "b" not in q and q.peek(0.0) is c

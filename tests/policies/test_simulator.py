@@ -151,3 +151,19 @@ def test_cli_table_sweep_and_plot(tmp_path, capsys: pytest.CaptureFixture[str]) 
 def test_cli_rejects_unknown_names(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.run(_args("--compare", "fcfs,nope")) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_withdraw_for_migration_refuses_requests_whose_kv_lives_here() -> None:
+    rep = _one_replica(100, FirstComeFirstServed(), batch=1)
+    running, waiting = _req("running", 0, 30, 5), _req("waiting", 0, 30, 5, arrival=1.0)
+    rep.enqueue(running, 0.0)
+    rep.enqueue(waiting, 0.0)
+    rep.step(0.0)
+    assert rep.withdraw("running") is None  # in the batch, not in the queue
+    waiting.computed_tokens = 20  # e.g. a prefix-cache credit granted here
+    moved = rep.withdraw("waiting")
+    assert moved is waiting and moved.computed_tokens == 0 and "waiting" not in rep.queue
+    swapped = _req("swapped", 0, 30, 5)
+    swapped.computed_tokens = swapped.swapped_tokens = 30
+    rep.enqueue(swapped, 0.0)
+    assert rep.withdraw("swapped") is None  # its KV is on this host
