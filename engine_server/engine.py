@@ -50,6 +50,21 @@ class RequestOutput:
     cached_tokens: int = 0
 
 
+@dataclass
+class StepTimes:
+    """Where step time goes: scheduling, the model runner (inputs, forward, sampling), and
+    bookkeeping after it (token append, stop checks, detokenization)."""
+
+    schedule_s: float = 0.0
+    execute_s: float = 0.0
+    postprocess_s: float = 0.0
+
+    def add(self, schedule: float, execute: float, postprocess: float) -> None:
+        self.schedule_s += schedule
+        self.execute_s += execute
+        self.postprocess_s += postprocess
+
+
 class LLMEngine:
     def __init__(
         self, config: EngineConfig, model_config: ModelConfig, model: LlamaForCausalLM, tokenizer: Any,
@@ -86,6 +101,7 @@ class LLMEngine:
         self.seqs: dict[str, Sequence] = {}
         self.detokenizers: dict[str, IncrementalDetokenizer] = {}
         self.num_steps = 0
+        self.step_times = StepTimes()
         self.last_schedule: SchedulerOutput | None = None
         self._offline_ids = itertools.count()
         self.prompt_tokens_total = 0
@@ -160,9 +176,12 @@ class LLMEngine:
     # --- the step -----------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
+        t0 = time.perf_counter()
         sched = self.scheduler.schedule(time.monotonic())
         self.last_schedule = sched
+        t1 = time.perf_counter()
         sampled = self.runner.execute(sched.scheduled)
+        t2 = time.perf_counter()
         self.num_steps += 1
         for s in sched.scheduled:
             s.seq.num_computed_tokens += s.num_tokens
@@ -178,6 +197,7 @@ class LLMEngine:
             if reason is not None:
                 self.scheduler.finish(seq, reason)
             outputs.append(self._output(seq, [st.token_id], [st.logprob] if st.logprob else []))
+        self.step_times.add(t1 - t0, t2 - t1, time.perf_counter() - t2)
         return outputs
 
     def _stop_reason(self, seq: Sequence, token: int) -> FinishReason | None:

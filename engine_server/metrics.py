@@ -39,4 +39,19 @@ def render(engine: LLMEngine, model_name: str) -> str:
         lines.append(f"# HELP {name} {help_text}")
         lines.append(f"# TYPE {name} {kind}")
         lines.append(f'{name}{{model_name="{label}"}} {float(values[name])}')
+    # The step loop's split, for profiling: scheduling and bookkeeping must stay small next
+    # to the forward pass.
+    times = engine.step_times
+    runner = engine.runner
+    phases = {
+        "schedule": times.schedule_s,
+        "prepare_inputs": runner.prepare_s,
+        "forward": runner.forward_s,
+        "sample": max(times.execute_s - runner.prepare_s - runner.forward_s, 0.0),
+        "postprocess": times.postprocess_s,
+    }
+    lines.append("# HELP triage_engine_step_seconds_total Engine step time by phase.")
+    lines.append("# TYPE triage_engine_step_seconds_total counter")
+    for phase, seconds in phases.items():
+        lines.append(f'triage_engine_step_seconds_total{{model_name="{label}",phase="{phase}"}} {seconds}')
     return "\n".join(lines) + "\n"

@@ -6,6 +6,7 @@ rows whose chunk reaches the end of their sequence get logits and a sampled toke
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -37,11 +38,14 @@ class ModelRunner:
         self.backend = backend
         self.device = device
         self.block_size = kv.block_size
+        self.prepare_s = 0.0  # building input tensors: the runner's own CPU overhead
+        self.forward_s = 0.0  # the model's forward pass and logits
 
     @torch.inference_mode()
     def execute(self, batch: list[ScheduledSeq]) -> list[SampledToken]:
         if not batch:
             return []
+        t0 = time.perf_counter()
         decodes = [b for b in batch if b.num_tokens == 1]
         prefills = [b for b in batch if b.num_tokens > 1]
         ordered = decodes + prefills
@@ -85,11 +89,16 @@ class ModelRunner:
             meta.prefills.append(PrefillChunk(start=offset, length=n, context_len=c, block_table=table, mask=mask))
             offset += n
 
+        t1 = time.perf_counter()
         hidden = self.model(
             torch.tensor(ids, device=dev), torch.tensor(positions, device=dev), self.kv.kv_caches, meta, self.backend
         )
         if not sample_rows:
+            self.forward_s += time.perf_counter() - t1
+            self.prepare_s += t1 - t0
             return []
         logits = self.model.compute_logits(hidden[torch.tensor(sample_rows, device=dev)]).cpu()
+        self.forward_s += time.perf_counter() - t1
+        self.prepare_s += t1 - t0
         tokens, logprobs = sample(logits, sample_seqs)
         return [SampledToken(s, t, lp) for s, t, lp in zip(sample_seqs, tokens, logprobs)]

@@ -113,21 +113,39 @@ class Scheduler:
         return out
 
     def _preempt_for_urgent(self, now: float, out: SchedulerOutput) -> None:
-        while (head := self.waiting.peek(now)) is not None and self._batch_full_for(head):
-            candidates = [s for s in self.running if s.priority > head.priority]
+        head = self.waiting.peek(now)
+        if head is None or not self._batch_full_for(head):
+            return
+        candidates = [s for s in self.running if s.priority > head.priority]
+        # Evict only if evicting every candidate would make room (policies' rule): otherwise
+        # the victims would come back next step while the head still waits, a livelock.
+        if not candidates or not self._room_without(head, candidates):
+            return
+        while self._batch_full_for(head):
             victim = choose_victim(candidates, self.cost)
-            if victim is None:
-                return
+            assert victim is not None
+            candidates.remove(victim)
             self._preempt(victim, now, out)
+
+    def _room_without(self, head: Sequence, leaving: list[Sequence]) -> bool:
+        if len(self.running) - len(leaving) >= self.max_num_seqs:
+            return False
+        # Blocks shared with a sequence that stays are not freed by evicting the candidates.
+        freed = sum(1 for s in leaving for b in s.block_table if b.ref_count == 1)
+        return self._blocks_needed(head) <= self.kv.pool.num_free + freed
+
+    def _blocks_needed(self, head: Sequence) -> int:
+        tokens = min(head.num_uncomputed_tokens, self.max_num_batched_tokens)
+        need = self.kv.blocks_for(head.num_computed_tokens + tokens)
+        if head.status == SequenceStatus.SWAPPED:
+            need = max(need, len(head.host_blocks))
+        return need
 
     def _batch_full_for(self, head: Sequence) -> bool:
         if len(self.running) >= self.max_num_seqs:
             return True
-        tokens = min(head.num_uncomputed_tokens, self.max_num_batched_tokens)
-        if head.status == SequenceStatus.SWAPPED:
-            return not self.kv.can_swap_in(head, tokens)
         # Conservative: ignores a possible prefix hit, which only makes room.
-        return self.kv.blocks_for(head.num_computed_tokens + tokens) > self.kv.pool.num_free
+        return self._blocks_needed(head) > self.kv.pool.num_free
 
     def _schedule_running(self, now: float, out: SchedulerOutput) -> int:
         budget = self.max_num_batched_tokens
@@ -141,8 +159,9 @@ class Scheduler:
                 budget -= n
                 i += 1
                 continue
-            # KV shortage: evict among those not yet scheduled this step (seq included).
-            victim = choose_victim(queue[i:], self.cost)
+            # KV shortage: evict among those not yet scheduled this step (seq included), by the
+            # ordering's own rank so that we never evict what it would run next.
+            victim = choose_victim(queue[i:], self.cost, rank=lambda r: self.rank_ordering.key(r, now))
             assert victim is not None
             queue.remove(victim)
             self._preempt(victim, now, out)

@@ -132,3 +132,17 @@ def test_prefix_cache_hit_produces_the_same_tokens(tiny_llama, tiny_hf):
     assert seq.num_cached_tokens == 44  # 11 full blocks; the 47th token is recomputed
     assert seq.output_token_ids == first == reference_greedy(tiny_hf, LONG, 6)
     assert engine.kv.prefix_hits == 44
+
+
+def test_no_eviction_when_evicting_every_candidate_would_not_make_room(tiny_llama):
+    # policies' rule: otherwise the victim returns next step while the head still waits.
+    engine = tiny_engine(tiny_llama, block_size=4, num_gpu_blocks=16, ordering="pjf")
+    big = engine.add_request("big", LONG[:40], greedy(4), priority=0)  # 11 blocks with its first token
+    small = engine.add_request("small", SHORT, greedy(4), priority=4)  # 2 blocks
+    engine.step()
+    head = engine.add_request("head", [8] * 30, greedy(4), priority=1)  # needs 8 > 3 free + 2
+    engine.step()
+    assert small.num_preemptions == 0 and small.status == SequenceStatus.RUNNING
+    assert head.status == SequenceStatus.WAITING
+    drain(engine)
+    assert big.is_finished and head.is_finished
