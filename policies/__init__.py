@@ -19,7 +19,9 @@ Stable API (other packages integrate against these names):
 - `policies.queue.RequestQueue(ordering)`: push(req, now) O(1), peek(now), pop(now) O(log n)
   amortized, remove(request_id) O(1), peek_id(request_id), drain(), len, `in`, iteration.
 - `policies.preemption`: `choose_victim(candidates, cost, rank=None)`, `victim_rank`,
-  `choose_mode(cost, tokens, host_free_tokens=None) -> PreemptionMode`.
+  `choose_mode(cost, tokens, host_free_tokens=None) -> PreemptionMode`, and
+  `plan_evictions(need, free, candidates, blocks, rank, requester_rank)` (evict only
+  lower-ranked requests, and only when that makes room).
 - `policies.placement`: `BackendState` snapshots in, a `Placement` (chosen backend plus a
   score and reason per candidate) out, from RoundRobin, LeastLoad, PowerOfTwoChoices,
   CacheAffinity and QosAware placers.

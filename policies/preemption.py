@@ -8,6 +8,9 @@ that it never evicts a request its ordering would immediately schedule again (th
 Mode: swapping the KV out and back costs `swap_s_per_token` per token to reload; recomputing
 costs a prefill of the whole context, pc1·n² + pc2·n. Pick the cheaper; recompute when the
 host has no room for the swapped blocks.
+
+`plan_evictions` applies both rules to a KV shortage: evict only requests ranked below the
+requester, and only when that makes room.
 """
 
 from __future__ import annotations
@@ -58,3 +61,37 @@ def choose_mode(
     if cost.swap_seconds(tokens) < cost.recompute_seconds(tokens):
         return PreemptionMode.SWAP
     return PreemptionMode.RECOMPUTE
+
+
+def plan_evictions(
+    need: int,
+    free: int,
+    candidates: Iterable[R],
+    blocks: Callable[[R], int],
+    rank: Callable[[R], Any],
+    requester_rank: Any,
+) -> list[R] | None:
+    """Which requests to evict so that `need` KV blocks fit when `free` are free.
+
+    Only candidates ranked strictly after the requester (`requester_rank < rank(c)`) and
+    holding blocks may go, worst first, and only as many as needed. Returns None, meaning
+    "evict nobody, the requester waits", when even all of them would not make room: evicting
+    some anyway frees nothing useful and the victims reload next iteration (a livelock).
+    Returns [] when the blocks are already free.
+    """
+    if free >= need:
+        return []
+    eligible = sorted(
+        (c for c in candidates if blocks(c) > 0 and requester_rank < rank(c)),
+        key=rank,
+        reverse=True,
+    )
+    if free + sum(blocks(c) for c in eligible) < need:
+        return None
+    chosen: list[R] = []
+    for c in eligible:
+        if free >= need:
+            break
+        chosen.append(c)
+        free += blocks(c)
+    return chosen

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from policies.catalog import AnyOrdering
 from policies.cost_model import CostModel
 from policies.fair_share import VirtualTokenCounter
-from policies.preemption import PreemptionMode, choose_mode
+from policies.preemption import PreemptionMode, choose_mode, plan_evictions
 from policies.queue import RequestQueue
 from policies.request import context_tokens, remaining_tokens
 from policies.sim.workload import SimRequest
@@ -218,6 +218,12 @@ class Replica:
         granted: list[SimSequence] = []
         evicted: set[str] = set()
         chunk_left = self.config.prefill_chunk if self.config.mixed else None
+
+        def rank(r: SimSequence) -> tuple:
+            # paused requests sit outside the batch, so they rank below every member
+            paused = r.request_id in self.paused
+            return (paused, self._key(r, now) if paused else keys[r.request_id])
+
         for s in workers:
             if s.request_id in evicted:
                 continue
@@ -226,35 +232,21 @@ class Replica:
             need = self._blocks_for(self._target_tokens(s, chunk_left)) - s.blocks
             if need > self.config.kv_blocks:
                 raise ValueError(f"{s.request_id} needs more KV than the replica holds")
-            if self.free_blocks < need:
-                victims = self._victims(s, batch, evicted, keys, now)
-                if self.free_blocks + sum(v.blocks for v in victims) < need:
-                    continue  # evicting everyone below s would not make room: s waits
-                for v in victims:
-                    if self.free_blocks >= need:
-                        break
-                    self._evict(v, now)
-                    evicted.add(v.request_id)
-            # s must first reload swapped KV: its whole resident set comes back
+            candidates = list(self.paused.values()) + [
+                b for b in batch if b.request_id not in evicted and b is not s]
+            plan = plan_evictions(need, self.free_blocks, candidates, lambda r: r.blocks, rank, rank(s))
+            if plan is None:
+                continue  # evicting everyone below s would not make room: s waits
+            for v in plan:
+                self._evict(v, now)
+                evicted.add(v.request_id)
+            # a swapped request's whole context comes back, a decoder grows by its next token
             self.free_blocks -= need
             s.blocks += need
             granted.append(s)
             if chunk_left is not None and s.owes_prefill():
                 chunk_left -= self._target_tokens(s, chunk_left) - s.computed_tokens
         return granted
-
-    def _victims(
-        self, s: SimSequence, batch: list[SimSequence], evicted: set[str], keys: dict, now: float
-    ) -> list[SimSequence]:
-        """Who `s` may evict, in eviction order: paused requests (all outside the batch, so
-        ranked below it) worst first, then batch members ranked below `s`, worst first."""
-        paused = sorted((p for p in self.paused.values() if p.blocks),
-                        key=lambda p: self._key(p, now), reverse=True)
-        mine = keys[s.request_id]
-        below = sorted((b for b in batch if b.blocks and b.request_id not in evicted
-                        and b is not s and mine < keys[b.request_id]),
-                       key=lambda b: keys[b.request_id], reverse=True)
-        return paused + below
 
     def _evict(self, v: SimSequence, now: float) -> None:
         mode = choose_mode(self.cost, v.resident_tokens)

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 from policies.cost_model import CostModel
-from policies.preemption import PreemptionMode, choose_mode, choose_victim, victim_rank
+from policies.preemption import (
+    PreemptionMode, choose_mode, choose_victim, plan_evictions, victim_rank,
+)
 from policies.request import Request
 
 
@@ -34,3 +36,16 @@ def test_mode_follows_the_cheaper_cost() -> None:
     assert choose_mode(dear_swap, 300_000) is PreemptionMode.SWAP
     # no room on the host: recompute regardless
     assert choose_mode(cheap_swap, 500, host_free_tokens=499) is PreemptionMode.RECOMPUTE
+
+
+def test_plan_evictions_takes_only_lower_ranked_and_only_if_it_makes_room() -> None:
+    blocks = {"a": 3, "b": 2, "c": 4, "d": 0}
+    rank = {"a": 1, "b": 5, "c": 7, "d": 9}  # larger = worse
+    plan = lambda need, free, requester: plan_evictions(  # noqa: E731
+        need, free, list(blocks), blocks.__getitem__, rank.__getitem__, requester)
+    assert plan(2, 2, requester=0) == []  # already room
+    assert plan(5, 2, requester=0) == ["c"]  # worst first, and no more than needed
+    assert plan(7, 2, requester=0) == ["c", "b"]
+    assert plan(7, 2, requester=5) is None  # only c ranks below 5: 2 + 4 < 7, evict nobody
+    assert plan(6, 2, requester=5) == ["c"]
+    assert plan(1, 0, requester=9) is None  # nothing below the worst

@@ -7,7 +7,7 @@ import pytest
 
 from policies.cost_model import CostModel
 from policies.sim import cli
-from policies.sim.hardware import SETTINGS, HardwareSetting
+from policies.sim.hardware import SETTINGS
 from policies.sim.replica import Replica, ReplicaConfig, SimSequence
 from policies.sim.simulator import SimConfig, simulate
 from policies.sim.workload import RealisticSpec, SimRequest, paper_workload, realistic_workload
