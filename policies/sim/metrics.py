@@ -91,6 +91,7 @@ class Summary:
             "swaps": self.swaps,
             "recomputes": self.recomputes,
             "prefix_hits": self.prefix_hits,
+            **self.extra,
         }
 
 

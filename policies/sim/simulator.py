@@ -142,6 +142,7 @@ def simulate(requests: Sequence[SimRequest], policy: str, config: SimConfig) -> 
         recomputes=sum(s.recomputes for s in stats),
         prefix_hits=sum(s.prefix_hits for s in stats),
     )
+    summary.extra["migrations"] = float(migrations)
     return SimResult(summary, done, migrations)
 
 
