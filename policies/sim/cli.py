@@ -17,7 +17,9 @@ from policies.sim.hardware import SETTINGS
 from policies.sim.metrics import Completion, Summary
 from policies.sim.report import format_table, paper_checks, ratios
 from policies.sim.simulator import PLACERS, SimConfig, simulate
-from policies.sim.workload import PredictorSpec, RealisticSpec, paper_workload, realistic_workload
+from policies.sim.workload import (
+    PredictorSpec, RealisticSpec, SimRequest, paper_workload, realistic_workload,
+)
 
 
 def _csv(text: str) -> list[str]:
@@ -85,7 +87,7 @@ def _config(args: argparse.Namespace, setting: str) -> SimConfig:
     )
 
 
-def _workload(args: argparse.Namespace, maxcon: int):  # noqa: ANN202 - list[SimRequest]
+def _workload(args: argparse.Namespace, maxcon: int) -> list[SimRequest]:
     predictor = PredictorSpec(
         priority_error_rate=args.priority_error_rate,
         priority_error_distance=args.priority_error_distance,

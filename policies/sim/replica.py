@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from policies.catalog import AnyOrdering
 from policies.cost_model import CostModel
 from policies.fair_share import VirtualTokenCounter
+from policies.ordering import Key
 from policies.preemption import PreemptionMode, choose_mode, plan_evictions
 from policies.queue import RequestQueue
 from policies.request import context_tokens, remaining_tokens
@@ -165,14 +166,14 @@ class Replica:
             workers = self._allocate(prefilling or batch, batch, keys, now)
             if prefilling and not workers:
                 # better-ranked decoders hold the memory no prefill can take: decode instead
-                decoding = [s for s in self.running if not s.owes_prefill()]
+                decoding = [s for s in batch if not s.owes_prefill()]
                 workers = self._allocate(decoding, batch, keys, now)
         return self._execute(workers, now)
 
-    def _key(self, s: SimSequence, now: float):  # noqa: ANN202 - an ordering key
+    def _key(self, s: SimSequence, now: float) -> Key:
         return self.ordering.key(s, now)
 
-    def _form_batch(self, now: float) -> dict[str, tuple]:
+    def _form_batch(self, now: float) -> dict[str, Key]:
         keys = {s.request_id: self._key(s, now) for s in self.running}
         limit = self.config.batch_limit
         while len(self.queue):
@@ -213,13 +214,13 @@ class Replica:
         return min(ctx, s.computed_tokens + chunk_left)
 
     def _allocate(
-        self, workers: list[SimSequence], batch: list[SimSequence], keys: dict, now: float
+        self, workers: list[SimSequence], batch: list[SimSequence], keys: dict[str, Key], now: float
     ) -> list[SimSequence]:
         granted: list[SimSequence] = []
         evicted: set[str] = set()
         chunk_left = self.config.prefill_chunk if self.config.mixed else None
 
-        def rank(r: SimSequence) -> tuple:
+        def rank(r: SimSequence) -> tuple[bool, Key]:
             # paused requests sit outside the batch, so they rank below every member
             paused = r.request_id in self.paused
             return (paused, self._key(r, now) if paused else keys[r.request_id])

@@ -41,8 +41,10 @@ def test_mode_follows_the_cheaper_cost() -> None:
 def test_plan_evictions_takes_only_lower_ranked_and_only_if_it_makes_room() -> None:
     blocks = {"a": 3, "b": 2, "c": 4, "d": 0}
     rank = {"a": 1, "b": 5, "c": 7, "d": 9}  # larger = worse
-    plan = lambda need, free, requester: plan_evictions(  # noqa: E731
-        need, free, list(blocks), blocks.__getitem__, rank.__getitem__, requester)
+
+    def plan(need: int, free: int, requester: int) -> list[str] | None:
+        return plan_evictions(need, free, list(blocks), blocks.__getitem__, rank.__getitem__, requester)
+
     assert plan(2, 2, requester=0) == []  # already room
     assert plan(5, 2, requester=0) == ["c"]  # worst first, and no more than needed
     assert plan(7, 2, requester=0) == ["c", "b"]
