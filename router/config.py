@@ -150,6 +150,8 @@ class RuleConfig(_Section):
     # Levels toward 0 (more urgent) or toward 4; applied to whatever sets the level.
     raise_: Annotated[int, msgspec.Meta(ge=0, le=4)] = msgspec.field(default=0, name="raise")
     lower: Annotated[int, msgspec.Meta(ge=0, le=4)] = 0
+    # A shift does not go past this level (and leaves a level already past it alone).
+    stop_at: PriorityLevel | None = None
     # Case-insensitive whole words or phrases, and regular expressions (the `regex` dialect,
     # case-insensitive); a match of either counts, unless an exclude_* entry matches too.
     keywords: list[str] = msgspec.field(default_factory=list)

@@ -26,12 +26,34 @@ class PriorityDecision:
 
 
 @dataclass(frozen=True, slots=True)
-class PriorityShift:
-    """A step's partial answer: move whatever later steps decide by `levels` (positive: less
-    urgent). The rules' `raise`/`lower` produce it."""
+class Shift:
+    """Move a level by `levels` (positive: less urgent), but not past `stop_at`; a level already
+    past it stays where it is."""
 
     levels: int
+    stop_at: int | None = None
+
+    def apply(self, level: int) -> int:
+        moved = min(4, max(0, level + self.levels))
+        if self.stop_at is None:
+            return moved
+        if self.levels > 0:
+            return max(level, min(moved, self.stop_at))
+        return min(level, max(moved, self.stop_at))
+
+
+@dataclass(frozen=True, slots=True)
+class PriorityShift:
+    """A step's partial answer: shifts for whatever a later step decides, applied in order,
+    and the rules they come from. The rules' `raise`/`lower` produce it."""
+
+    shifts: tuple[Shift, ...]
     rules: tuple[str, ...]
+
+    def apply(self, level: int) -> int:
+        for shift in self.shifts:
+            level = shift.apply(level)
+        return level
 
 
 @dataclass(slots=True)

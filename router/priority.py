@@ -83,13 +83,11 @@ class PriorityResolver:
         return decision
 
     async def _decide(self, ctx: RequestContext) -> PriorityDecision:
-        levels = 0
-        shifted_by: tuple[str, ...] = ()
+        shifts: list[PriorityShift] = []
         for step in self.steps:
             answer = await step.decide(ctx)
             if isinstance(answer, PriorityShift):
-                levels += answer.levels
-                shifted_by += answer.rules
+                shifts.append(answer)
             elif answer is not None:
                 decision = answer
                 break
@@ -97,8 +95,11 @@ class PriorityResolver:
             decision = await self.fallback.decide(ctx)
         if decision.source == "header":
             return decision
-        if shifted_by:
-            level = min(LEAST_URGENT, max(MOST_URGENT, decision.priority + levels))
+        if shifts:
+            level = decision.priority
+            for shift in shifts:
+                level = shift.apply(level)
+            shifted_by = tuple(name for shift in shifts for name in shift.rules)
             decision = replace(decision, priority=level, adjusted_by=shifted_by + decision.adjusted_by)
         cap = ctx.api_key.max_priority if ctx.api_key is not None else MOST_URGENT
         if decision.priority < cap:

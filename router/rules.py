@@ -2,9 +2,9 @@
 
 Precedence, stated once: rules are examined in the order they are written. The first matching
 rule with `priority` sets the level and ends the examination. Every matching `raise`/`lower`
-rule met before it shifts that level; if no rule sets one, their shifts apply to whatever the
-next steps (the model-based taggers, the default) decide. An `x-priority` header is never
-shifted.
+rule met before it shifts that level, in order (a `stop_at` keeps a shift from going past a
+level); if no rule sets one, their shifts apply to whatever the next steps (the model-based
+taggers, the default) decide. An `x-priority` header is never shifted.
 
 Matching cost is bounded: each examined text is cut to `tagging.max_input_chars`, every
 pattern is compiled once at start-up with the `regex` module, and each search runs with its
@@ -18,7 +18,7 @@ import fnmatch
 import regex
 
 from router.config import RuleConfig, TaggingConfig
-from router.context import PriorityDecision, PriorityShift, RequestContext
+from router.context import PriorityDecision, PriorityShift, RequestContext, Shift
 from router.metrics import RouterMetrics
 from router.request_text import examined_texts
 
@@ -40,7 +40,7 @@ class Rule:
     def __init__(self, config: RuleConfig) -> None:
         self.name = config.name
         self.priority = config.priority
-        self.shift = config.lower - config.raise_
+        self.shift = Shift(config.lower - config.raise_, config.stop_at)
         self.include = [p for p in [_keywords_pattern(config.keywords), *_patterns(config.patterns)] if p]
         self.exclude = [p for p in [_keywords_pattern(config.exclude_keywords), *_patterns(config.exclude_patterns)] if p]
         self.models = config.models
@@ -92,17 +92,17 @@ class RuleSet:
 
     def evaluate(self, ctx: RequestContext) -> PriorityDecision | PriorityShift | None:
         tenant = (ctx.api_key.name or ctx.api_key.key) if ctx.api_key is not None else ""
-        shift = 0
+        shifts: list[Shift] = []
         shifted_by: list[str] = []
         for rule in self.rules:
             if not self._matches(rule, ctx, tenant):
                 continue
             if rule.priority is not None:
-                level = min(4, max(0, rule.priority + shift))
-                return PriorityDecision(level, f"rule:{rule.name}", adjusted_by=tuple(shifted_by))
-            shift += rule.shift
+                found = PriorityShift(tuple(shifts), tuple(shifted_by))
+                return PriorityDecision(found.apply(rule.priority), f"rule:{rule.name}", adjusted_by=found.rules)
+            shifts.append(rule.shift)
             shifted_by.append(rule.name)
-        return PriorityShift(shift, tuple(shifted_by)) if shifted_by else None
+        return PriorityShift(tuple(shifts), tuple(shifted_by)) if shifted_by else None
 
 
 class RulePriority:
