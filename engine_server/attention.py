@@ -22,7 +22,7 @@ class PrefillChunk:
     length: int  # tokens computed this step
     context_len: int  # tokens of this sequence already in the cache before this chunk
     block_table: torch.Tensor  # [n_blocks] covering context_len + length tokens
-    mask: torch.Tensor | None = None  # [length, context_len + length], None when context_len == 0
+    mask: torch.Tensor | None = None  # additive [length, context_len + length]; None when context_len == 0
 
 
 @dataclass
@@ -32,7 +32,7 @@ class AttentionMetadata:
     slot_mapping: torch.Tensor  # [T] flat cache slot (block * block_size + offset) per token
     num_decodes: int = 0
     decode_block_tables: torch.Tensor | None = None  # [num_decodes, max_blocks]
-    decode_mask: torch.Tensor | None = None  # [num_decodes, 1, 1, max_blocks * block_size]
+    decode_mask: torch.Tensor | None = None  # additive (0 / -inf) [num_decodes, 1, 1, max_blocks * block_size]
     prefills: list[PrefillChunk] = field(default_factory=list)
 
 
@@ -69,8 +69,10 @@ class TorchPagedAttention:
         n = meta.num_decodes
         if n:
             assert meta.decode_block_tables is not None and meta.decode_mask is not None
-            keys = k_cache[meta.decode_block_tables].view(n, -1, kv_heads, head_dim).transpose(1, 2)
-            values = v_cache[meta.decode_block_tables].view(n, -1, kv_heads, head_dim).transpose(1, 2)
+            # index_select, not advanced indexing: about 10x faster for this gather on the CPU.
+            flat_tables = meta.decode_block_tables.view(-1)
+            keys = k_cache.index_select(0, flat_tables).view(n, -1, kv_heads, head_dim).transpose(1, 2)
+            values = v_cache.index_select(0, flat_tables).view(n, -1, kv_heads, head_dim).transpose(1, 2)
             qd = q[:n].view(n, kv_heads, group, head_dim)
             o = F.scaled_dot_product_attention(qd, keys, values, attn_mask=meta.decode_mask)
             out[:n] = o.reshape(n, heads, head_dim)
@@ -85,8 +87,8 @@ class TorchPagedAttention:
                 )
             else:
                 total = chunk.context_len + chunk.length
-                ks = k_cache[chunk.block_table].view(-1, kv_heads, head_dim)[:total]
-                vs = v_cache[chunk.block_table].view(-1, kv_heads, head_dim)[:total]
+                ks = k_cache.index_select(0, chunk.block_table).view(-1, kv_heads, head_dim)[:total]
+                vs = v_cache.index_select(0, chunk.block_table).view(-1, kv_heads, head_dim)[:total]
                 o = F.scaled_dot_product_attention(
                     qs,
                     ks.transpose(0, 1).unsqueeze(0),

@@ -38,6 +38,7 @@ class ModelRunner:
         self.backend = backend
         self.device = device
         self.block_size = kv.block_size
+        self.dtype = kv.kv_caches[0].dtype
         self.prepare_s = 0.0  # building input tensors: the runner's own CPU overhead
         self.forward_s = 0.0  # the model's forward pass and logits
 
@@ -78,14 +79,15 @@ class ModelRunner:
             lens = torch.tensor(ctx)
             mask = torch.arange(width * bs).unsqueeze(0) < lens.unsqueeze(1)
             meta.decode_block_tables = tables.to(dev)
-            meta.decode_mask = mask.view(len(decodes), 1, 1, width * bs).to(dev)
+            meta.decode_mask = _additive(mask.view(len(decodes), 1, 1, width * bs), self.dtype).to(dev)
         offset = len(decodes)
         for b in prefills:
             c, n = b.seq.num_computed_tokens, b.num_tokens
             table = torch.tensor([blk.block_id for blk in b.seq.block_table[: -(-(c + n) // bs)]], device=dev)
             mask = None
             if c:
-                mask = torch.arange(c + n, device=dev).unsqueeze(0) <= (c + torch.arange(n, device=dev)).unsqueeze(1)
+                allowed = torch.arange(c + n).unsqueeze(0) <= (c + torch.arange(n)).unsqueeze(1)
+                mask = _additive(allowed, self.dtype).to(dev)
             meta.prefills.append(PrefillChunk(start=offset, length=n, context_len=c, block_table=table, mask=mask))
             offset += n
 
@@ -102,3 +104,9 @@ class ModelRunner:
         self.prepare_s += t1 - t0
         tokens, logprobs = sample(logits, sample_seqs)
         return [SampledToken(s, t, lp) for s, t, lp in zip(sample_seqs, tokens, logprobs)]
+
+
+def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean mask as 0 / -inf in the model dtype: built once per step, where SDPA would
+    otherwise convert the boolean mask again in every layer."""
+    return torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, float("-inf"))
