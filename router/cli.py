@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from policies.sim import cli as simulator_cli
 from router.config import ConfigError, load_config, resolve_config_path
 from router.engine_launcher import EngineProcess
 from router.server import StartupError, bind_socket, serve, url_of
@@ -63,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--host", help="address to listen on (default: server.host)")
     serve_cmd.add_argument("--port", type=int, help="port to listen on (default: server.port)")
     serve_cmd.set_defaults(run=_serve)
+    simulate_cmd = commands.add_parser(
+        "simulate", help="run the discrete-event scheduling simulator (policies/sim)",
+        description="Deterministic discrete-event simulation of scheduling policies on several replicas.",
+    )
+    simulator_cli.configure_parser(simulate_cmd)
+    simulate_cmd.set_defaults(run=simulator_cli.run)
     # Listed for --help only: main() hands every argument after `engine` to the engine itself.
     commands.add_parser("engine", help="run Triage's own engine; `triage engine --help` lists its options")
     return parser

@@ -79,3 +79,12 @@ def test_an_engine_that_cannot_start_is_a_clear_error(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "engine e exited with status" in result.stderr
+
+
+def test_simulate_is_deterministic_for_a_seed() -> None:
+    command = [*TRIAGE, "simulate", "--mode", "realistic", "--requests", "40", "--seed", "7", "--compare", "fcfs,semantic"]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert "semantic" in first.stdout and "fcfs" in first.stdout
+    assert first.stdout == second.stdout
