@@ -63,6 +63,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     real.add_argument("--batch-overhead", type=float, default=0.02, help="decode cost per extra member (x dc2)")
     real.add_argument("--prefill-chunk", type=int, default=512, help="prefill tokens per iteration")
     real.add_argument("--rebalance-every", type=float, default=None, help="seconds between rebalancing")
+    real.add_argument("--critical-replicas", type=int, default=0,
+                      help="the first N replicas serve priority 0 only (see --placement qos-aware)")
+    real.add_argument("--critical-cap", type=int, default=4, help="their concurrency cap under qos-aware")
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print JSON instead of tables")
     out.add_argument("--plot", metavar="PNG", help="write per-priority bars and latency CDFs")
@@ -84,6 +87,8 @@ def _config(args: argparse.Namespace, setting: str) -> SimConfig:
         aging_bound=args.aging_bound,
         rebalance_every=args.rebalance_every if realistic else None,
         wsjf_weights=tuple(float(w) for w in _csv(args.wsjf_weights)) if args.wsjf_weights else None,
+        critical_replicas=args.critical_replicas if realistic else 0,
+        critical_cap=args.critical_cap,
     )
 
 

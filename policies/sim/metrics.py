@@ -47,6 +47,7 @@ class Completion:
     finished: float
     output_tokens: int
     preemptions: int
+    replica: str = ""
 
     @property
     def latency(self) -> float:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from policies.catalog import DEFAULT_AGING_BOUND, make_ordering
 from policies.placement import (
-    BackendState, CacheAffinity, LeastLoad, Placer, PlacementRequest, PowerOfTwoChoices,
+    BackendState, CacheAffinity, LeastLoad, Placer, PlacementRequest, PowerOfTwoChoices, QosAware,
     RoundRobin,
 )
 from policies.rebalancing import ReplicaState, ResidentRequest, balance_pairs
@@ -27,11 +27,13 @@ from policies.sim.metrics import Completion, Summary, summarize
 from policies.sim.replica import Replica, ReplicaConfig, SimSequence
 from policies.sim.workload import SimRequest
 
-PLACERS: dict[str, Callable[[], Placer]] = {
-    "round-robin": RoundRobin,
-    "least-load": LeastLoad,
-    "power-of-two": PowerOfTwoChoices,
-    "cache-affinity": CacheAffinity,
+PLACERS: dict[str, Callable[["SimConfig"], Placer]] = {
+    "round-robin": lambda c: RoundRobin(),
+    "least-load": lambda c: LeastLoad(),
+    "power-of-two": lambda c: PowerOfTwoChoices(),
+    "cache-affinity": lambda c: CacheAffinity(),
+    # Parrot: P0-only replicas keep a small cap, P0 spills to the others when they are full
+    "qos-aware": lambda c: QosAware(LeastLoad(), critical=0, critical_cap=c.critical_cap),
 }
 
 ARRIVAL, ITERATION_END, REBALANCE = 0, 1, 2
@@ -52,6 +54,8 @@ class SimConfig:
     aging_bound: float = DEFAULT_AGING_BOUND
     rebalance_every: float | None = None
     wsjf_weights: tuple[float, ...] | None = None
+    critical_replicas: int = 0  # the first N replicas serve priority 0 only
+    critical_cap: int = 4  # their concurrency cap under qos-aware placement
 
     def replica_config(self) -> ReplicaConfig:
         return ReplicaConfig(
@@ -80,7 +84,9 @@ def simulate(requests: Sequence[SimRequest], policy: str, config: SimConfig) -> 
         Replica(f"replica{i}", rc, cost, make_ordering(policy, cost, config.aging_bound, config.wsjf_weights))
         for i in range(config.replicas)
     ]
-    placer = PLACERS[config.placement]()
+    placer = PLACERS[config.placement](config)
+    if config.critical_replicas >= config.replicas > 1:
+        raise ValueError("at least one replica must serve the non-critical priorities")
     events: list[tuple[float, int, int, int]] = []
     seq = 0
 
@@ -117,7 +123,7 @@ def simulate(requests: Sequence[SimRequest], policy: str, config: SimConfig) -> 
             if spec.request_id in seen:
                 raise ValueError(f"duplicate request id {spec.request_id}")
             seen.add(spec.request_id)
-            target = _place(placer, replicas, spec, now)
+            target = _place(placer, replicas, spec, now, config.critical_replicas)
             replicas[target].enqueue(SimSequence(spec), now)
             if not busy[target]:
                 start(target, now)
@@ -149,21 +155,22 @@ def simulate(requests: Sequence[SimRequest], policy: str, config: SimConfig) -> 
 def _completion(s: SimSequence) -> Completion:
     assert s.finished is not None and s.first_scheduled is not None and s.first_token is not None
     return Completion(s.request_id, s.spec.priority, s.spec.arrival, s.first_scheduled,
-                      s.first_token, s.finished, s.output_tokens, s.preemptions)
+                      s.first_token, s.finished, s.output_tokens, s.preemptions, s.replica)
 
 
-def _place(placer: Placer, replicas: list[Replica], spec: SimRequest, now: float) -> int:
+def _place(placer: Placer, replicas: list[Replica], spec: SimRequest, now: float, critical: int) -> int:
     if len(replicas) == 1:
         return 0
     snapshot = [
         BackendState(r.name, load=r.load, in_flight_tokens=r.in_flight_tokens(),
-                     prefix_match_tokens=r.prefix_match_tokens(spec))
-        for r in replicas
+                     prefix_match_tokens=r.prefix_match_tokens(spec),
+                     serves_priorities=frozenset({0}) if i < critical else None)
+        for i, r in enumerate(replicas)
     ]
     request = PlacementRequest(spec.request_id, spec.predicted_priority, spec.prompt_tokens,
                                spec.predicted_output_tokens)
     placement = placer.place(request, snapshot, now)
-    if placement.backend is None:  # no caps in the simulator: cannot happen, but be explicit
+    if placement.backend is None:  # non-critical replicas take everything: cannot happen
         raise RuntimeError(f"no replica for {spec.request_id}: {placement.reason}")
     return next(i for i, r in enumerate(replicas) if r.name == placement.backend)
 

@@ -167,3 +167,18 @@ def test_withdraw_for_migration_refuses_requests_whose_kv_lives_here() -> None:
     swapped.computed_tokens = swapped.swapped_tokens = 30
     rep.enqueue(swapped, 0.0)
     assert rep.withdraw("swapped") is None  # its KV is on this host
+
+
+def test_qos_aware_keeps_the_critical_replica_for_p0() -> None:
+    w = realistic_workload(4, RealisticSpec(requests=150, rate=40.0, tenants=2, system_prompt_tokens=200))
+    cfg = SimConfig(SETTINGS["A100_4B"], replicas=3, mixed=True, prefill_chunk=512,
+                    placement="qos-aware", critical_replicas=1, critical_cap=2)
+    result = simulate(w, "default", cfg)
+    truth = {r.request_id: r for r in w}
+    on_critical = [c for c in result.completions if c.replica == "replica0"]
+    assert on_critical and all(truth[c.request_id].predicted_priority == 0 for c in on_critical)
+    spilled = [c for c in result.completions
+               if truth[c.request_id].predicted_priority == 0 and c.replica != "replica0"]
+    assert spilled  # at 40 req/s a cap of 2 overflows: P0 spills to bulk replicas
+    with pytest.raises(ValueError):
+        simulate(w, "default", SimConfig(SETTINGS["A100_4B"], replicas=2, critical_replicas=2))
