@@ -7,8 +7,9 @@ Starvation bound. Let request r arrive at time t, and let N be the number of req
 arrived before t and are still waiting at t + bound. From t + bound on, r is promoted, and only
 promoted requests that arrived before r (at most N, and no new ones: anything arriving later
 is younger) can be chosen before it. So r is chosen at the latest at the (N+1)-th pop after
-t + bound, whatever `inner` says and however many urgent requests keep arriving.
-`tests/policies/test_aging.py` checks this against an adversarial stream.
+t + bound, whatever `inner` says and however many urgent requests keep arriving. (An older
+request preempted and pushed again also counts among those N; there are finitely many, and
+each is promoted too.) `tests/policies/test_aging.py` checks this against an adversarial stream.
 """
 
 from __future__ import annotations
