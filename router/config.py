@@ -108,10 +108,11 @@ class RoutingConfig(_Section):
 
 class AdmissionConfig(_Section):
     # A policies/ ordering name: fcfs, sjf, pjf, semantic, mlq, app-fifo, vtc, urgent-first,
-    # each optionally with "+aging".
+    # wsjf, each optionally with "+aging".
     ordering: str = "semantic+aging"
-    # A request waiting longer than this is promoted ahead of everything (no starvation).
-    aging_bound_s: PositiveFloat = 10.0
+    # A request waiting longer than this is promoted ahead of everything (no starvation). Too
+    # short a bound promotes everything in a burst and the order degrades to FCFS.
+    aging_bound_s: PositiveFloat = 60.0
     # Queue limits: all priorities together, then per priority 0..4.
     max_queued: Annotated[int, msgspec.Meta(ge=0)] = 1024
     max_queued_per_priority: Annotated[list[int], msgspec.Meta(min_length=5, max_length=5)] = msgspec.field(
