@@ -110,3 +110,16 @@ def test_streams_teach_the_predictor_without_the_client_seeing_usage(upstream: F
     assert '"completion_tokens": 5' in asked.text
     assert "x-triage-predicted-tokens" in plain.headers
     assert "triage_output_length_error_tokens_count" in metrics
+
+
+def test_what_the_predictor_learned_survives_a_restart(upstream: FakeUpstream, tmp_path: Path) -> None:
+    state = tmp_path / "length.json"
+    config = f'[[backends]]\nname = "alpha"\nurl = "{upstream.url}"\nmodels = ["smol"]\n[length]\nstate_file = "{state}"\n'
+    with running_proxy(config) as proxy:
+        for _ in range(10):
+            httpx.post(f"{proxy.url}/v1/chat/completions", json=_chat("hi"))
+    assert state.exists()
+    with running_proxy(config) as proxy:
+        learned = httpx.post(f"{proxy.url}/v1/chat/completions", json=_chat("hi"))
+    # The fake upstream always answers with 3 completion tokens.
+    assert int(learned.headers["x-triage-predicted-tokens"]) <= 6
