@@ -49,7 +49,8 @@ log = logging.getLogger("triage.proxy")
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
 _OWN_HEADERS = frozenset(
     {b"x-request-id", b"x-triage-priority", b"x-triage-priority-source", b"x-triage-priority-clamped-from",
-     b"x-triage-backend", b"x-triage-placement", b"x-triage-predicted-tokens", b"x-triage-predicted-tokens-high"}
+     b"x-triage-priority-adjusted-by", b"x-triage-backend", b"x-triage-placement", b"x-triage-predicted-tokens",
+     b"x-triage-predicted-tokens-high"}
 )
 # A request carrying this header gets the placement explained in `x-triage-placement`.
 DEBUG_HEADER = "x-triage-debug"
@@ -335,6 +336,9 @@ class ProxyEndpoint:
             self._count_failure(priority, backend.name, "upstream_broke_stream", None)
             failure = UpstreamTimeout if isinstance(error, asyncio.TimeoutError) else UpstreamUnreachable
             event = b"data: " + failure(f"backend {backend.name} failed mid-stream").body() + b"\n\n"
+            if usage_filter is not None:
+                # Whatever the filter holds was sent before the failure: it goes first.
+                event = usage_filter.flush() + event
             await send({"type": "http.response.body", "body": event, "more_body": True})
         if usage_filter is not None and (rest := usage_filter.flush()):
             await send({"type": "http.response.body", "body": rest, "more_body": True})
@@ -374,6 +378,8 @@ class ProxyEndpoint:
             head.append((b"x-triage-priority-source", decision.source.encode()))
             if decision.clamped_from is not None:
                 head.append((b"x-triage-priority-clamped-from", str(decision.clamped_from).encode()))
+            if decision.adjusted_by:
+                head.append((b"x-triage-priority-adjusted-by", ",".join(decision.adjusted_by).encode("latin-1", "replace")))
         return head
 
     def _adds_usage(self, ctx: RequestContext) -> bool:

@@ -67,6 +67,10 @@ def test_rules_then_the_embedding_classifier_then_the_default(upstream: FakeUpst
         assert source == "embedding" and level >= 2
         # The header still wins over everything.
         assert tag("my son swallowed drain cleaner", {"x-priority": "3"}) == (3, "header")
+        # A shift rule says so.
+        shifted = httpx.post(f"{proxy.url}/v1/chat/completions", json=_chat("No rush: how do I center a div with flexbox?"))
+        assert shifted.headers["x-triage-priority"] == "3"
+        assert shifted.headers["x-triage-priority-adjusted-by"] == "no-rush"
         metrics = httpx.get(f"{proxy.url}/metrics").text
     assert 'triage_priority_decisions_total{priority="0",source="embedding"} 1.0' in metrics
     assert "triage_tagger_latency_seconds_count" in metrics
