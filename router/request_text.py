@@ -30,7 +30,7 @@ def message_text(message: ChatMessage) -> str:
         return ""
     if isinstance(content, str):
         return content
-    return "\n".join(_part_text(part) for part in content if _part_text(part))
+    return "\n".join(text for text in map(_part_text, content) if text)
 
 
 def _part_text(part: Any) -> str:
