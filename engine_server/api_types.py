@@ -25,8 +25,9 @@ class _Sampling(Struct, kw_only=True):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = 1
-    # Triage extensions: 0 = most urgent .. 4; the router's output-length prediction.
-    priority: int = 2
+    # Triage extensions: 0 = most urgent .. 4 (else the x-priority header, else 2); the
+    # router's output-length prediction.
+    priority: int | None = None
     predicted_output_tokens: int | None = None
 
 

@@ -34,9 +34,17 @@ class AttentionMetadata:
     decode_block_tables: torch.Tensor | None = None  # [num_decodes, max_blocks]
     decode_mask: torch.Tensor | None = None  # additive (0 / -inf) [num_decodes, 1, 1, max_blocks * block_size]
     prefills: list[PrefillChunk] = field(default_factory=list)
+    # Packed form, built only for backends that ask for it (`packed = True`), e.g. kernels/:
+    # every sequence of the step, in batch order, int32 on the device.
+    block_tables: torch.Tensor | None = None  # [num_seqs, max_blocks]
+    query_start_loc: torch.Tensor | None = None  # [num_seqs + 1]
+    seq_lens: torch.Tensor | None = None  # [num_seqs] context after this step
+    max_query_len: int = 0
 
 
 class AttentionBackend(Protocol):
+    packed: bool  # wants AttentionMetadata's packed fields
+
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
@@ -52,6 +60,8 @@ class TorchPagedAttention:
     query heads that share a KV head fold into the query axis, so GQA costs no KV copy.
     Prefill chunks are few per step (the token budget bounds them) and run one SDPA each.
     """
+
+    packed = False
 
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata
@@ -100,6 +110,35 @@ class TorchPagedAttention:
         return out
 
 
-def make_attention_backend(device: torch.device) -> AttentionBackend:
-    """The torch path serves the CPU; a CUDA kernels/ backend goes here when it exists."""
-    return TorchPagedAttention()
+class TritonPagedAttention:
+    """kernels/' Triton kernels: one launch writes the step's K/V, one attends for every
+    sequence (prefill chunks and decodes alike) straight from the paged cache, no gather."""
+
+    packed = True
+
+    def __init__(self) -> None:
+        from kernels import paged_attention, write_kv_cache
+
+        self._attend = paged_attention
+        self._write = write_kv_cache
+
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata
+    ) -> torch.Tensor:
+        assert meta.block_tables is not None and meta.query_start_loc is not None and meta.seq_lens is not None
+        self._write(k, v, kv_cache[0], kv_cache[1], meta.slot_mapping)
+        out, _ = self._attend(
+            q, kv_cache[0], kv_cache[1], meta.block_tables, meta.query_start_loc, meta.seq_lens,
+            max_query_len=meta.max_query_len,
+        )
+        return out
+
+
+def make_attention_backend(device: torch.device, name: str = "auto") -> AttentionBackend:
+    """'auto': Triton kernels on CUDA, torch elsewhere. 'triton' on the CPU needs
+    TRITON_INTERPRET=1 (tests only: it is slow)."""
+    if name == "triton" or (name == "auto" and device.type == "cuda"):
+        return TritonPagedAttention()
+    if name in ("torch", "auto"):
+        return TorchPagedAttention()
+    raise ValueError(f"unknown attention backend {name!r}: expected auto, torch or triton")

@@ -18,6 +18,7 @@ class EngineConfig(msgspec.Struct, kw_only=True):
     served_model_name: str | None = None
     dtype: DType = "float32"
     device: str = "cpu"
+    attention_backend: str = "auto"  # auto: Triton kernels on CUDA, torch on the CPU
     block_size: int = 16
     # CPU has no "free memory" to measure, so the KV pool is a configured budget.
     kv_cache_gib: float = 1.0

@@ -94,7 +94,7 @@ class LLMEngine:
         )
         # A sequence must fit the KV pool on its own, or preemption could never make room for it.
         self.max_model_len = min(max_model_len, num_blocks * config.block_size)
-        self.runner = ModelRunner(model, self.kv, make_attention_backend(device), device)
+        self.runner = ModelRunner(model, self.kv, make_attention_backend(device, config.attention_backend), device)
         self.eos_ids = set(model_config.eos_token_ids)
         if tokenizer is not None and tokenizer.eos_token_id is not None:
             self.eos_ids.add(tokenizer.eos_token_id)
@@ -141,6 +141,7 @@ class LLMEngine:
             request_id, prompt_token_ids, params, priority=priority,
             arrival_time=now if arrival_time is None else arrival_time, predicted_output_len=predicted_output_len,
         )
+        seq.arrival_step = self.num_steps
         self.seqs[request_id] = seq
         if self.tokenizer is not None:
             self.detokenizers[request_id] = IncrementalDetokenizer(self.tokenizer, prompt_token_ids, params.stop)
@@ -190,6 +191,8 @@ class LLMEngine:
         for st in sampled:
             seq = st.seq
             seq.token_ids.append(st.token_id)
+            if seq.first_token_step is None:
+                seq.first_token_step, seq.first_token_time = self.num_steps, time.monotonic()
             self.generation_tokens_total += 1
             if st.logprob is not None:
                 seq.logprobs.append(st.logprob)

@@ -69,7 +69,9 @@ class ModelRunner:
 
         dev = self.device
         meta = AttentionMetadata(slot_mapping=torch.tensor(slots, device=dev), num_decodes=len(decodes))
-        if decodes:
+        if self.backend.packed:
+            self._pack(meta, ordered)
+        elif decodes:
             ctx = [b.seq.num_computed_tokens + 1 for b in decodes]
             width = -(-max(ctx) // bs)
             tables = torch.zeros(len(decodes), width, dtype=torch.long)
@@ -81,7 +83,7 @@ class ModelRunner:
             meta.decode_block_tables = tables.to(dev)
             meta.decode_mask = _additive(mask.view(len(decodes), 1, 1, width * bs), self.dtype).to(dev)
         offset = len(decodes)
-        for b in prefills:
+        for b in [] if self.backend.packed else prefills:
             c, n = b.seq.num_computed_tokens, b.num_tokens
             table = torch.tensor([blk.block_id for blk in b.seq.block_table[: -(-(c + n) // bs)]], device=dev)
             mask = None
@@ -104,6 +106,23 @@ class ModelRunner:
         self.prepare_s += t1 - t0
         tokens, logprobs = sample(logits, sample_seqs)
         return [SampledToken(s, t, lp) for s, t, lp in zip(sample_seqs, tokens, logprobs)]
+
+
+    def _pack(self, meta: AttentionMetadata, ordered: list[ScheduledSeq]) -> None:
+        bs, dev = self.block_size, self.device
+        lens = [b.seq.num_computed_tokens + b.num_tokens for b in ordered]
+        width = max(-(-n // bs) for n in lens)
+        tables = torch.zeros(len(ordered), width, dtype=torch.int32)
+        for i, (b, n) in enumerate(zip(ordered, lens)):
+            row = [blk.block_id for blk in b.seq.block_table[: -(-n // bs)]]
+            tables[i, : len(row)] = torch.tensor(row, dtype=torch.int32)
+        starts = [0]
+        for b in ordered:
+            starts.append(starts[-1] + b.num_tokens)
+        meta.block_tables = tables.to(dev)
+        meta.query_start_loc = torch.tensor(starts, dtype=torch.int32, device=dev)
+        meta.seq_lens = torch.tensor(lens, dtype=torch.int32, device=dev)
+        meta.max_query_len = max(b.num_tokens for b in ordered)
 
 
 def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

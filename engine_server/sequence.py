@@ -78,6 +78,10 @@ class Sequence:
         self.finish_reason: FinishReason | None = None
         self.num_preemptions = 0
         self.first_scheduled_time: float | None = None
+        # Engine step counters: TTFT in steps, independent of machine speed and load.
+        self.arrival_step = 0
+        self.first_token_step: int | None = None
+        self.first_token_time: float | None = None
         self.generator: torch.Generator | None = None
         if params.seed is not None:
             self.generator = torch.Generator().manual_seed(params.seed)

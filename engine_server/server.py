@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -54,6 +55,7 @@ from engine_server.metrics import render
 from engine_server.sequence import SamplingParams, TokenLogprob
 
 MAX_TOP_LOGPROBS = 20
+DEFAULT_PRIORITY = 2
 
 
 class _Generation(msgspec.Struct):
@@ -73,6 +75,9 @@ class EngineServer:
         self, engine: AsyncEngine, model_name: str, embedder: EmbeddingBatcher | None, embedding_model_name: str
     ) -> None:
         self.engine = engine
+        # The engine thread detokenizes with its own tokenizer; a Rust tokenizer shared across
+        # threads can fail with "Already borrowed", so the HTTP side gets a copy.
+        self.tokenizer = copy.deepcopy(engine.tokenizer)
         self.model_name = model_name
         self.embedder = embedder
         self.embedding_model_name = embedding_model_name
@@ -93,11 +98,23 @@ class EngineServer:
         if model is not None and model not in served:
             raise ModelNotFound(f"the model {model!r} does not exist; this server serves {', '.join(served)}", param="model")
 
+    def _priority(self, body: Any, headers: Any) -> int:
+        value: Any = body.priority
+        if value is None:
+            header = headers.get("x-priority")
+            if header is None:
+                return DEFAULT_PRIORITY
+            try:
+                value = int(header)
+            except ValueError:
+                raise BadRequest("the x-priority header must be an integer 0..4", param="x-priority") from None
+        if not 0 <= value <= 4:
+            raise BadRequest("priority must be between 0 (most urgent) and 4", param="priority")
+        return value
+
     def _sampling(self, body: Any, prompt_ids: list[int], max_tokens: int | None, top_logprobs: int | None) -> SamplingParams:
         if body.n != 1:
             raise BadRequest("only n=1 is supported", param="n")
-        if not 0 <= body.priority <= 4:
-            raise BadRequest("priority must be between 0 (most urgent) and 4", param="priority")
         temperature = 1.0 if body.temperature is None else body.temperature
         if not 0 <= temperature <= 2:
             raise BadRequest("temperature must be between 0 and 2", param="temperature")
@@ -125,30 +142,34 @@ class EngineServer:
             raise ContextTooLong(str(e), param="messages" if hasattr(body, "messages") else "prompt") from None
         return params
 
-    def _generation(self, prefix: str, body: Any, prompt_ids: list[int], max_tokens: int | None, top: int | None) -> _Generation:
+    def _generation(
+        self, prefix: str, body: Any, headers: Any, prompt_ids: list[int], max_tokens: int | None, top: int | None
+    ) -> _Generation:
+        priority = self._priority(body, headers)
         params = self._sampling(body, prompt_ids, max_tokens, top)
         return _Generation(
-            request_id=f"{prefix}-{uuid.uuid4().hex}", prompt_ids=prompt_ids, params=params, priority=body.priority,
+            request_id=f"{prefix}-{uuid.uuid4().hex}", prompt_ids=prompt_ids, params=params, priority=priority,
             predicted=body.predicted_output_tokens, stream=body.stream,
             include_usage=bool(body.stream_options and body.stream_options.include_usage),
         )
 
-    def chat_request(self, raw: bytes) -> _Generation:
+    def chat_request(self, raw: bytes, headers: Any) -> _Generation:
         body: ChatCompletionRequest = self._decode(raw, ChatCompletionRequest)
         self._check_model(body.model, self.model_name)
         if not body.messages:
             raise BadRequest("messages must not be empty", param="messages")
         messages = [_flatten_content(m) for m in body.messages]
         try:
-            encoded = self.engine.tokenizer.apply_chat_template(
+            encoded = self.tokenizer.apply_chat_template(
                 messages, add_generation_prompt=True, tokenize=True, return_dict=True
             )
         except Exception as e:  # the template rejects roles or shapes it does not know
             raise BadRequest(f"the chat template rejected the messages: {e}", param="messages") from None
         top = (body.top_logprobs or 0) if body.logprobs else None
-        return self._generation("chatcmpl", body, list(encoded["input_ids"]), body.max_completion_tokens or body.max_tokens, top)
+        max_tokens = body.max_completion_tokens or body.max_tokens
+        return self._generation("chatcmpl", body, headers, list(encoded["input_ids"]), max_tokens, top)
 
-    def completion_request(self, raw: bytes) -> _Generation:
+    def completion_request(self, raw: bytes, headers: Any) -> _Generation:
         body: CompletionRequest = self._decode(raw, CompletionRequest)
         self._check_model(body.model, self.model_name)
         if body.echo:
@@ -159,13 +180,14 @@ class EngineServer:
                 raise BadRequest("only one prompt per request is supported", param="prompt")
             prompt = prompt[0]
         if isinstance(prompt, str):
-            ids = list(self.engine.tokenizer(prompt)["input_ids"])
+            ids = list(self.tokenizer(prompt)["input_ids"])
         else:
             vocab = self.engine.engine.model_config.vocab_size
             if any(not isinstance(t, int) or not 0 <= t < vocab for t in prompt):
                 raise BadRequest(f"prompt token ids must be integers in [0, {vocab})", param="prompt")
             ids = list(prompt)  # type: ignore[arg-type]
-        return self._generation("cmpl", body, ids, body.max_tokens if body.max_tokens is not None else 16, body.logprobs)
+        max_tokens = body.max_tokens if body.max_tokens is not None else 16  # the legacy API's default
+        return self._generation("cmpl", body, headers, ids, max_tokens, body.logprobs)
 
     # --- responses ----------------------------------------------------------------------
 
@@ -176,7 +198,7 @@ class EngineServer:
         )
 
     def _token_text(self, token_id: int) -> str:
-        return self.engine.tokenizer.decode([token_id])
+        return self.tokenizer.decode([token_id])
 
     def _chat_logprobs(self, lps: list[TokenLogprob]) -> ChatLogprobs:
         content = []
@@ -228,7 +250,7 @@ class EngineServer:
         raise ClientDisconnected()
 
     async def chat(self, request: Request) -> Response[Any] | Stream:
-        gen = self.chat_request(await request.body())
+        gen = self.chat_request(await request.body(), request.headers)
         if gen.stream:
             return _sse(self._chat_stream(gen))
         text, lps, last = await self.run_to_end(gen, request)
@@ -244,19 +266,24 @@ class EngineServer:
 
         yield chunk(ChatDelta(role="assistant", content=""))
         last: RequestOutput | None = None
-        async for out in self.engine.generate(
-            gen.request_id, gen.prompt_ids, gen.params, priority=gen.priority, predicted_output_len=gen.predicted
-        ):
-            last = out
-            lps = self._chat_logprobs(out.logprobs) if gen.params.logprobs else None
-            if out.text or lps or out.finished:
-                yield chunk(ChatDelta(content=out.text), out.finish_reason if out.finished else None, lps)
+        try:
+            async for out in self.engine.generate(
+                gen.request_id, gen.prompt_ids, gen.params, priority=gen.priority, predicted_output_len=gen.predicted
+            ):
+                last = out
+                lps = self._chat_logprobs(out.logprobs) if gen.params.logprobs else None
+                if out.text or lps or out.finished:
+                    yield chunk(ChatDelta(content=out.text), out.finish_reason if out.finished else None, lps)
+        except Exception as e:  # headers are sent: report in-band, as vLLM does, then end the stream
+            yield _event(_as_engine_error(e).envelope())
+            yield b"data: [DONE]\n\n"
+            return
         if gen.include_usage and last is not None:
             yield _event(ChatCompletionChunk(gen.request_id, created, self.model_name, [], self._usage(last)))
         yield b"data: [DONE]\n\n"
 
     async def completion(self, request: Request) -> Response[Any] | Stream:
-        gen = self.completion_request(await request.body())
+        gen = self.completion_request(await request.body(), request.headers)
         if gen.stream:
             return _sse(self._completion_stream(gen))
         text, lps, last = await self.run_to_end(gen, request)
@@ -268,15 +295,20 @@ class EngineServer:
         created = int(time.time())
         last: RequestOutput | None = None
         offset = 0
-        async for out in self.engine.generate(
-            gen.request_id, gen.prompt_ids, gen.params, priority=gen.priority, predicted_output_len=gen.predicted
-        ):
-            last = out
-            lps = self._completion_logprobs(out.logprobs, offset) if gen.params.logprobs else None
-            offset += len(out.text)
-            if out.text or lps or out.finished:
-                choice = CompletionChoice(0, out.text, lps, out.finish_reason if out.finished else None)
-                yield _event(Completion(gen.request_id, created, self.model_name, [choice]))
+        try:
+            async for out in self.engine.generate(
+                gen.request_id, gen.prompt_ids, gen.params, priority=gen.priority, predicted_output_len=gen.predicted
+            ):
+                last = out
+                lps = self._completion_logprobs(out.logprobs, offset) if gen.params.logprobs else None
+                offset += len(out.text)
+                if out.text or lps or out.finished:
+                    choice = CompletionChoice(0, out.text, lps, out.finish_reason if out.finished else None)
+                    yield _event(Completion(gen.request_id, created, self.model_name, [choice]))
+        except Exception as e:
+            yield _event(_as_engine_error(e).envelope())
+            yield b"data: [DONE]\n\n"
+            return
         if gen.include_usage and last is not None:
             yield _event(Completion(gen.request_id, created, self.model_name, [], self._usage(last)))
         yield b"data: [DONE]\n\n"
@@ -314,6 +346,14 @@ async def _wait_disconnect(request: Request) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
+
+
+def _as_engine_error(exc: BaseException) -> EngineError:
+    if isinstance(exc, EngineError):
+        return exc
+    if isinstance(exc, RequestRejected):
+        return ContextTooLong(str(exc))
+    return EngineError(f"internal error: {type(exc).__name__}: {exc}")
 
 
 def _flatten_content(message: dict[str, Any]) -> dict[str, Any]:
@@ -403,8 +443,8 @@ def create_app(
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     def on_engine_error(request: Request, exc: Exception) -> Response[Any]:
-        if isinstance(exc, EngineError):
-            return _error_response(exc)
+        if isinstance(exc, (EngineError, RequestRejected)):
+            return _error_response(_as_engine_error(exc))
         if isinstance(exc, ClientDisconnected):  # nobody reads it; nginx's convention
             return Response(b"", status_code=499)
         if isinstance(exc, HTTPException):
@@ -415,7 +455,7 @@ def create_app(
             err = EngineError(str(exc.detail))
             err.status, err.error_type = exc.status_code, "invalid_request_error" if exc.status_code < 500 else "server_error"
             return _error_response(err)
-        return _error_response(EngineError(f"internal error: {type(exc).__name__}: {exc}"))
+        return _error_response(_as_engine_error(exc))
 
     return Litestar(
         route_handlers=[chat, completions, embeddings, models, health, metrics],

@@ -6,8 +6,7 @@ token ids so every server sees identical inputs. Reports output tok/s and TTFT/T
 (from the stream), plus our engine's step-time split from /metrics.
 
     .venv/bin/python bench/engine/throughput.py --targets engine,transformers
-    .venv/bin/python bench/engine/throughput.py --targets engine,vllm,transformers \\
-        --vllm-python bench/.venvs/vllm/bin/python
+    .venv/bin/python bench/engine/throughput.py --targets engine,vllm,transformers --threads 2
 """
 
 from __future__ import annotations
@@ -104,7 +103,7 @@ def free_port() -> int:
 def start_engine(args, model_dir: Path) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "engine_server", "--model", str(model_dir), "--dtype", args.dtype, "--port", "0",
            "--embedding-model", "none", "--served-model-name", "smol", "--max-num-seqs", str(args.concurrency),
-           "--max-num-batched-tokens", str(args.max_num_batched_tokens)]
+           "--max-num-batched-tokens", str(args.max_num_batched_tokens), "--num-threads", str(args.threads)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -115,7 +114,8 @@ def start_engine(args, model_dir: Path) -> tuple[subprocess.Popen, str]:
 
 def start_vllm(args, model_dir: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": args.vllm_bind, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    bind = "0" if args.threads == 1 else f"0-{args.threads - 1}"
+    env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": bind, "VLLM_CPU_KVCACHE_SPACE": "1"}
     cmd = [args.vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
            "--served-model-name", "smol", "--dtype", args.dtype, "--port", str(port), "--enable-prefix-caching",
            "--scheduling-policy", "priority", "--max-num-seqs", str(args.concurrency)]
@@ -154,6 +154,7 @@ def run_transformers(args, model_dir: Path, prompt_ids: list[list[int]]) -> dict
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
+    torch.set_num_threads(args.threads)
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
     config = GenerationConfig(max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False, pad_token_id=0)
@@ -186,7 +187,7 @@ def main() -> None:
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--max-num-batched-tokens", type=int, default=512)
     p.add_argument("--vllm-python", default=str(ROOT / "bench/.venvs/vllm/bin/python"))
-    p.add_argument("--vllm-bind", default="0-1")
+    p.add_argument("--threads", type=int, default=2, help="compute threads for every target (vLLM: cores bound)")
     p.add_argument("--out", default=None, help="write results as JSON here")
     args = p.parse_args()
 
@@ -209,7 +210,8 @@ def main() -> None:
                 proc.wait(timeout=60)
         print(target, json.dumps(results[target]), flush=True)
     meta = {"requests": args.requests, "concurrency": args.concurrency, "tokens": args.tokens, "dtype": args.dtype,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count()}
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
+            "threads": args.threads, "load_average_at_end": os.getloadavg()}
     if args.out:
         Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=1))
 

@@ -167,3 +167,13 @@ def test_client_disconnect_mid_stream_frees_the_kv_pool(smollm2_engine):
     finally:
         server.should_exit = True
         thread.join()
+
+
+def test_priority_from_header_when_the_body_has_none(client):
+    ok = client.post("/v1/chat/completions", json={**PARIS, "max_tokens": 2}, headers={"x-priority": "0"})
+    assert ok.status_code == 200
+    bad = client.post("/v1/chat/completions", json={**PARIS, "max_tokens": 2}, headers={"x-priority": "urgent"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "x-priority"
+    # The body wins over the header.
+    body = client.post("/v1/chat/completions", json={**PARIS, "max_tokens": 2, "priority": 9}, headers={"x-priority": "0"})
+    assert body.status_code == 400 and body.json()["error"]["param"] == "priority"
