@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from policies.admission import Admission, AdmitAll, KvHeadroom
 from policies.aging import Aged
 from policies.cost_model import CostModel
 from policies.fair_share import VirtualTokenCounter
 from policies.ordering import (
     AppFifo,
     FirstComeFirstServed,
+    KvWeightedShortestJobFirst,
     MultiLevelQueue,
     Ordering,
     PriorityJobFirst,
@@ -21,10 +23,12 @@ from policies.ordering import (
 
 AnyOrdering = Ordering | Aged | VirtualTokenCounter
 
-# Triage's default: Smith's rule with P0 weighted 8x, aged. The aging bound (seconds in the
-# system) is a starvation backstop, not a tuning knob: under a burst every request older than
-# the bound is promoted and the order degrades towards FCFS (docs/benchmarks.md).
-DEFAULT_POLICY = "wsjf+aging"
+# Triage's default: Smith's rule over remaining seconds x the larger of a request's batch-slot
+# and KV shares, P0 weighted 16x, with KV-headroom admission and grouped prefills, aged. The
+# aging bound (seconds in the system) is a starvation backstop, not a tuning knob: under a burst
+# every request older than the bound is promoted and the order degrades towards FCFS
+# (docs/benchmarks.md).
+DEFAULT_POLICY = "kv-wsjf+aging"
 DEFAULT_AGING_BOUND = 300.0
 
 _BASE: dict[str, Callable[[CostModel], AnyOrdering]] = {
@@ -37,6 +41,12 @@ _BASE: dict[str, Callable[[CostModel], AnyOrdering]] = {
     "vtc": lambda c: VirtualTokenCounter(),
     "urgent-first": lambda c: UrgentFirst(c),
     "wsjf": lambda c: WeightedShortestJobFirst(c),
+    "kv-wsjf": lambda c: KvWeightedShortestJobFirst(c),
+}
+
+# Policies that decide admission as well as order; every other name admits like AdmitAll.
+_ADMISSION: dict[str, Callable[[], Admission]] = {
+    "kv-wsjf": KvHeadroom,
 }
 
 
@@ -45,24 +55,44 @@ def policy_names() -> list[str]:
     return names + [f"{n}+aging" for n in names] + ["default"]
 
 
-def make_ordering(
-    name: str,
-    cost: CostModel,
-    aging_bound: float = DEFAULT_AGING_BOUND,
-    wsjf_weights: tuple[float, ...] | None = None,
-) -> AnyOrdering:
-    """Build a fresh ordering (orderings may hold state, e.g. VTC counters): `name` is a
-    base name, a base name + "+aging", or "default". `wsjf_weights` overrides the per-priority
-    weights of "wsjf" (and so of the default)."""
+def _base(name: str) -> str:
     if name == "default":
         name = DEFAULT_POLICY
     base, _, suffix = name.partition("+")
     if base not in _BASE or suffix not in ("", "aging"):
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(policy_names())}")
-    if base == "wsjf" and wsjf_weights is not None:
-        ordering: AnyOrdering = WeightedShortestJobFirst(cost, wsjf_weights)
+    return base
+
+
+def make_ordering(
+    name: str,
+    cost: CostModel,
+    aging_bound: float = DEFAULT_AGING_BOUND,
+    wsjf_weights: tuple[float, ...] | None = None,
+    kv_capacity_tokens: int | None = None,
+    batch_limit: int | None = None,
+) -> AnyOrdering:
+    """Build a fresh ordering (orderings may hold state, e.g. VTC counters): `name` is a
+    base name, a base name + "+aging", or "default". `wsjf_weights` overrides the per-priority
+    weights of "wsjf" and "kv-wsjf" (and so of the default). "kv-wsjf" reads the replica's KV
+    capacity and batch limit; without them it orders like "wsjf" with its own weights."""
+    base = _base(name)
+    if name == "default":
+        name = DEFAULT_POLICY
+    suffix = name.partition("+")[2]
+    if base == "kv-wsjf":
+        ordering: AnyOrdering = KvWeightedShortestJobFirst(
+            cost, wsjf_weights or (16.0, 1.0, 1.0, 1.0, 1.0), kv_capacity_tokens, batch_limit)
+    elif base == "wsjf" and wsjf_weights is not None:
+        ordering = WeightedShortestJobFirst(cost, wsjf_weights)
     else:
         ordering = _BASE[base](cost)
     if suffix:
         return Aged(ordering, aging_bound)  # type: ignore[arg-type]
     return ordering
+
+
+def make_admission(name: str) -> Admission:
+    """The admission rule of policy `name` (same names as `make_ordering`): `KvHeadroom` for
+    "kv-wsjf" (and so the default), `AdmitAll` for the orderings that only order."""
+    return _ADMISSION.get(_base(name), AdmitAll)()

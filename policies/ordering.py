@@ -19,7 +19,7 @@ import math
 from typing import Any, Protocol
 
 from policies.cost_model import CostModel
-from policies.request import RequestState, remaining_tokens
+from policies.request import RequestState, context_tokens, remaining_output_tokens, remaining_tokens
 
 Key = tuple[Any, ...]
 
@@ -191,3 +191,43 @@ class WeightedShortestJobFirst(_RemainingWork):
 
     def key(self, req: RequestState, now: float) -> Key:
         return (self.remaining(req) / self.weight(req.priority), *_tail(req))
+
+
+class KvWeightedShortestJobFirst(WeightedShortestJobFirst):
+    """WSPT whose job size is the share of the replica a request occupies, times its time.
+
+    A batch slot is one resource (1/`batch_limit` of the batch) and KV memory another
+    (the tokens the request will hold when it completes, context plus predicted output still
+    to come, over `kv_capacity_tokens`). The size is remaining seconds × the larger of the two
+    shares, divided by the priority's weight. Where memory is plentiful the slot share dominates
+    and this is WSPT; where memory binds, a request that pins much KV for long counts as
+    larger, so short *and* small requests go first and more of them run at once. Without a
+    capacity it is plain WSPT. P0's default weight is 16, not 8: a KV share spreads sizes
+    further apart than seconds alone, so P0 needs more weight for the same precedence.
+    """
+
+    name = "kv-wsjf"
+    stable = True
+
+    def __init__(
+        self,
+        cost: CostModel | None,
+        weights: tuple[float, ...] = (16.0, 1.0, 1.0, 1.0, 1.0),
+        kv_capacity_tokens: int | None = None,
+        batch_limit: int | None = None,
+    ) -> None:
+        super().__init__(cost, weights)
+        if (kv_capacity_tokens is not None and kv_capacity_tokens <= 0) or (batch_limit is not None and batch_limit <= 0):
+            raise ValueError("kv_capacity_tokens and batch_limit must be positive")
+        self.kv_capacity_tokens = kv_capacity_tokens
+        self.batch_limit = batch_limit
+
+    def share(self, req: RequestState) -> float:
+        if self.kv_capacity_tokens is None:
+            return 1.0
+        slot = 1.0 / self.batch_limit if self.batch_limit else 0.0
+        footprint = context_tokens(req) + remaining_output_tokens(req)
+        return max(slot, footprint / self.kv_capacity_tokens)
+
+    def key(self, req: RequestState, now: float) -> Key:
+        return (self.remaining(req) * self.share(req) / self.weight(req.priority), *_tail(req))

@@ -3,8 +3,10 @@
 Each `step(now)` is one model iteration:
 
 1. Form the batch: the best `batch_limit` of running ∪ waiting under the ordering (keys at
-   `now`). A running request that a better waiting one displaces goes back to the queue and
-   keeps its KV until memory is needed ("paused").
+   `now`), as far as the policy's admission rule lets waiting requests in (it may keep free
+   slots empty until several can prefill together, and skip a request whose KV would not fit,
+   at most `batch_limit` skips per iteration). A running request that a better waiting one
+   displaces goes back to the queue and keeps its KV until memory is needed ("paused").
 2. Pick who works. Paper mode follows the paper: if any batch member owes prefill (a fresh
    prompt, a recompute, or a swapped-out KV to reload), the iteration is a prefill iteration
    for those; otherwise every member decodes one token. Mixed mode (realistic) runs prefill
@@ -28,6 +30,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from policies.admission import Admission, AdmitAll
 from policies.catalog import AnyOrdering
 from policies.cost_model import CostModel
 from policies.fair_share import VirtualTokenCounter
@@ -97,11 +100,15 @@ class ReplicaStats:
 
 
 class Replica:
-    def __init__(self, name: str, config: ReplicaConfig, cost: CostModel, ordering: AnyOrdering) -> None:
+    def __init__(
+        self, name: str, config: ReplicaConfig, cost: CostModel, ordering: AnyOrdering,
+        admission: Admission | None = None,
+    ) -> None:
         self.name = name
         self.config = config
         self.cost = cost
         self.ordering = ordering
+        self.admission: Admission = admission or AdmitAll()
         self.queue: RequestQueue[SimSequence] = RequestQueue(ordering)
         self.running: list[SimSequence] = []
         self.free_blocks = config.kv_blocks
@@ -176,9 +183,19 @@ class Replica:
     def _form_batch(self, now: float) -> dict[str, Key]:
         keys = {s.request_id: self._key(s, now) for s in self.running}
         limit = self.config.batch_limit
+        capacity = self.config.kv_blocks * self.config.block_tokens
+        free = limit - len(self.running)
+        if free > 0 and not self.admission.opens(free, len(self.queue), len(self.running)):
+            return keys
+        skipped: list[SimSequence] = []
         while len(self.queue):
             if len(self.running) < limit:
                 s = self.queue.pop(now)
+                if not self.admission.fits(s, self.running, capacity):
+                    skipped.append(s)
+                    if len(skipped) >= limit:
+                        break
+                    continue
             elif self._displace:
                 best = self.queue.peek(now)
                 assert best is not None
@@ -195,6 +212,9 @@ class Replica:
             self.paused.pop(s.request_id, None)
             self.running.append(s)
             keys[s.request_id] = self._key(s, now)
+        for s in skipped:  # back in the queue, keeping any KV they hold
+            self.queue.push(s, now)
+        self.queue.drain()
         return keys
 
     def _requeue(self, s: SimSequence, now: float) -> None:

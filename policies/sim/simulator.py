@@ -15,7 +15,7 @@ import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from policies.catalog import DEFAULT_AGING_BOUND, make_ordering
+from policies.catalog import DEFAULT_AGING_BOUND, make_admission, make_ordering
 from policies.placement import (
     BackendState, CacheAffinity, LeastLoad, Placer, PlacementRequest, PowerOfTwoChoices, QosAware,
     RoundRobin,
@@ -81,7 +81,10 @@ def simulate(requests: Sequence[SimRequest], policy: str, config: SimConfig) -> 
     cost = config.setting.cost
     rc = config.replica_config()
     replicas = [
-        Replica(f"replica{i}", rc, cost, make_ordering(policy, cost, config.aging_bound, config.wsjf_weights))
+        Replica(f"replica{i}", rc, cost,
+                make_ordering(policy, cost, config.aging_bound, config.wsjf_weights,
+                              kv_capacity_tokens=rc.kv_blocks * rc.block_tokens, batch_limit=rc.batch_limit),
+                make_admission(policy))
         for i in range(config.replicas)
     ]
     placer = PLACERS[config.placement](config)

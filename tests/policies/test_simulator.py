@@ -126,7 +126,7 @@ def test_cli_json_reproduces_the_paper_comparison(capsys: pytest.CaptureFixture[
     assert cli.run(args) == 0
     doc = json.loads(capsys.readouterr().out)
     pols = doc["policies"]
-    assert set(pols) == {"fcfs", "sjf", "pjf", "semantic", "default (wsjf+aging)"}
+    assert set(pols) == {"fcfs", "sjf", "pjf", "semantic", "default (kv-wsjf+aging)"}
     for p in pols.values():
         assert len(p["per_priority_mean"]) == 5 and p["mean"] > 0
     assert pols["semantic"]["per_priority_mean"][0] <= pols["pjf"]["per_priority_mean"][0]
@@ -182,3 +182,42 @@ def test_qos_aware_keeps_the_critical_replica_for_p0() -> None:
     assert spilled  # at 40 req/s a cap of 2 overflows: P0 spills to bulk replicas
     with pytest.raises(ValueError):
         simulate(w, "default", SimConfig(SETTINGS["A100_4B"], replicas=2, critical_replicas=2))
+
+
+def test_grouped_admission_holds_one_free_slot_until_a_second_frees() -> None:
+    from policies.admission import KvHeadroom
+    from policies.ordering import ShortestJobFirst
+
+    cost = CostModel(dc1=0.0, dc2=1.0, pc1=0.0, pc2=0.01, swap_s_per_token=0.001)
+    rep = Replica("r", ReplicaConfig(kv_blocks=100, batch_limit=2, block_tokens=10), cost,
+                  ShortestJobFirst(cost), KvHeadroom(horizon_tokens=10, group=2))
+    a, b, c, d = _req("a", 2, 10, 1), _req("b", 2, 10, 3), _req("c", 2, 10, 5), _req("d", 2, 10, 6)
+    for s in (a, b, c, d):
+        rep.enqueue(s, 0.0)
+    rep.step(0.0)  # a and b prefill together
+    _, done = rep.step(1.0)
+    assert done == [a]
+    rep.step(2.0)  # one slot is free and two wait: c stays out, b decodes alone
+    assert rep.running == [b] and c.computed_tokens == 0 and b.output_tokens == 2
+    _, done = rep.step(3.0)
+    assert done == [b]
+    dur, _ = rep.step(4.0)  # two slots free: c and d prefill in one iteration
+    assert {s.request_id for s in rep.running} == {"c", "d"}
+    assert c.computed_tokens == d.computed_tokens == 10 and dur == pytest.approx(0.1)
+
+
+def test_headroom_admission_skips_a_request_whose_kv_would_not_fit() -> None:
+    from policies.admission import KvHeadroom
+    from policies.ordering import FirstComeFirstServed as Fifo
+
+    cost = CostModel(dc1=0.0, dc2=1.0, pc1=0.0, pc2=0.01, swap_s_per_token=0.001)
+    rep = Replica("r", ReplicaConfig(kv_blocks=10, batch_limit=3, block_tokens=10), cost,
+                  Fifo(), KvHeadroom(horizon_tokens=10, group=1))
+    first = _req("first", 2, 40, 20)  # reserves 40 + 10 of the 100 tokens
+    big = _req("big", 2, 50, 20, arrival=0.1)  # 60 more would not fit
+    small = _req("small", 2, 20, 20, arrival=0.2)  # 30 more fits
+    for s in (first, big, small):
+        rep.enqueue(s, s.arrival)
+    rep.step(1.0)
+    assert [s.request_id for s in rep.running] == ["first", "small"]
+    assert "big" in rep.queue and rep.stats.preemptions == 0
