@@ -12,6 +12,16 @@ from engine_server.config import EngineConfig, ModelConfig
 from engine_server.engine import LLMEngine
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_compute_thread():
+    """One torch thread: on this shared 2-core machine a 2-thread OpenMP pool stalls at every
+    barrier while another job holds a core (5-10x slower steps); one thread never does."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def save_tiny_checkpoint(path: Path, **overrides) -> Path:
     """A 2-layer Llama-family checkpoint with peaked random weights (clear greedy choices)."""
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM

@@ -17,7 +17,7 @@ def engine_url(smollm2_dir):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine_server", "--model", str(smollm2_dir), "--port", "0", "--kv-cache-gib", "0.2",
-         "--embedding-model", "none", "--served-model-name", "smol"],
+         "--embedding-model", "none", "--served-model-name", "smol", "--num-threads", "1"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert proc.stdout is not None
