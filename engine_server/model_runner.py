@@ -50,40 +50,64 @@ class ModelRunner:
         decodes = [b for b in batch if b.num_tokens == 1]
         prefills = [b for b in batch if b.num_tokens > 1]
         ordered = decodes + prefills
-        bs = self.block_size
+        ids, positions, slots, sample_rows = self._flatten(ordered)
+        meta = AttentionMetadata(slot_mapping=torch.tensor(slots, device=self.device), num_decodes=len(decodes))
+        if self.backend.packed:
+            self._pack(meta, ordered)
+        else:
+            self._decode_metadata(meta, decodes)
+            self._prefill_metadata(meta, prefills, offset=len(decodes))
 
+        t1 = time.perf_counter()
+        dev = self.device
+        hidden = self.model(torch.tensor(ids, device=dev), torch.tensor(positions, device=dev), self.kv.kv_caches, meta, self.backend)
+        sample_seqs = [ordered[i].seq for i, _ in sample_rows]
+        logits = None
+        if sample_rows:
+            rows = torch.tensor([row for _, row in sample_rows], device=dev)
+            logits = self.model.compute_logits(hidden[rows]).cpu()
+        self.prepare_s += t1 - t0
+        self.forward_s += time.perf_counter() - t1
+        if logits is None:
+            return []
+        tokens, logprobs = sample(logits, sample_seqs)
+        return [SampledToken(s, t, lp) for s, t, lp in zip(sample_seqs, tokens, logprobs)]
+
+    def _flatten(self, ordered: list[ScheduledSeq]) -> tuple[list[int], list[int], list[int], list[tuple[int, int]]]:
+        """Token ids, positions and cache slots of the step, and (entry, row) of each row whose
+        chunk completes its sequence: those get logits and a sampled token."""
+        bs = self.block_size
         ids: list[int] = []
         positions: list[int] = []
         slots: list[int] = []
-        sample_rows: list[int] = []
-        sample_seqs: list[Sequence] = []
-        for b in ordered:
+        sample_rows: list[tuple[int, int]] = []
+        for i, b in enumerate(ordered):
             s, c, n = b.seq, b.seq.num_computed_tokens, b.num_tokens
             table = s.block_table
             ids.extend(s.token_ids[c:c + n])
             positions.extend(range(c, c + n))
             slots.extend(table[p // bs].block_id * bs + p % bs for p in range(c, c + n))
             if c + n == len(s.token_ids):
-                sample_rows.append(len(ids) - 1)
-                sample_seqs.append(s)
+                sample_rows.append((i, len(ids) - 1))
+        return ids, positions, slots, sample_rows
 
-        dev = self.device
-        meta = AttentionMetadata(slot_mapping=torch.tensor(slots, device=dev), num_decodes=len(decodes))
-        if self.backend.packed:
-            self._pack(meta, ordered)
-        elif decodes:
-            ctx = [b.seq.num_computed_tokens + 1 for b in decodes]
-            width = -(-max(ctx) // bs)
-            tables = torch.zeros(len(decodes), width, dtype=torch.long)
-            for i, b in enumerate(decodes):
-                row = [blk.block_id for blk in b.seq.block_table[: -(-ctx[i] // bs)]]
-                tables[i, : len(row)] = torch.tensor(row)
-            lens = torch.tensor(ctx)
-            mask = torch.arange(width * bs).unsqueeze(0) < lens.unsqueeze(1)
-            meta.decode_block_tables = tables.to(dev)
-            meta.decode_mask = _additive(mask.view(len(decodes), 1, 1, width * bs), self.dtype).to(dev)
-        offset = len(decodes)
-        for b in [] if self.backend.packed else prefills:
+    def _decode_metadata(self, meta: AttentionMetadata, decodes: list[ScheduledSeq]) -> None:
+        if not decodes:
+            return
+        bs = self.block_size
+        ctx = [b.seq.num_computed_tokens + 1 for b in decodes]
+        width = -(-max(ctx) // bs)
+        tables = torch.zeros(len(decodes), width, dtype=torch.long)
+        for i, b in enumerate(decodes):
+            row = [blk.block_id for blk in b.seq.block_table[: -(-ctx[i] // bs)]]
+            tables[i, : len(row)] = torch.tensor(row)
+        allowed = torch.arange(width * bs).unsqueeze(0) < torch.tensor(ctx).unsqueeze(1)
+        meta.decode_block_tables = tables.to(self.device)
+        meta.decode_mask = _additive(allowed.view(len(decodes), 1, 1, width * bs), self.dtype).to(self.device)
+
+    def _prefill_metadata(self, meta: AttentionMetadata, prefills: list[ScheduledSeq], offset: int) -> None:
+        bs, dev = self.block_size, self.device
+        for b in prefills:
             c, n = b.seq.num_computed_tokens, b.num_tokens
             table = torch.tensor([blk.block_id for blk in b.seq.block_table[: -(-(c + n) // bs)]], device=dev)
             mask = None
@@ -92,21 +116,6 @@ class ModelRunner:
                 mask = _additive(allowed, self.dtype).to(dev)
             meta.prefills.append(PrefillChunk(start=offset, length=n, context_len=c, block_table=table, mask=mask))
             offset += n
-
-        t1 = time.perf_counter()
-        hidden = self.model(
-            torch.tensor(ids, device=dev), torch.tensor(positions, device=dev), self.kv.kv_caches, meta, self.backend
-        )
-        if not sample_rows:
-            self.forward_s += time.perf_counter() - t1
-            self.prepare_s += t1 - t0
-            return []
-        logits = self.model.compute_logits(hidden[torch.tensor(sample_rows, device=dev)]).cpu()
-        self.forward_s += time.perf_counter() - t1
-        self.prepare_s += t1 - t0
-        tokens, logprobs = sample(logits, sample_seqs)
-        return [SampledToken(s, t, lp) for s, t, lp in zip(sample_seqs, tokens, logprobs)]
-
 
     def _pack(self, meta: AttentionMetadata, ordered: list[ScheduledSeq]) -> None:
         bs, dev = self.block_size, self.device
