@@ -94,7 +94,10 @@ class AsyncEngine:
         entry = self._streams.get(request_id)
         if entry is not None:
             loop, queue = entry
-            loop.call_soon_threadsafe(queue.put_nowait, item)
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # that event loop is closed: nobody is listening any more
+                self._streams.pop(request_id, None)
 
     def _run(self) -> None:
         engine = self.engine
