@@ -98,6 +98,7 @@ class AsyncEngine:
                 loop.call_soon_threadsafe(queue.put_nowait, item)
             except RuntimeError:  # that event loop is closed: nobody is listening any more
                 self._streams.pop(request_id, None)
+                self.engine.abort(request_id)  # we are on the engine thread: abort directly
 
     def _run(self) -> None:
         engine = self.engine
