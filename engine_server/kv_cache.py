@@ -87,6 +87,13 @@ class KVCacheManager:
         self.prefix_hits += seq.num_computed_tokens
         return seq.num_computed_tokens
 
+    def unmatch_prefix(self, seq: Sequence, hit_tokens: int) -> None:
+        """Undo `match_prefix` for a sequence that could not be admitted after all."""
+        self.free(seq)
+        seq.num_computed_tokens = 0
+        self.prefix_queries -= len(seq.token_ids)
+        self.prefix_hits -= hit_tokens
+
     def _extend_hashes(self, seq: Sequence, num_full_blocks: int) -> None:
         bs = self.block_size
         for i in range(len(seq.block_hashes), num_full_blocks):

@@ -179,16 +179,15 @@ class Scheduler:
                 self.kv.swap_in(seq)
                 self.num_swapped -= 1
             else:
-                if not seq.block_table:
-                    self.kv.match_prefix(seq)
-                    seq.num_cached_tokens = max(seq.num_cached_tokens, seq.num_computed_tokens)
+                hit = self.kv.match_prefix(seq) if not seq.block_table else 0
                 n = min(seq.num_uncomputed_tokens, budget)
             if not self.kv.allocate_slots(seq, n):
                 if seq.status != SequenceStatus.SWAPPED:
                     # Give the prefix hit back: the sequence must hold nothing while it waits.
-                    self.kv.free(seq)
-                    seq.num_computed_tokens = 0
+                    self.kv.unmatch_prefix(seq, hit)
                 return
+            if seq.status != SequenceStatus.SWAPPED and seq.num_preemptions == 0:
+                seq.num_cached_tokens = hit
             self.waiting.pop(now)
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)

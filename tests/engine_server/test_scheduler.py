@@ -146,3 +146,6 @@ def test_no_eviction_when_evicting_every_candidate_would_not_make_room(tiny_llam
     assert head.status == SequenceStatus.WAITING
     drain(engine)
     assert big.is_finished and head.is_finished
+    # The head was looked up in the prefix cache each step it stayed blocked; only the
+    # admission that stuck counts.
+    assert engine.kv.prefix_queries == 40 + 7 + 30
