@@ -13,9 +13,14 @@ Stable API (other packages integrate against these names):
   `prefill_seconds`, `decode_seconds`, `decode_step_seconds`, `swap_seconds`,
   `recompute_seconds`, `remaining_seconds(req)`.
 - `policies.ordering`: the `Ordering` protocol (`name`, `stable`, `key(req, now)`; smaller key
-  first) and FCFS, SJF, PJF, Semantic, MLQ, App-FIFO, UrgentFirst, WSPT (`wsjf`).
+  first) and FCFS, SJF, PJF, Semantic, MLQ, App-FIFO, UrgentFirst, WSPT (`wsjf`), and
+  `KvWeightedShortestJobFirst` (`kv-wsjf`: WSPT over the larger of a request's slot and KV shares).
   `policies.aging.Aged(inner, bound)` composes promotion with any ordering;
   `policies.fair_share.VirtualTokenCounter` is fair share between tenants.
+- `policies.admission`: the `Admission` protocol (`opens(free_slots, waiting, running)`,
+  `fits(req, members, kv_capacity_tokens)`), asked before a free batch slot is filled;
+  `AdmitAll` (fill every slot) and `KvHeadroom(horizon_tokens, group)` (grouped prefills,
+  admission only while the batch's near-term KV fits).
 - `policies.queue.RequestQueue(ordering)`: push(req, now) O(1), peek(now), pop(now) O(log n)
   amortized, remove(request_id) O(1), peek_id(request_id), drain(), len, `in`, iteration.
 - `policies.preemption`: `choose_victim(candidates, cost, rank=None)`, `victim_rank`,
@@ -26,8 +31,9 @@ Stable API (other packages integrate against these names):
   score and reason per candidate) out, from RoundRobin, LeastLoad, PowerOfTwoChoices,
   CacheAffinity and QosAware placers.
 - `policies.rebalancing`: `balance_pairs`, `specialise_by_cache_size` -> `Migration`s.
-- `policies.catalog`: `make_ordering(name, cost, aging_bound, wsjf_weights=None)` for the
-  names configuration uses (`policy_names()`); `DEFAULT_POLICY` is "wsjf+aging".
+- `policies.catalog`: `make_ordering(name, cost, aging_bound, wsjf_weights=None,
+  kv_capacity_tokens=None, batch_limit=None)` and `make_admission(name, prefill_stalls_decode=True)`
+  for the names configuration uses (`policy_names()`); `DEFAULT_POLICY` is "kv-wsjf+aging".
 - `policies.sim`: the discrete-event simulator and its CLI (`policies.sim.cli`).
 
 Design notes and invariants: docs/design/policies.md.

@@ -44,9 +44,10 @@ _BASE: dict[str, Callable[[CostModel], AnyOrdering]] = {
     "kv-wsjf": lambda c: KvWeightedShortestJobFirst(c),
 }
 
-# Policies that decide admission as well as order; every other name admits like AdmitAll.
-_ADMISSION: dict[str, Callable[[], Admission]] = {
-    "kv-wsjf": KvHeadroom,
+# Policies that decide admission as well as order; every other name admits like AdmitAll. The
+# argument says whether a prefill iteration stalls the decoders: grouping prefills pays only then.
+_ADMISSION: dict[str, Callable[[bool], Admission]] = {
+    "kv-wsjf": lambda stalls: KvHeadroom(group=2 if stalls else 1),
 }
 
 
@@ -92,7 +93,12 @@ def make_ordering(
     return ordering
 
 
-def make_admission(name: str) -> Admission:
+def make_admission(name: str, prefill_stalls_decode: bool = True) -> Admission:
     """The admission rule of policy `name` (same names as `make_ordering`): `KvHeadroom` for
-    "kv-wsjf" (and so the default), `AdmitAll` for the orderings that only order."""
-    return _ADMISSION.get(_base(name), AdmitAll)()
+    "kv-wsjf" (and so the default), `AdmitAll` for the orderings that only order. Pass
+    `prefill_stalls_decode=False` for an engine that mixes prefill chunks into decode steps:
+    there a newcomer's prefill does not stall the batch, so it is not held back to group."""
+    base = _base(name)
+    if base not in _ADMISSION:
+        return AdmitAll()
+    return _ADMISSION[base](prefill_stalls_decode)

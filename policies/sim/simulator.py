@@ -84,7 +84,7 @@ def simulate(requests: Sequence[SimRequest], policy: str, config: SimConfig) -> 
         Replica(f"replica{i}", rc, cost,
                 make_ordering(policy, cost, config.aging_bound, config.wsjf_weights,
                               kv_capacity_tokens=rc.kv_blocks * rc.block_tokens, batch_limit=rc.batch_limit),
-                make_admission(policy))
+                make_admission(policy, prefill_stalls_decode=not rc.mixed))
         for i in range(config.replicas)
     ]
     placer = PLACERS[config.placement](config)

@@ -70,6 +70,8 @@ def test_catalog_pairs_kv_wsjf_with_headroom_admission() -> None:
     assert isinstance(make_admission("default"), KvHeadroom)
     assert isinstance(make_admission("kv-wsjf"), KvHeadroom)
     assert isinstance(make_admission("semantic+aging"), AdmitAll)
+    assert make_admission("default").group == 2  # type: ignore[attr-defined]
+    assert make_admission("default", prefill_stalls_decode=False).group == 1  # type: ignore[attr-defined]
     ordering = make_ordering("kv-wsjf", cost, kv_capacity_tokens=1000, batch_limit=10)
     assert isinstance(ordering, KvWeightedShortestJobFirst) and ordering.weights[0] == 16.0
     assert make_ordering("default", cost).name == "kv-wsjf+aging"
