@@ -150,6 +150,8 @@ class LengthPrediction:
     features: LengthFeatures
     median: int
     high: int
+    # The expected length: finer than the median for ranking requests that mostly hit a cap.
+    mean: float
 
 
 class _Histogram:
@@ -207,8 +209,12 @@ class LengthPredictor:
         high = max(median, _quantile(mixed, self.config.quantile))
         cap = features.max_tokens if features.max_tokens and features.max_tokens > 0 else None
         if cap is not None:
-            median, high = min(median, cap), min(high, cap)
-        return LengthPrediction(features, max(1, round(median)), max(1, round(high)))
+            # Answers cut at the cap pile up in the cap's bin, where interpolating would land
+            # below the cap: a quantile in that bin is the cap.
+            median, high = (cap if _bin(q) >= _bin(cap) else min(q, cap) for q in (median, high))
+        ceiling = cap if cap is not None else math.inf
+        mean = math.fsum(c * min(_tokens(i), ceiling) for i, c in enumerate(mixed)) / math.fsum(mixed)
+        return LengthPrediction(features, max(1, round(median)), max(1, round(high)), mean)
 
     def observe(self, features: LengthFeatures, completion_tokens: int) -> None:
         for key in features.groups():

@@ -83,6 +83,7 @@ class Outcome:
             "latency_ms_p99": round(1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], 3),
             "latency_ms_mean": round(1000 * statistics.fmean(lat), 3),
             "fallbacks": self.fallbacks,
+            "decisions": [[level, source] for level, source in zip(self.predicted, self.sources)],
         }
 
 

@@ -32,6 +32,14 @@ def test_max_tokens_caps_both_figures() -> None:
     assert predicted.median == predicted.high == 32
 
 
+def test_answers_that_run_to_the_cap_predict_the_cap() -> None:
+    predictor = LengthPredictor()
+    features = _features(max_tokens=256)
+    for tokens in [256] * 20 + [200] * 5:
+        predictor.observe(features, tokens)
+    assert predictor.predict(features).median == 256
+
+
 def test_it_learns_online_and_the_median_follows_what_it_sees() -> None:
     predictor = LengthPredictor()
     features = _features(cue="short")
