@@ -197,11 +197,12 @@ def start_sglang(name: str, workers: list[str], port: int, prom_port: int, logs:
 def triage_config(backends: list[tuple[str, str]], policy: str, *, max_load: int = 0,
                   headroom: list[float] | None = None, balance_abs: int | None = None,
                   balance_rel: float | None = None, ordering: str | None = None,
-                  extra_backend: str = "", routing: dict[str, object] | None = None) -> str:
+                  extra_backend: str = "", routing: dict[str, object] | None = None,
+                  scheduling: str = "priority") -> str:
     lines = ["[server]", 'host = "127.0.0.1"', ""]
     for name, url in backends:
         lines += ["[[backends]]", f'name = "{name}"', f'url = "{url}"', 'kind = "vllm"', f'models = ["{MODEL_NAME}"]',
-                  'scheduling = "priority"']
+                  f'scheduling = "{scheduling}"']
         if max_load:
             lines.append(f"max_load = {max_load}")
         if extra_backend:

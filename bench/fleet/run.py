@@ -43,10 +43,14 @@ import procs  # noqa: E402
 import workload  # noqa: E402
 
 RESULTS = procs.ROOT / "bench" / "results"
-ALL_FRONT_ENDS = ("sticky", "triage-affinity", "triage-affinity-head", "triage-affinity-session", "triage-round-robin",
-                  "triage-least-load", "sglang-cache-aware")
-DEFAULT_FRONT_ENDS = ("sticky", "triage-affinity", "triage-round-robin", "triage-least-load", "sglang-cache-aware")
+ALL_FRONT_ENDS = ("sticky", "sticky-fcfs", "triage-affinity", "triage-affinity-head", "triage-affinity-session",
+                  "triage-affinity-fcfs", "triage-round-robin", "triage-least-load", "sglang-cache-aware")
+DEFAULT_FRONT_ENDS = ("sticky", "triage-affinity", "triage-affinity-head", "triage-affinity-session",
+                      "triage-round-robin", "triage-least-load", "sglang-cache-aware")
+# "-fcfs": no `priority` field reaches vLLM, as behind sglang-router, whose default mode
+# re-serialises the request and drops `priority` (and `temperature`).
 TRIAGE_POLICIES = {"triage-affinity": "cache-affinity", "triage-affinity-head": "cache-affinity",
+                   "triage-affinity-fcfs": "cache-affinity",
                    "triage-affinity-session": "cache-affinity", "triage-round-robin": "round-robin",
                    "triage-least-load": "least-load"}
 # Extra [routing] keys per Triage front end. "head": hash only the first 10 blocks (2,560
@@ -166,6 +170,7 @@ def summarize(name: str, results: list[dict], before: list[dict], after: list[di
         "throughput_rps": len(ok) / span if span else None, "output_tok_s": tokens / span if span else None,
         "per_server": dict(zip(servers, per_server)), "max_share": max(per_server) / total,
         "prompt_tokens": sum(a["prompt_tokens"] - b["prompt_tokens"] for a, b in zip(after, before)),
+        "preemptions": sum(a["preemptions"] - b["preemptions"] for a, b in zip(after, before)),
     }
 
 
@@ -225,12 +230,13 @@ def run_affinity(args, model_dir: Path, logs: Path, started: list[procs.Proc]) -
     for name in args.front_ends:
         front: procs.Proc | None = None
         try:
-            if name == "sticky":
-                def target(r, urls=urls):
-                    return urls[r.tenant % 2], {}, chat_body(r, True)
+            if name in ("sticky", "sticky-fcfs"):
+                def target(r, urls=urls, with_priority=name == "sticky"):
+                    return urls[r.tenant % 2], {}, chat_body(r, with_priority)
             elif name in TRIAGE_POLICIES:
                 config = procs.triage_config([("vllm-0", urls[0]), ("vllm-1", urls[1])], TRIAGE_POLICIES[name],
-                                             routing=TRIAGE_ROUTING.get(name))
+                                             routing=TRIAGE_ROUTING.get(name),
+                                             scheduling="fcfs" if name.endswith("-fcfs") else "priority")
                 front = procs.start_triage(f"triage-{name}", config, procs.free_port(), logs)
                 started.append(front)
                 procs.wait_ready(front, "/health", timeout=60)
