@@ -89,7 +89,10 @@ def test_state_survives_a_restart_through_the_file(tmp_path: Path) -> None:
         first.observe(_features(), 33)
     first.save(path)
     second = LengthPredictor(config)
-    assert second.predict(_features()) == first.predict(_features())
+    before, after = first.predict(_features()), second.predict(_features())
+    # Counts are saved to 4 decimals: the mean may move in its last digits.
+    assert (after.median, after.high) == (before.median, before.high)
+    assert after.mean == pytest.approx(before.mean, rel=1e-6)
     path.write_text("{not json")
     assert 230 <= LengthPredictor(config).predict(_features()).median <= 285
 
