@@ -74,7 +74,7 @@ def _openai_error(request: Request[Any, Any, Any], error: HTTPException) -> Resp
 
 def create_app(config: Config) -> TriageApp:
     metrics = RouterMetrics()
-    pool = BackendPool(config.backends, config.routing.block_chars)
+    pool = BackendPool(config.backends, config.routing.block_chars, config.routing.index_capacity_factor)
     upstream = UpstreamClient(config.upstream)
     control = httpx.AsyncClient()
     prober = HealthProber(pool, control, config.upstream)
@@ -83,6 +83,8 @@ def create_app(config: Config) -> TriageApp:
         pool, control, config.routing.metrics_interval_s,
         on_update=dispatcher.on_load_update,
         on_restart=lambda backend: backend.prefix_index.clear(),
+        # One clock for readings and for judging their age.
+        clock=dispatcher.clock,
     )
     catalog = ModelCatalog(pool, control, config.upstream.models_cache_s, config.upstream.connect_timeout_s)
     # Tagging has its own client: a slow tagger must not hold the control plane's connections.

@@ -9,6 +9,9 @@ from router.config import BackendConfig
 from router.fingerprint import CHARS_PER_TOKEN
 from router.prefix_index import PrefixIndex
 
+# Assumed KV capacity when neither the config nor the backend's /metrics gives one.
+DEFAULT_KV_CAPACITY_TOKENS = 65536
+
 if TYPE_CHECKING:
     from router.load import LoadReport
 
@@ -17,9 +20,9 @@ class Backend:
     """One upstream and what this router process knows of it."""
 
     __slots__ = ("config", "name", "base_url", "in_flight", "in_flight_tokens", "consecutive_failures",
-                 "healthy", "load_report", "prefix_index")
+                 "healthy", "load_report", "prefix_index", "_block_chars", "_index_capacity_factor")
 
-    def __init__(self, config: BackendConfig, block_chars: int) -> None:
+    def __init__(self, config: BackendConfig, block_chars: int, index_capacity_factor: float = 2.0) -> None:
         self.config = config
         self.name = config.name
         self.base_url = config.url
@@ -31,7 +34,17 @@ class Backend:
         self.healthy = True
         # The backend's own /metrics reading, when it has one.
         self.load_report: LoadReport | None = None
-        self.prefix_index = PrefixIndex(config.kv_capacity_tokens * CHARS_PER_TOKEN // block_chars)
+        self._block_chars = block_chars
+        self._index_capacity_factor = index_capacity_factor
+        self.prefix_index = PrefixIndex(self._index_blocks(config.kv_capacity_tokens or DEFAULT_KV_CAPACITY_TOKENS))
+
+    def _index_blocks(self, kv_capacity_tokens: int) -> int:
+        return int(kv_capacity_tokens * CHARS_PER_TOKEN * self._index_capacity_factor) // self._block_chars
+
+    def reported_capacity(self, kv_capacity_tokens: int) -> None:
+        """The backend told us its KV capacity; a configured capacity still wins."""
+        if self.config.kv_capacity_tokens is None:
+            self.prefix_index.resize(self._index_blocks(kv_capacity_tokens))
 
     def fresh_report(self, now: float, stale_s: float) -> LoadReport | None:
         report = self.load_report
@@ -57,8 +70,8 @@ class Backend:
 class BackendPool:
     """All configured backends, looked up by the model they serve."""
 
-    def __init__(self, configs: list[BackendConfig], block_chars: int = 256) -> None:
-        self.backends = [Backend(config, block_chars) for config in configs]
+    def __init__(self, configs: list[BackendConfig], block_chars: int = 256, index_capacity_factor: float = 2.0) -> None:
+        self.backends = [Backend(config, block_chars, index_capacity_factor) for config in configs]
         self._by_model: dict[str, list[Backend]] = {}
         # Called with a backend the moment it is marked down (the health prober listens).
         self.on_down: Callable[[Backend], None] = lambda backend: None

@@ -62,8 +62,9 @@ class BackendConfig(_Section):
     max_waiting: Annotated[int, msgspec.Meta(ge=0)] = 0
     max_kv_usage: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
     max_in_flight_tokens: Annotated[int, msgspec.Meta(ge=0)] = 0
-    # KV capacity in tokens for the prefix index when /metrics does not report it.
-    kv_capacity_tokens: PositiveInt = 65536
+    # KV capacity in tokens, which sizes the prefix index. Unset: what the backend reports in
+    # vllm:cache_config_info, else 65536. Set: this value, whatever the backend reports.
+    kv_capacity_tokens: PositiveInt | None = None
     # kind = "engine" only: `triage serve` starts `python -m engine_server` on this URL's port
     # with these extra arguments, waits until it is ready, and stops it on shutdown.
     launch: bool = False
@@ -101,6 +102,10 @@ class RoutingConfig(_Section):
     # A match covering less of the prompt than this is not worth following.
     cache_threshold: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.3
     session_header: str = "x-session-id"
+    # The prefix index remembers this many times the KV capacity: characters per token vary
+    # (4 is assumed), and routing to a prefix the engine just evicted costs no more than
+    # routing anywhere else, while forgetting one too early moves a tenant off its cache.
+    index_capacity_factor: Annotated[float, msgspec.Meta(ge=1)] = 2.0
     # How often each backend's /metrics is read, and when a reading is too old to trust.
     metrics_interval_s: PositiveFloat = 0.1
     metrics_stale_s: PositiveFloat = 1.0

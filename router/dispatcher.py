@@ -98,7 +98,7 @@ class Dispatcher:
         for backend in self.backends.values():
             report = backend.load_report
             if report is not None and report.kv_capacity_tokens:
-                backend.prefix_index.resize(report.kv_capacity_tokens * CHARS_PER_TOKEN // self.routing.block_chars)
+                backend.reported_capacity(report.kv_capacity_tokens)
         self.pump()
 
     def _load(self, backend: Backend, report: LoadReport | None) -> int:

@@ -31,3 +31,13 @@ def test_repeated_failures_mark_down_once() -> None:
     assert not a.healthy and downs == ["a"]
     a.record_success()
     assert a.consecutive_failures == 0
+
+
+def test_prefix_index_size_follows_config_then_report() -> None:
+    reported = BackendPool([BackendConfig(name="a", url="http://a")], block_chars=100, index_capacity_factor=2.0).backends[0]
+    assert reported.prefix_index.capacity_blocks == 65536 * 4 * 2 // 100
+    reported.reported_capacity(48 * 128)
+    assert reported.prefix_index.capacity_blocks == 48 * 128 * 4 * 2 // 100
+    configured = BackendPool([BackendConfig(name="b", url="http://b", kv_capacity_tokens=1000)], block_chars=100).backends[0]
+    configured.reported_capacity(48 * 128)
+    assert configured.prefix_index.capacity_blocks == 1000 * 4 * 2 // 100
