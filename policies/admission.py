@@ -10,7 +10,9 @@ pure functions of the batch's state:
   Opening the batch only when `group` slots are free (or fewer requests wait, or the batch is
   empty) prefills them together: one iteration costing the longest prefill instead of several.
 - **KV headroom** (`horizon_tokens`): admit a request only if the batch's KV still fits once every
-  member (and the newcomer) has grown by its predicted output, capped at `horizon_tokens`. A
+  member ranked ahead of it (and the newcomer) has grown by its predicted output, capped at
+  `horizon_tokens`. Members ranked behind it do not count: preemption may evict them for it
+  (`plan_evictions`), so a P0 is never held out by the memory of bulk work. A
   request admitted into memory that the members are about to need is evicted again within a few
   steps: a swap or a recompute for nothing. Reserving the whole predicted output instead is too
   cautious (a member holds on average half of it) and measured worse than no rule at all.
@@ -36,7 +38,8 @@ class Admission(Protocol):
         ...
 
     def fits(self, req: RequestState, members: Iterable[RequestState], kv_capacity_tokens: int) -> bool:
-        """May `req` join a batch made of `members` on a replica holding `kv_capacity_tokens`?"""
+        """May `req` join a batch on a replica holding `kv_capacity_tokens`? `members` are the
+        batch members ranked ahead of `req` (the ones it may not evict)."""
         ...
 
 

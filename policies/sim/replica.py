@@ -4,8 +4,8 @@ Each `step(now)` is one model iteration:
 
 1. Form the batch: the best `batch_limit` of running ∪ waiting under the ordering (keys at
    `now`), as far as the policy's admission rule lets waiting requests in (it may keep free
-   slots empty until several can prefill together, and skip a request whose KV would not fit,
-   at most `batch_limit` skips per iteration). A running request that a better waiting one
+   slots empty until several can prefill together, and skip a request whose KV would not fit
+   beside the members ranked ahead of it, at most `batch_limit` skips per iteration). A running request that a better waiting one
    displaces goes back to the queue and keeps its KV until memory is needed ("paused").
 2. Pick who works. Paper mode follows the paper: if any batch member owes prefill (a fresh
    prompt, a recompute, or a swapped-out KV to reload), the iteration is a prefill iteration
@@ -191,7 +191,10 @@ class Replica:
         while len(self.queue):
             if len(self.running) < limit:
                 s = self.queue.pop(now)
-                if not self.admission.fits(s, self.running, capacity):
+                # only members ranked ahead of s count: s may evict the others for memory
+                key = self._key(s, now)
+                ahead = [r for r in self.running if keys[r.request_id] < key]
+                if not self.admission.fits(s, ahead, capacity):
                     skipped.append(s)
                     if len(skipped) >= limit:
                         break

@@ -221,3 +221,24 @@ def test_headroom_admission_skips_a_request_whose_kv_would_not_fit() -> None:
     rep.step(1.0)
     assert [s.request_id for s in rep.running] == ["first", "small"]
     assert "big" in rep.queue and rep.stats.preemptions == 0
+
+
+def test_headroom_counts_only_members_ranked_ahead_so_p0_still_gets_in() -> None:
+    from policies.admission import KvHeadroom
+
+    cost = CostModel(dc1=0.0, dc2=1.0, pc1=0.0, pc2=0.01, swap_s_per_token=0.001)
+    rep = Replica("r", ReplicaConfig(kv_blocks=10, batch_limit=4, block_tokens=10), cost,
+                  Semantic(cost), KvHeadroom(horizon_tokens=10, group=1))
+    low = _req("low", 4, 70, 20)  # reserves 70 + 10 of the 100 tokens
+    rep.enqueue(low, 0.0)
+    rep.step(0.0)
+    urgent = _req("urgent", 0, 40, 5, arrival=1.0)  # 50 more: only fits if low may go
+    rep.enqueue(urgent, 1.0)
+    rep.step(1.0)  # low is ranked below urgent, so its KV does not hold urgent out: evicted
+    assert urgent in rep.running and urgent.computed_tokens == 40
+    assert low.blocks == 0 and rep.stats.preemptions == 1
+    # the other way round a newcomer ranked below the members is held out, and nobody is evicted
+    late = _req("late", 4, 60, 5, arrival=2.0)
+    rep.enqueue(late, 2.0)
+    rep.step(2.0)
+    assert late not in rep.running and rep.stats.preemptions == 1
