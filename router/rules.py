@@ -23,17 +23,37 @@ from router.metrics import RouterMetrics
 from router.request_text import examined_texts
 
 
-def _keywords_pattern(keywords: list[str]) -> regex.Pattern[str] | None:
-    """One alternation of whole words or phrases; spaces inside a phrase match any whitespace."""
-    if not keywords:
-        return None
-    words = sorted({" ".join(k.split()) for k in keywords if k.strip()}, key=len, reverse=True)
-    body = "|".join(r"\s+".join(regex.escape(part) for part in word.split(" ")) for word in words)
-    return regex.compile(rf"(?<!\w)(?:{body})(?!\w)", regex.IGNORECASE)
+class Keywords:
+    """Whole words or phrases, case-insensitive; spaces inside a phrase match any whitespace.
+
+    Most texts contain none of a rule's keywords, so a substring test of each keyword's first
+    word on the lower-cased text (C speed) goes first; the word-boundary regex runs only after
+    one of them is found.
+    """
+
+    def __init__(self, keywords: list[str]) -> None:
+        words = sorted({" ".join(k.split()) for k in keywords if k.strip()}, key=len, reverse=True)
+        self.first_words = tuple({word.split(" ")[0].lower() for word in words})
+        body = "|".join(r"\s+".join(regex.escape(part) for part in word.split(" ")) for word in words)
+        self.pattern = regex.compile(rf"(?<!\w)(?:{body})(?!\w)", regex.IGNORECASE)
+
+    def search(self, text: str, lowered: str, timeout: float) -> bool:
+        if not any(word in lowered for word in self.first_words):
+            return False
+        return self.pattern.search(text, timeout=timeout) is not None
 
 
-def _patterns(patterns: list[str]) -> list[regex.Pattern[str]]:
-    return [regex.compile(p, regex.IGNORECASE) for p in patterns]
+class Pattern:
+    def __init__(self, pattern: str) -> None:
+        self.pattern = regex.compile(pattern, regex.IGNORECASE)
+
+    def search(self, text: str, lowered: str, timeout: float) -> bool:
+        return self.pattern.search(text, timeout=timeout) is not None
+
+
+def _matchers(keywords: list[str], patterns: list[str]) -> list[Keywords | Pattern]:
+    found: list[Keywords | Pattern] = [Keywords(keywords)] if any(k.strip() for k in keywords) else []
+    return found + [Pattern(p) for p in patterns]
 
 
 class Rule:
@@ -41,8 +61,8 @@ class Rule:
         self.name = config.name
         self.priority = config.priority
         self.shift = Shift(config.lower - config.raise_, config.stop_at)
-        self.include = [p for p in [_keywords_pattern(config.keywords), *_patterns(config.patterns)] if p]
-        self.exclude = [p for p in [_keywords_pattern(config.exclude_keywords), *_patterns(config.exclude_patterns)] if p]
+        self.include = _matchers(config.keywords, config.patterns)
+        self.exclude = _matchers(config.exclude_keywords, config.exclude_patterns)
         self.models = config.models
         self.tenants = frozenset(config.tenants)
         self.routes = frozenset(config.routes)
@@ -71,31 +91,37 @@ class RuleSet:
         self.timeout_s = tagging.regex_timeout_ms / 1000
         self.metrics = metrics
 
-    def _search(self, rule: Rule, pattern: regex.Pattern[str], texts: list[str]) -> bool:
+    def _search(self, rule: Rule, matcher: Keywords | Pattern, texts: list[tuple[str, str]]) -> bool:
         try:
-            return any(pattern.search(text, timeout=self.timeout_s) for text in texts)
+            return any(matcher.search(text, lowered, self.timeout_s) for text, lowered in texts)
         except TimeoutError:
             self.metrics.child(self.metrics.rule_timeouts, rule.name).inc()
             return False
 
-    def _matches(self, rule: Rule, ctx: RequestContext, tenant: str) -> bool:
+    def _matches(self, rule: Rule, ctx: RequestContext, tenant: str,
+                 seen: dict[tuple[tuple[str, ...], bool], list[tuple[str, str]]]) -> bool:
         if not rule.applies_to(ctx, tenant):
             return False
         if not (rule.include or rule.exclude or rule.max_length):
             return True
-        texts = examined_texts(ctx.request, rule.roles, rule.latest_only, self.max_chars)
-        if rule.max_length and sum(len(t) for t in texts) > rule.max_length:
+        # Rules that read the same turns share one extraction per request.
+        key = (rule.roles, rule.latest_only)
+        texts = seen.get(key)
+        if texts is None:
+            texts = seen[key] = [(t, t.lower()) for t in examined_texts(ctx.request, rule.roles, rule.latest_only, self.max_chars)]
+        if rule.max_length and sum(len(t) for t, _ in texts) > rule.max_length:
             return False
-        if rule.include and not any(self._search(rule, p, texts) for p in rule.include):
+        if rule.include and not any(self._search(rule, m, texts) for m in rule.include):
             return False
-        return not any(self._search(rule, p, texts) for p in rule.exclude)
+        return not any(self._search(rule, m, texts) for m in rule.exclude)
 
     def evaluate(self, ctx: RequestContext) -> PriorityDecision | PriorityShift | None:
         tenant = (ctx.api_key.name or ctx.api_key.key) if ctx.api_key is not None else ""
         shifts: list[Shift] = []
         shifted_by: list[str] = []
+        seen: dict[tuple[tuple[str, ...], bool], list[tuple[str, str]]] = {}
         for rule in self.rules:
-            if not self._matches(rule, ctx, tenant):
+            if not self._matches(rule, ctx, tenant, seen):
                 continue
             if rule.priority is not None:
                 found = PriorityShift(tuple(shifts), tuple(shifted_by))
