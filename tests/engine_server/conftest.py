@@ -12,10 +12,11 @@ from engine_server.config import EngineConfig, ModelConfig
 from engine_server.engine import LLMEngine
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def one_compute_thread():
     """One torch thread: on this shared 2-core machine a 2-thread OpenMP pool stalls at every
-    barrier while another job holds a core (5-10x slower steps); one thread never does."""
+    barrier while another job holds a core (5-10x slower steps); one thread never does.
+    Package-scoped: other packages' tests get the default back."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
