@@ -53,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
         priority_preemption=not args.no_priority_preemption,
         embedding_model=None if args.embedding_model == "none" else args.embedding_model, num_threads=args.num_threads,
     )
+    # Bind first: a busy port fails in milliseconds, not after loading the model. Connections
+    # wait in the backlog until the server accepts them; --port 0 reports the chosen port.
+    try:
+        sock = socket.create_server((args.host, args.port), reuse_port=False)
+    except OSError as e:
+        print(f"triage engine: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
+        return 1
     # Heavy imports after argument parsing, so that --help is instant.
     import uvicorn
 
@@ -68,15 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             embedder = EmbeddingBatcher(SentenceEmbedder.load(config.embedding_model, config.device))
     except Exception as e:  # any load failure is fatal and must say why
         print(f"triage engine: cannot start: {e}", file=sys.stderr)
+        sock.close()
         return 1
     assert config.served_model_name is not None
     app = create_app(AsyncEngine(engine), model_name=config.served_model_name, embedder=embedder)
-    # Bind before serving so that a busy port fails loudly, and --port 0 reports its port.
-    try:
-        sock = socket.create_server((args.host, args.port), reuse_port=False)
-    except OSError as e:
-        print(f"triage engine: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
-        return 1
     host, port = sock.getsockname()[:2]
     server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, access_log=False))
     print(f"Triage engine listening on http://{host}:{port}", flush=True)

@@ -56,3 +56,15 @@ def test_cli_fails_clearly_on_a_missing_model(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert r.returncode != 0 and "cannot start" in r.stderr and "not found" in r.stderr
+
+
+def test_cli_fails_fast_on_a_busy_port():
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        r = subprocess.run(
+            [sys.executable, "-m", "engine_server", "--port", str(port)], cwd=ROOT, capture_output=True, text=True,
+            timeout=120,
+        )
+    assert r.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in r.stderr
