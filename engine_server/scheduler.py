@@ -1,9 +1,10 @@
 """Continuous batching: which sequences run this step, with how many tokens, and who yields.
 
 Each step (`schedule`) does, in order:
-1. Priority preemption: while the most urgent waiting sequence cannot start because the
-   batch is full (sequence slots or KV blocks), and a strictly less urgent sequence runs,
-   preempt the victim `policies.preemption` picks among those.
+1. Priority preemption: when the most urgent waiting sequence cannot start because the batch
+   is full, evict strictly less urgent sequences: for KV blocks, `policies.preemption.
+   plan_evictions` (worst first, and nobody unless that makes room); for a sequence slot, the
+   `choose_victim` among them.
 2. Running sequences, most urgent first: a decode takes one token of the budget, an
    unfinished prefill takes the next chunk that fits. When KV blocks run out, the victim
    (again from policies) is preempted, by swap or recompute as `choose_mode` says.
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 
 from policies.cost_model import CostModel
 from policies.ordering import Ordering
-from policies.preemption import PreemptionMode, choose_mode, choose_victim
+from policies.preemption import PreemptionMode, choose_mode, choose_victim, plan_evictions, victim_rank
 from policies.queue import RequestQueue
 
 from engine_server.kv_cache import KVCacheManager
@@ -116,23 +117,29 @@ class Scheduler:
         head = self.waiting.peek(now)
         if head is None or not self._batch_full_for(head):
             return
-        candidates = [s for s in self.running if s.priority > head.priority]
-        # Evict only if evicting every candidate would make room (policies' rule): otherwise
-        # the victims would come back next step while the head still waits, a livelock.
-        if not candidates or not self._room_without(head, candidates):
-            return
-        while self._batch_full_for(head):
-            victim = choose_victim(candidates, self.cost)
-            assert victim is not None
-            candidates.remove(victim)
-            self._preempt(victim, now, out)
 
-    def _room_without(self, head: Sequence, leaving: list[Sequence]) -> bool:
-        if len(self.running) - len(leaving) >= self.max_num_seqs:
-            return False
-        # Blocks shared with a sequence that stays are not freed by evicting the candidates.
-        freed = sum(1 for s in leaving for b in s.block_table if b.ref_count == 1)
-        return self._blocks_needed(head) <= self.kv.pool.num_free + freed
+        # Victims must be strictly less urgent than the head; among them, policies' victim
+        # order (lowest priority, then most remaining work). (p, inf) < (q, ...) iff p < q.
+        def rank(s: Sequence) -> tuple:
+            return victim_rank(s, self.cost)
+
+        head_rank = (head.priority, float("inf"))
+        # KV: policies' plan evicts only lower-ranked sequences, and only if that makes room;
+        # otherwise nobody (the victims would reload next step while the head still waits).
+        plan = plan_evictions(
+            self._blocks_needed(head), self.kv.pool.num_free, self.running,
+            blocks=lambda s: sum(1 for b in s.block_table if b.ref_count == 1), rank=rank, requester_rank=head_rank,
+        )
+        if plan is None:
+            return
+        if not plan and len(self.running) >= self.max_num_seqs:
+            # KV has room but every slot is taken: free exactly one slot.
+            victim = choose_victim([s for s in self.running if head_rank < rank(s)], self.cost)
+            if victim is None:
+                return
+            plan = [victim]
+        for victim in plan:
+            self._preempt(victim, now, out)
 
     def _blocks_needed(self, head: Sequence) -> int:
         tokens = min(head.num_uncomputed_tokens, self.max_num_batched_tokens)
