@@ -86,7 +86,11 @@ class LLMEngine:
             head_dim=model_config.head_dim, block_size=config.block_size, num_blocks=num_blocks,
             num_swap_blocks=num_swap, dtype=dtype, device=device, enable_caching=config.enable_prefix_caching,
         )
-        ordering = make_ordering(config.ordering, CPU_COST_MODEL)
+        # kv-wsjf weighs each request's share of the KV pool and of the batch slots.
+        ordering = make_ordering(
+            config.ordering, CPU_COST_MODEL, kv_capacity_tokens=num_blocks * config.block_size,
+            batch_limit=config.max_num_seqs,
+        )
         self.scheduler = Scheduler(
             self.kv, ordering, CPU_COST_MODEL,  # type: ignore[arg-type]
             max_num_seqs=config.max_num_seqs, max_num_batched_tokens=config.max_num_batched_tokens,

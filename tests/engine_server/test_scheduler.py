@@ -6,6 +6,7 @@ never change what greedy decoding produces.
 
 from __future__ import annotations
 
+import pytest
 from policies.preemption import PreemptionMode
 
 from engine_server.sequence import SamplingParams, SequenceStatus
@@ -149,3 +150,14 @@ def test_no_eviction_when_evicting_every_candidate_would_not_make_room(tiny_llam
     # The head was looked up in the prefix cache each step it stayed blocked; only the
     # admission that stuck counts.
     assert engine.kv.prefix_queries == 40 + 7 + 30
+
+
+@pytest.mark.parametrize("ordering", ["fcfs", "semantic+aging", "wsjf+aging", "kv-wsjf+aging", "default"])
+def test_every_policies_ordering_drives_the_engine(tiny_llama, tiny_hf, ordering):
+    engine = tiny_engine(tiny_llama, block_size=4, num_gpu_blocks=16, max_num_seqs=2, ordering=ordering)
+    prompts = [SHORT, [7] * 9, [11, 12, 13, 14, 15]]
+    seqs = [engine.add_request(f"r{i}", p, greedy(10), priority=i) for i, p in enumerate(prompts)]
+    drain(engine)
+    for seq, prompt in zip(seqs, prompts):
+        assert seq.output_token_ids == reference_greedy(tiny_hf, prompt, 10)
+    assert engine.kv.pool.num_free == engine.kv.pool.num_blocks
