@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from policies.catalog import make_ordering
+from policies.catalog import make_admission, make_ordering
 from policies.cost_model import CostModel
 
 from engine_server.attention import make_attention_backend
@@ -95,6 +95,8 @@ class LLMEngine:
             self.kv, ordering, CPU_COST_MODEL,  # type: ignore[arg-type]
             max_num_seqs=config.max_num_seqs, max_num_batched_tokens=config.max_num_batched_tokens,
             priority_preemption=config.priority_preemption,
+            # Prefill chunks ride along with decodes here, so prefills need no grouping.
+            admission=make_admission(config.ordering, prefill_stalls_decode=False),
         )
         # A sequence must fit the KV pool on its own, or preemption could never make room for it.
         self.max_model_len = min(max_model_len, num_blocks * config.block_size)

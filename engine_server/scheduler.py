@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from policies.admission import Admission, AdmitAll
 from policies.cost_model import CostModel
 from policies.ordering import Ordering
 from policies.preemption import PreemptionMode, choose_mode, choose_victim, plan_evictions, victim_rank
@@ -49,8 +50,11 @@ class Scheduler:
         max_num_seqs: int,
         max_num_batched_tokens: int,
         priority_preemption: bool = True,
+        admission: Admission | None = None,
     ) -> None:
         self.kv = kv
+        # policies' admission rule (kv-wsjf: KV headroom); AdmitAll fills every free slot.
+        self.admission: Admission = admission or AdmitAll()
         self.ordering = ordering
         # Running sequences are ranked by the ordering's base key (no aging: aging is about
         # time in the queue).
@@ -175,9 +179,18 @@ class Scheduler:
         return budget
 
     def _admit_waiting(self, now: float, budget: int, out: SchedulerOutput) -> None:
+        capacity = self.kv.pool.num_blocks * self.kv.block_size
         while budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting.peek(now)
             if seq is None:
+                return
+            free_slots = self.max_num_seqs - len(self.running)
+            if not self.admission.opens(free_slots, len(self.waiting), len(self.running)):
+                return
+            # Members it may not evict: those at least as urgent. If the headroom rule says no,
+            # the head waits; unlike the simulator we do not let later ones overtake it.
+            ahead = [s for s in self.running if s.priority <= seq.priority]
+            if not self.admission.fits(seq, ahead, capacity):
                 return
             if seq.status == SequenceStatus.SWAPPED:
                 n = min(seq.num_uncomputed_tokens, budget)

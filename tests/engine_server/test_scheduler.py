@@ -161,3 +161,18 @@ def test_every_policies_ordering_drives_the_engine(tiny_llama, tiny_hf, ordering
     for seq, prompt in zip(seqs, prompts):
         assert seq.output_token_ids == reference_greedy(tiny_hf, prompt, 10)
     assert engine.kv.pool.num_free == engine.kv.pool.num_blocks
+
+
+@pytest.mark.parametrize(("ordering", "admitted"), [("fcfs", True), ("kv-wsjf+aging", False)])
+def test_kv_headroom_admission_holds_back_what_the_batch_will_need(tiny_llama, ordering, admitted):
+    # 64 tokens of KV. The running request will hold 40 + 20 = 60 tokens within policies'
+    # horizon; a newcomer reserving 7 + 10 more does not fit under KvHeadroom, although blocks
+    # are free right now. AdmitAll (fcfs) lets it in.
+    engine = tiny_engine(tiny_llama, block_size=4, num_gpu_blocks=16, ordering=ordering)
+    engine.add_request("big", LONG[:40], greedy(20), priority=0)
+    engine.step()
+    newcomer = engine.add_request("new", SHORT, greedy(10), priority=0)
+    engine.step()
+    assert (newcomer.status == SequenceStatus.RUNNING) is admitted
+    drain(engine)
+    assert newcomer.is_finished
