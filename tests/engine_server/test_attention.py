@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from engine_server.attention import AttentionMetadata, TorchPagedAttention
+from engine_server.attention import TorchPagedAttention
 from engine_server.block_pool import Block
 from engine_server.model_runner import ModelRunner, ScheduledSeq
 from engine_server.sequence import SamplingParams, Sequence
@@ -55,10 +55,10 @@ def test_torch_backend_matches_the_kernels_reference():
         def compute_logits(self, hidden):
             return torch.zeros(hidden.shape[0], 4)
 
-    class KV:
+    class KV:  # the two attributes ModelRunner reads
         kv_caches = [kv_cache]
 
-    KV.block_size = block_size
+    KV.block_size = block_size  # type: ignore[attr-defined]
     runner = ModelRunner(OneLayer(), KV(), Capture(), torch.device("cpu"))  # type: ignore[arg-type]
     runner.execute(batch)
 
