@@ -65,8 +65,8 @@ class Dispatcher:
         self.queue = AdmissionQueue(config.admission, metrics, clock)
         self.backends = {backend.name: backend for backend in pool.backends}
         pool.on_up = lambda backend: self.pump()
-        # Why each job went where it went, for the debug header and the log.
-        self.explanations: dict[str, str] = {}
+        # Why each job in flight went where it went; formatted only when asked for.
+        self._decisions: dict[str, tuple[Placement, dict[str, str]]] = {}
 
     async def acquire(self, job: Job) -> Backend:
         """A backend with a slot taken for `job`; waits in the queue if every candidate is full."""
@@ -86,8 +86,13 @@ class Dispatcher:
     def release(self, backend: Backend, job: Job) -> None:
         backend.in_flight -= 1
         backend.in_flight_tokens -= job.tokens
-        self.explanations.pop(job.request_id, None)
+        self._decisions.pop(job.request_id, None)
         self.pump()
+
+    def explanation(self, request_id: str) -> str:
+        """Why an in-flight request went where it went (for the debug header)."""
+        decision = self._decisions.get(request_id)
+        return explain(*decision) if decision is not None else ""
 
     def pump(self) -> None:
         """Let waiting requests go wherever there is room now."""
@@ -159,9 +164,9 @@ class Dispatcher:
         backend.in_flight_tokens += job.tokens
         backend.prefix_index.insert(job.fingerprint.block_hashes)
         self.metrics.child(self.metrics.placements, placement.policy, backend.name).inc()
-        explanation = explain(placement, saturated)
-        self.explanations[job.request_id] = explanation
-        log.debug("request %s -> %s (%s)", job.request_id, backend.name, explanation)
+        self._decisions[job.request_id] = (placement, saturated)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("request %s -> %s (%s)", job.request_id, backend.name, explain(placement, saturated))
         return backend.name
 
     def _session_placement(self, job: Job, states: list[BackendState]) -> Placement | None:

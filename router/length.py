@@ -47,6 +47,9 @@ MAX_DOUBLINGS = 16
 BINS = BINS_PER_DOUBLING * MAX_DOUBLINGS + 1
 # How many observations a group needs before it counts as much as everything coarser.
 SHRINKAGE = 8.0
+# A prediction is reused until the predictor has learned from this many more answers:
+# recomputing one costs tens of microseconds, and one answer barely moves it.
+REFRESH_OBSERVATIONS = 8
 
 _WORDS_ASKED = re.compile(r"\b(\d{2,5})[\s-]*(?:words?|word-long)\b", re.IGNORECASE)
 _SHORT_CUES = re.compile(
@@ -155,16 +158,26 @@ class LengthPrediction:
 
 
 class _Histogram:
-    __slots__ = ("counts", "total")
+    """Exponentially decayed counts per bin. The decay is applied lazily: `_raw` holds counts
+    divided by `_scale`, so adding one observation touches one bin instead of all of them."""
+
+    __slots__ = ("_raw", "_scale", "total")
 
     def __init__(self, counts: list[float] | None = None) -> None:
-        self.counts = counts if counts is not None else [0.0] * BINS
-        self.total = math.fsum(self.counts)
+        self._raw = list(counts) if counts is not None else [0.0] * BINS
+        self._scale = 1.0
+        self.total = math.fsum(self._raw)
+
+    @property
+    def counts(self) -> list[float]:
+        scale = self._scale
+        return [c * scale for c in self._raw]
 
     def add(self, tokens: int, decay: float) -> None:
-        if decay < 1.0:
-            self.counts = [c * decay for c in self.counts]
-        self.counts[_bin(tokens)] += 1.0
+        self._scale *= decay
+        if self._scale < 1e-200:  # fold the scale in long before it underflows
+            self._raw, self._scale = self.counts, 1.0
+        self._raw[_bin(tokens)] += 1.0 / self._scale
         self.total = self.total * decay + 1.0
 
 
@@ -184,6 +197,8 @@ class LengthPredictor:
     def __init__(self, config: LengthConfig | None = None) -> None:
         self.config = config or LengthConfig()
         self._groups: OrderedDict[tuple[str, ...], _Histogram] = OrderedDict()
+        self._observations = 0
+        self._predictions: dict[LengthFeatures, tuple[int, LengthPrediction]] = {}
         self._prior = [0.0] * BINS
         self._prior[_bin(self.config.prior_tokens)] = self.config.prior_weight
         if self.config.state_file:
@@ -193,6 +208,18 @@ class LengthPredictor:
         return len(self._groups)
 
     def predict(self, features: LengthFeatures) -> LengthPrediction:
+        """Cached per feature set; a cached answer is recomputed once the predictor has seen
+        `REFRESH_OBSERVATIONS` more answers, so its staleness is bounded by count, not time."""
+        cached = self._predictions.get(features)
+        if cached is not None and self._observations - cached[0] < REFRESH_OBSERVATIONS:
+            return cached[1]
+        prediction = self._compute(features)
+        if len(self._predictions) >= self.config.max_groups:
+            self._predictions.clear()
+        self._predictions[features] = (self._observations, prediction)
+        return prediction
+
+    def _compute(self, features: LengthFeatures) -> LengthPrediction:
         mixed = list(self._prior)
         if features.cue.startswith("words:"):
             # A length asked for in words is a better prior than the global one.
@@ -217,6 +244,7 @@ class LengthPredictor:
         return LengthPrediction(features, max(1, round(median)), max(1, round(high)), mean)
 
     def observe(self, features: LengthFeatures, completion_tokens: int) -> None:
+        self._observations += 1
         for key in features.groups():
             group = self._groups.get(key)
             if group is None:

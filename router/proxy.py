@@ -366,7 +366,7 @@ class ProxyEndpoint:
         if backend is not None:
             head.append((b"x-triage-backend", backend.name.encode()))
             if DEBUG_HEADER in ctx.headers:
-                explanation = self.dispatcher.explanations.get(ctx.request_id, "")
+                explanation = self.dispatcher.explanation(ctx.request_id)
                 head.append((b"x-triage-placement", explanation.encode("latin-1", "replace")))
         return head
 

@@ -75,7 +75,7 @@ async def test_affinity_gives_way_when_the_match_is_overloaded() -> None:
     a.in_flight = 6  # 6 - 0 > 4 and 6 > 1.5 * 0
     job = _job(dispatcher, blocks=(1, 2, 3, 4))
     assert (await dispatcher.acquire(job)).name == "b"
-    assert "imbalanced" in dispatcher.explanations[job.request_id]
+    assert "imbalanced" in dispatcher.explanation(job.request_id)
 
 
 @pytest.mark.anyio

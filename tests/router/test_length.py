@@ -132,3 +132,15 @@ def test_features_of_a_request() -> None:
     assert features_of(ctx, 3).kind == "json"
     ctx = RequestContext("r", "completions", {}, b"{}", CompletionRequest("smol", "x"), None, 0.0, PriorityDecision(4, "llm"))
     assert features_of(ctx, 3).kind == "completion"
+
+
+def test_a_cached_prediction_is_refreshed_after_a_bounded_number_of_answers() -> None:
+    from router.length import REFRESH_OBSERVATIONS, LengthFeatures, LengthPredictor
+
+    predictor = LengthPredictor()
+    features = LengthFeatures("m", "chat", 2, "default", "", 20, None, "")
+    before = predictor.predict(features)
+    for _ in range(REFRESH_OBSERVATIONS):
+        predictor.observe(features, 3)
+    after = predictor.predict(features)
+    assert after.median < before.median and after.median <= 8
