@@ -112,10 +112,9 @@ def build_resolver(
 ) -> tuple[PriorityResolver, list[Classifier]]:
     """header → rules → model-based taggers in `tagging.order` → default; and the classifiers,
     which the app starts and closes with itself."""
-    steps: list[PriorityStep] = [
-        HeaderPriority(config.priority.header),
-        RulePriority(RuleSet(config.rules, config.tagging, metrics)),
-    ]
+    steps: list[PriorityStep] = [HeaderPriority(config.priority.header)]
+    if config.rules:  # no rules: no step to pay for on every request
+        steps.append(RulePriority(RuleSet(config.rules, config.tagging, metrics)))
     classifiers: list[Classifier] = []
     for name in config.tagging.order:
         tagger: ModelTaggerConfig = getattr(config.tagging, name)
