@@ -82,9 +82,12 @@ def _decide(
     reasons: dict[str, str],
     why: str,
 ) -> Placement:
-    """Pick the eligible backend with the highest score; ties go to the first in name order."""
+    """Pick the eligible backend with the highest score. Ties are broken by a hash of the
+    request id: the same on every router replica, and spread evenly, where name order would
+    send every tie (say, two idle backends) to the same backend."""
     candidates = []
-    best: tuple[float, str] | None = None
+    best_score = float("-inf")
+    tied: list[str] = []
     for b in sorted(backends, key=lambda b: b.name):
         blocked = ineligibility(request, b)
         if blocked is not None:
@@ -92,11 +95,16 @@ def _decide(
             continue
         s = score.get(b.name, float("-inf"))
         candidates.append(CandidateScore(b.name, s, s != float("-inf"), reasons.get(b.name, "")))
-        if s != float("-inf") and (best is None or s > best[0]):
-            best = (s, b.name)
-    if best is None:
+        if s == float("-inf"):
+            continue
+        if s > best_score:
+            best_score, tied = s, [b.name]
+        elif s == best_score:
+            tied.append(b.name)
+    if not tied:
         return Placement(None, policy, "no eligible backend", tuple(candidates))
-    return Placement(best[1], policy, why, tuple(candidates))
+    chosen = tied[0] if len(tied) == 1 else tied[_request_hash(request.request_id) % len(tied)]
+    return Placement(chosen, policy, why, tuple(candidates))
 
 
 def _eligible(request: PlacementRequest, backends: Sequence[BackendState]) -> list[BackendState]:
@@ -133,9 +141,13 @@ class LeastLoad:
         return _decide(self.name, request, backends, score, reasons, "least loaded")
 
 
+def _request_hash(request_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(request_id.encode(), digest_size=8).digest(), "big")
+
+
 def _sample_two(request_id: str, n: int) -> tuple[int, int]:
     """Two distinct indices from a hash of the request id: the same on every router replica."""
-    h = int.from_bytes(hashlib.blake2b(request_id.encode(), digest_size=8).digest(), "big")
+    h = _request_hash(request_id)
     first = h % n
     second = (first + 1 + (h // n) % (n - 1)) % n
     return first, second
