@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 
-from policies.sim import cli as simulator_cli
 from router.config import ConfigError, load_config, resolve_config_path
 from router.engine_launcher import EngineProcess
 from router.server import StartupError, bind_socket, serve, url_of
@@ -56,6 +55,17 @@ def _exec_engine(engine_args: list[str]) -> int:
     return 1  # not reached: execv replaces this process
 
 
+def _simulate(simulate_args: list[str]) -> int:
+    from policies.sim import cli as simulator_cli
+
+    parser = argparse.ArgumentParser(
+        prog="triage simulate",
+        description="Deterministic discrete-event simulation of scheduling policies on several replicas.",
+    )
+    simulator_cli.configure_parser(parser)
+    return simulator_cli.run(parser.parse_args(simulate_args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="triage", description="OpenAI-compatible LLM router.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -64,12 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--host", help="address to listen on (default: server.host)")
     serve_cmd.add_argument("--port", type=int, help="port to listen on (default: server.port)")
     serve_cmd.set_defaults(run=_serve)
-    simulate_cmd = commands.add_parser(
-        "simulate", help="run the discrete-event scheduling simulator (policies/sim)",
-        description="Deterministic discrete-event simulation of scheduling policies on several replicas.",
-    )
-    simulator_cli.configure_parser(simulate_cmd)
-    simulate_cmd.set_defaults(run=simulator_cli.run)
+    # Listed for --help only: main() hands `simulate` and `engine` their own parsers, so
+    # `triage serve` does not pay for importing the simulator at start-up.
+    commands.add_parser("simulate", help="run the discrete-event scheduling simulator (policies/sim)")
     # Listed for --help only: main() hands every argument after `engine` to the engine itself.
     commands.add_parser("engine", help="run Triage's own engine; `triage engine --help` lists its options")
     return parser
@@ -79,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["engine"]:
         return _exec_engine(argv[1:])
+    if argv[:1] == ["simulate"]:
+        return _simulate(argv[1:])
     args = build_parser().parse_args(argv)
     return args.run(args)
 
