@@ -14,6 +14,7 @@ import torch
 from safetensors import safe_open
 
 from engine_server.config import ModelConfig
+from engine_server.cpu_linear import pack_linears, packing_applies
 from engine_server.model import LlamaForCausalLM
 from engine_server.rotary import RotaryEmbedding
 
@@ -143,6 +144,8 @@ def load_model(path: Path, cfg: ModelConfig, dtype: torch.dtype, device: torch.d
     missing = sorted(n for n, left in pending.items() if left > 0)
     if missing:
         raise ModelLoadError(f"{path}: no weights for {', '.join(missing[:5])}")
+    if packing_applies(device, dtype):
+        pack_linears(model)
     return model.eval()
 
 

@@ -1,0 +1,47 @@
+"""bf16 linear layers on the CPU through oneDNN weights reordered once at load time.
+
+`F.linear` on a bf16 CPU tensor hands the plain [out, in] weight to oneDNN, which reorders it
+into its blocked (AMX) layout on every call. At decode batch sizes the GEMMs are bound by
+reading the weights, so that extra pass costs about a third of the GEMM time: packing once
+took SmolLM2-135M's GEMMs from ~27 to ~20 ms per decode step at batch 32.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+_linear = torch.ops.mkldnn._linear_pointwise
+
+
+def packing_applies(device: torch.device, dtype: torch.dtype) -> bool:
+    """Only bf16 on the CPU: fp32 keeps torch's own GEMM, bit-identical to the reference."""
+    return device.type == "cpu" and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
+
+
+class PackedLinear(nn.Module):
+    """Drop-in replacement for a bf16 `nn.Linear`. The weight is an opaque oneDNN tensor, not a
+    parameter: the model is frozen once packed (no `.to()`, no state_dict round trip)."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = pack_weight(linear.weight.detach())
+        self.bias = None if linear.bias is None else linear.bias.detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _linear(x, self.weight, self.bias, "none", [], "")
+
+
+def pack_weight(weight: torch.Tensor) -> torch.Tensor:
+    # The batch-size hint barely matters (measured 1 to 512 tokens): one layout serves decode and prefill.
+    return torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), None)
+
+
+def pack_linears(model: nn.Module) -> None:
+    """Replace every `nn.Linear` under `model` in place. A tied lm_head gets its own packed copy;
+    the embedding keeps the plain weight for its lookups."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(parent, name, PackedLinear(child))
