@@ -64,21 +64,23 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from engine_server.embeddings import EmbeddingBatcher, SentenceEmbedder
-    from engine_server.engine import LLMEngine
-    from engine_server.engine_loop import AsyncEngine
+    from engine_server.engine_client import EngineClient
     from engine_server.server import create_app
 
+    engine = None
     try:
-        engine = LLMEngine.from_config(config)
+        engine = EngineClient.spawn(config)  # the step loop gets its own process
         embedder = None
         if config.embedding_model:
             embedder = EmbeddingBatcher(SentenceEmbedder.load(config.embedding_model, config.device))
     except Exception as e:  # any load failure is fatal and must say why
         print(f"triage engine: cannot start: {e}", file=sys.stderr)
+        if engine is not None:
+            engine.stop()
         sock.close()
         return 1
     assert config.served_model_name is not None
-    app = create_app(AsyncEngine(engine), model_name=config.served_model_name, embedder=embedder)
+    app = create_app(engine, model_name=config.served_model_name, embedder=embedder)
     host, port = sock.getsockname()[:2]
     server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, access_log=False))
     print(f"Triage engine listening on http://{host}:{port}", flush=True)

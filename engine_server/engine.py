@@ -35,6 +35,31 @@ class RequestRejected(ValueError):
     """The request can never run on this engine (too long for the model or the KV pool)."""
 
 
+@dataclass(frozen=True)
+class EngineLimits:
+    """The fixed sizes a request is checked against. They never change after start-up, so the
+    HTTP side (another thread or process) checks requests without asking the engine."""
+
+    max_model_len: int
+    vocab_size: int
+    block_size: int
+    num_kv_blocks: int
+
+    def validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        """Reject what can never run; clamp max_tokens to the context."""
+        n = len(prompt_token_ids)
+        if n == 0:
+            raise RequestRejected("the prompt is empty")
+        if n >= self.max_model_len:
+            raise RequestRejected(f"the prompt has {n} tokens; this model's context is {self.max_model_len}")
+        params.max_tokens = min(params.max_tokens, self.max_model_len - n)
+        if -(-(n + params.max_tokens) // self.block_size) > self.num_kv_blocks:
+            raise RequestRejected(
+                f"{n} prompt + {params.max_tokens} output tokens exceed the KV cache "
+                f"({self.num_kv_blocks * self.block_size} tokens)"
+            )
+
+
 @dataclass
 class RequestOutput:
     """What one step produced for one request: only the new part."""
@@ -100,6 +125,7 @@ class LLMEngine:
         )
         # A sequence must fit the KV pool on its own, or preemption could never make room for it.
         self.max_model_len = min(max_model_len, num_blocks * config.block_size)
+        self.limits = EngineLimits(self.max_model_len, model_config.vocab_size, config.block_size, num_blocks)
         self.runner = ModelRunner(model, self.kv, make_attention_backend(device, config.attention_backend), device)
         self.eos_ids = set(model_config.eos_token_ids)
         if tokenizer is not None and tokenizer.eos_token_id is not None:
@@ -140,7 +166,7 @@ class LLMEngine:
     ) -> Sequence:
         if request_id in self.seqs:
             raise RequestRejected(f"duplicate request id {request_id!r}")
-        self.validate(prompt_token_ids, params)
+        self.limits.validate(prompt_token_ids, params)
         n = len(prompt_token_ids)
         now = time.monotonic()
         seq = Sequence(
@@ -154,21 +180,6 @@ class LLMEngine:
         self.scheduler.add(seq, now)
         self.prompt_tokens_total += n
         return seq
-
-    def validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
-        """Reject what can never run; clamp max_tokens to the context. Reads only fixed sizes,
-        so the HTTP thread may call it before handing the request over."""
-        n = len(prompt_token_ids)
-        if n == 0:
-            raise RequestRejected("the prompt is empty")
-        if n >= self.max_model_len:
-            raise RequestRejected(f"the prompt has {n} tokens; this model's context is {self.max_model_len}")
-        params.max_tokens = min(params.max_tokens, self.max_model_len - n)
-        if self.kv.blocks_for(n + params.max_tokens) > self.kv.pool.num_blocks:
-            raise RequestRejected(
-                f"{n} prompt + {params.max_tokens} output tokens exceed the KV cache "
-                f"({self.kv.pool.num_blocks * self.kv.block_size} tokens)"
-            )
 
     def abort(self, request_id: str) -> RequestOutput | None:
         seq = self.seqs.get(request_id)

@@ -19,9 +19,12 @@ _METRICS = [
 ]
 
 
-def render(engine: LLMEngine, model_name: str) -> str:
+def snapshot(engine: LLMEngine) -> dict[str, float]:
+    """The engine's counters and gauges, taken on the engine's own thread or process: the
+    HTTP side renders the latest one without touching engine state."""
     sched, kv = engine.scheduler, engine.kv
-    values = {
+    times, runner = engine.step_times, engine.runner
+    values: dict[str, float] = {
         "vllm:num_requests_running": sched.num_running,
         "vllm:num_requests_waiting": sched.num_waiting,
         "vllm:num_requests_swapped": sched.num_swapped,
@@ -33,16 +36,8 @@ def render(engine: LLMEngine, model_name: str) -> str:
         "vllm:generation_tokens_total": engine.generation_tokens_total,
         "vllm:engine_steps_total": engine.num_steps,
     }
-    label = model_name.replace("\\", "\\\\").replace('"', '\\"')
-    lines = []
-    for name, kind, help_text in _METRICS:
-        lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} {kind}")
-        lines.append(f'{name}{{model_name="{label}"}} {float(values[name])}')
     # The step loop's split, for profiling: scheduling and bookkeeping must stay small next
     # to the forward pass.
-    times = engine.step_times
-    runner = engine.runner
     phases = {
         "schedule": times.schedule_s,
         "prepare_inputs": runner.prepare_s,
@@ -50,8 +45,21 @@ def render(engine: LLMEngine, model_name: str) -> str:
         "sample": max(times.execute_s - runner.prepare_s - runner.forward_s, 0.0),
         "postprocess": times.postprocess_s,
     }
+    values.update({f"phase:{phase}": seconds for phase, seconds in phases.items()})
+    return values
+
+
+def render(values: dict[str, float], model_name: str) -> str:
+    label = model_name.replace("\\", "\\\\").replace('"', '\\"')
+    lines = []
+    for name, kind, help_text in _METRICS:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+        lines.append(f'{name}{{model_name="{label}"}} {float(values[name])}')
     lines.append("# HELP triage_engine_step_seconds_total Engine step time by phase.")
     lines.append("# TYPE triage_engine_step_seconds_total counter")
-    for phase, seconds in phases.items():
-        lines.append(f'triage_engine_step_seconds_total{{model_name="{label}",phase="{phase}"}} {seconds}')
+    for key, seconds in values.items():
+        if key.startswith("phase:"):
+            phase = key.removeprefix("phase:")
+            lines.append(f'triage_engine_step_seconds_total{{model_name="{label}",phase="{phase}"}} {seconds}')
     return "\n".join(lines) + "\n"

@@ -1,9 +1,8 @@
-"""The OpenAI-compatible HTTP server (litestar), in front of an AsyncEngine."""
+"""The OpenAI-compatible HTTP server (litestar), in front of an EngineClient."""
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -41,7 +40,7 @@ from engine_server.api_types import (
 )
 from engine_server.embeddings import EmbeddingBatcher
 from engine_server.engine import RequestOutput, RequestRejected
-from engine_server.engine_loop import AsyncEngine
+from engine_server.engine_client import EngineClient
 from engine_server.errors import (
     BadRequest,
     ContextTooLong,
@@ -72,12 +71,10 @@ class _Generation(msgspec.Struct):
 
 class EngineServer:
     def __init__(
-        self, engine: AsyncEngine, model_name: str, embedder: EmbeddingBatcher | None, embedding_model_name: str
+        self, engine: EngineClient, model_name: str, embedder: EmbeddingBatcher | None, embedding_model_name: str
     ) -> None:
         self.engine = engine
-        # The engine thread detokenizes with its own tokenizer; a Rust tokenizer shared across
-        # threads can fail with "Already borrowed", so the HTTP side gets a copy.
-        self.tokenizer = copy.deepcopy(engine.tokenizer)
+        self.tokenizer = engine.tokenizer
         self.model_name = model_name
         self.embedder = embedder
         self.embedding_model_name = embedding_model_name
@@ -129,7 +126,7 @@ class EngineServer:
         if top_logprobs is not None and not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
             raise BadRequest(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}", param="top_logprobs")
         stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-        limit = self.engine.engine.max_model_len - len(prompt_ids)
+        limit = self.engine.limits.max_model_len - len(prompt_ids)
         params = SamplingParams(
             temperature=temperature, top_p=top_p, top_k=max(top_k, 0), seed=body.seed,
             max_tokens=max_tokens if max_tokens is not None else limit, stop=stop,
@@ -137,7 +134,7 @@ class EngineServer:
             logprobs=top_logprobs is not None, top_logprobs=top_logprobs or 0,
         )
         try:
-            self.engine.engine.validate(prompt_ids, params)
+            self.engine.limits.validate(prompt_ids, params)
         except RequestRejected as e:
             raise ContextTooLong(str(e), param="messages" if hasattr(body, "messages") else "prompt") from None
         return params
@@ -182,7 +179,7 @@ class EngineServer:
         if isinstance(prompt, str):
             ids = list(self.tokenizer(prompt)["input_ids"])
         else:
-            vocab = self.engine.engine.model_config.vocab_size
+            vocab = self.engine.limits.vocab_size
             if any(not isinstance(t, int) or not 0 <= t < vocab for t in prompt):
                 raise BadRequest(f"prompt token ids must be integers in [0, {vocab})", param="prompt")
             ids = list(prompt)  # type: ignore[arg-type]
@@ -406,7 +403,7 @@ def _error_response(err: EngineError) -> Response[Any]:
 
 
 def create_app(
-    engine: AsyncEngine,
+    engine: EngineClient,
     *,
     model_name: str,
     embedder: EmbeddingBatcher | None = None,
@@ -434,12 +431,12 @@ def create_app(
     @get("/health")
     async def health() -> Any:
         if not engine.alive:
-            return _error_response(EngineUnavailable("the engine loop is not running"))
+            return _error_response(EngineUnavailable("the engine is not running"))
         return _json({"status": "ok"})
 
     @get("/metrics")
     async def metrics() -> Any:
-        text = render(engine.engine, model_name)
+        text = render(engine.stats, model_name)
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     def on_engine_error(request: Request, exc: Exception) -> Response[Any]:

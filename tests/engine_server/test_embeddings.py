@@ -7,7 +7,7 @@ import pytest
 from litestar.testing import TestClient
 
 from engine_server.embeddings import EmbeddingBatcher, SentenceEmbedder
-from engine_server.engine_loop import AsyncEngine
+from engine_server.engine_client import EngineClient
 from engine_server.server import create_app
 
 
@@ -43,7 +43,7 @@ def test_concurrent_requests_share_one_batch(embedder):
 
 
 def test_embeddings_endpoint(embedder, smollm2_engine):
-    app = create_app(AsyncEngine(smollm2_engine), model_name="m", embedder=EmbeddingBatcher(embedder))
+    app = create_app(EngineClient.in_thread(smollm2_engine), model_name="m", embedder=EmbeddingBatcher(embedder))
     with TestClient(app) as client:
         r = client.post("/v1/embeddings", json={"input": ["hello", "world"], "model": "all-MiniLM-L6-v2"})
         body = r.json()

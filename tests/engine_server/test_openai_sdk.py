@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def engine_url(smollm2_dir):
+@contextmanager
+def running_engine(model_dir: Path) -> Iterator[tuple[subprocess.Popen, str]]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine_server", "--model", str(smollm2_dir), "--port", "0", "--kv-cache-gib", "0.2",
+        [sys.executable, "-m", "engine_server", "--model", str(model_dir), "--port", "0", "--kv-cache-gib", "0.2",
          "--embedding-model", "none", "--served-model-name", "smol", "--num-threads", "1"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
@@ -29,9 +34,24 @@ def engine_url(smollm2_dir):
     else:
         proc.wait()
         pytest.fail("engine did not start:\n" + "".join(lines))
-    yield line.split()[-1]
-    proc.terminate()
-    proc.wait(timeout=60)
+    try:
+        yield proc, line.split()[-1]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def engine_url(smollm2_dir):
+    with running_engine(smollm2_dir) as (_, url):
+        yield url
+
+
+def engine_core_pid(pid: int) -> int:
+    """The spawned step-loop process (multiprocessing also starts a resource tracker)."""
+    kids = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    (core,) = [k for k in kids if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]
+    return core
 
 
 def test_openai_sdk_chat_and_stream(engine_url):
@@ -68,3 +88,18 @@ def test_cli_fails_fast_on_a_busy_port():
             timeout=120,
         )
     assert r.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in r.stderr
+
+
+def test_the_step_loop_runs_in_its_own_process_and_its_death_is_reported(smollm2_dir):
+    with running_engine(smollm2_dir) as (proc, url):
+        core = engine_core_pid(proc.pid)
+        body = {"model": "smol", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+        assert httpx.post(url + "/v1/chat/completions", json=body, timeout=60).status_code == 200
+        os.kill(core, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while httpx.get(url + "/health").status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        health = httpx.get(url + "/health")
+        assert health.status_code == 503 and health.json()["error"]["type"] == "server_error"
+        r = httpx.post(url + "/v1/chat/completions", json=body, timeout=60)
+        assert r.status_code == 503 and "not running" in r.json()["error"]["message"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -12,7 +13,7 @@ import pytest
 import uvicorn
 from litestar.testing import TestClient
 
-from engine_server.engine_loop import AsyncEngine
+from engine_server.engine_client import EngineClient
 from engine_server.server import create_app
 
 MODEL = "smollm2-test"
@@ -21,10 +22,22 @@ PARIS = {"messages": [{"role": "user", "content": "What is the capital of France
 
 @pytest.fixture
 def client(smollm2_engine) -> Iterator[TestClient]:
-    engine = AsyncEngine(smollm2_engine)
+    engine = EngineClient.in_thread(smollm2_engine)
     with TestClient(create_app(engine, model_name=MODEL)) as c:
         yield c
     assert not smollm2_engine.has_work()
+
+
+def wait_idle(base_url: str, timeout: float = 120) -> None:
+    """Until the engine's own gauges say nothing is running or waiting."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = httpx.get(base_url + "/metrics").text
+        busy = [line for line in text.splitlines() if line.startswith(("vllm:num_requests_running", "vllm:num_requests_waiting"))]
+        if all(line.endswith(" 0.0") for line in busy):
+            return
+        time.sleep(0.05)
+    raise AssertionError("the engine did not go idle")
 
 
 def events(text: str) -> list[str]:
@@ -141,7 +154,7 @@ def test_models_health_metrics(client):
 
 
 def test_client_disconnect_mid_stream_frees_the_kv_pool(smollm2_engine):
-    engine = AsyncEngine(smollm2_engine)
+    engine = EngineClient.in_thread(smollm2_engine)
     app = create_app(engine, model_name=MODEL)
     sock = socket.create_server(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -160,7 +173,7 @@ def test_client_disconnect_mid_stream_frees_the_kv_pool(smollm2_engine):
                         seen += 1
                         if seen == 2:
                             break  # leave mid-stream: closing the response drops the connection
-        assert engine.wait_idle(timeout=120)
+        wait_idle(f"http://127.0.0.1:{port}")
         assert smollm2_engine.kv.pool.num_free == smollm2_engine.kv.pool.num_blocks
         assert smollm2_engine.generation_tokens_total - before < 400
         assert not smollm2_engine.seqs
