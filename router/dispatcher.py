@@ -150,6 +150,7 @@ class Dispatcher:
                 load=self._load(backend, report),
                 in_flight_tokens=backend.in_flight_tokens,
                 prefix_match_tokens=matched * self.routing.block_chars // CHARS_PER_TOKEN,
+                cached_prefixes=backend.prefix_index.roots,
                 kv_usage=report.kv_usage if report is not None else 0.0,
                 healthy=backend.healthy,
             ))

@@ -2,7 +2,9 @@
 
 An approximation kept by the router from what it dispatched: an LRU of block hashes, sized
 from the backend's KV capacity. Because block hashes are chained, a block can only match if
-every block before it matched too, so a lookup counts leading hits.
+every block before it matched too, so a lookup counts leading hits. It also counts the distinct
+prompt *roots* (first blocks: in practice, system prompts or conversations) it holds, which
+says how many tenants' prefixes compete for that backend's cache.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from collections.abc import Sequence
 class PrefixIndex:
     def __init__(self, capacity_blocks: int) -> None:
         self.capacity_blocks = max(1, capacity_blocks)
-        self._blocks: OrderedDict[int, None] = OrderedDict()
+        self._blocks: OrderedDict[int, bool] = OrderedDict()  # block hash -> is a first block
+        self.roots = 0
 
     def __len__(self) -> int:
         return len(self._blocks)
@@ -37,14 +40,22 @@ class PrefixIndex:
             if block in blocks:
                 blocks.move_to_end(block)
             else:
-                blocks[block] = None
-        while len(blocks) > self.capacity_blocks:
-            blocks.popitem(last=False)
+                blocks[block] = False
+        # Hashes are chained from a per-model seed, so a first block never equals a later one.
+        if block_hashes and not blocks[block_hashes[0]]:
+            blocks[block_hashes[0]] = True
+            self.roots += 1
+        self._evict()
 
     def resize(self, capacity_blocks: int) -> None:
         self.capacity_blocks = max(1, capacity_blocks)
-        while len(self._blocks) > self.capacity_blocks:
-            self._blocks.popitem(last=False)
+        self._evict()
 
     def clear(self) -> None:
         self._blocks.clear()
+        self.roots = 0
+
+    def _evict(self) -> None:
+        while len(self._blocks) > self.capacity_blocks:
+            _, is_root = self._blocks.popitem(last=False)
+            self.roots -= is_root

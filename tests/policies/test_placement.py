@@ -62,6 +62,15 @@ def test_cache_affinity_falls_back_to_free_cache_without_a_useful_match() -> Non
     assert p.backend == "b"  # 20% match is under the 30% threshold
 
 
+def test_cache_affinity_spreads_new_prefixes_by_how_many_each_cache_holds() -> None:
+    # A new tenant goes where fewer tenants compete for the cache, even if that backend is
+    # momentarily busier: affinity will keep the tenant there, so the split must be even.
+    p = CacheAffinity().place(REQ, [B("a", 1, 100, cached_prefixes=6), B("b", 3, 5000, cached_prefixes=5)], 0.0)
+    assert p.backend == "b" and "fewest cached prefixes" in p.reason
+    tie = CacheAffinity().place(REQ, [B("a", 1, 100, cached_prefixes=5), B("b", 3, 5000, cached_prefixes=5)], 0.0)
+    assert tie.backend == "a"  # equal prefixes: the fewer outstanding tokens
+
+
 def test_cache_affinity_leaves_a_saturated_replica() -> None:
     ca = CacheAffinity(abs_threshold=64, rel_threshold=1.5)
     # 70 more requests and more than 1.5x: imbalanced, least loaded wins despite the match

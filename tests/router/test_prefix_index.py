@@ -48,3 +48,18 @@ def test_resize_and_clear() -> None:
     assert len(index) == 3 and index.match([0, 1, 2]) == 3
     index.clear()
     assert len(index) == 0
+
+
+def test_roots_count_distinct_first_blocks_until_evicted() -> None:
+    index = PrefixIndex(6)
+    index.insert([1, 2, 3])
+    index.insert([1, 2, 7])  # the same system prompt, another turn: still one root
+    assert index.roots == 1
+    index.insert([10, 20])
+    assert index.roots == 2
+    index.insert([30, 40, 50, 60, 70])  # evicts tails first, then the oldest heads
+    assert index.match([1]) == 0 and index.roots == 2  # root 1 went, root 30 came
+    index.resize(1)
+    assert index.roots == 1
+    index.clear()
+    assert index.roots == 0
