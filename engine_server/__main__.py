@@ -29,6 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-prefix-caching", action="store_true")
     p.add_argument("--no-priority-preemption", action="store_true")
     p.add_argument("--embedding-model", default="default", help="'default' (all-MiniLM-L6-v2), a directory, or 'none'")
+    p.add_argument("--embedding-dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--num-threads", type=int, default=None)
     p.add_argument("--log-level", default="warning")
     return p.parse_args(argv)
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
         ordering=args.ordering, enable_prefix_caching=not args.no_prefix_caching,
         priority_preemption=not args.no_priority_preemption,
-        embedding_model=None if args.embedding_model == "none" else args.embedding_model, num_threads=args.num_threads,
+        embedding_model=None if args.embedding_model == "none" else args.embedding_model,
+        embedding_dtype=args.embedding_dtype, num_threads=args.num_threads,
     )
     # Bind first: a busy port fails in milliseconds, not after loading the model. Connections
     # wait in the backlog until the server accepts them; --port 0 reports the chosen port.
@@ -61,18 +63,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"triage engine: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
         return 1
     # Heavy imports after argument parsing, so that --help is instant.
+    import torch
     import uvicorn
 
     from engine_server.embeddings import EmbeddingBatcher, SentenceEmbedder
+    from engine_server.engine import DTYPES
     from engine_server.engine_client import EngineClient
     from engine_server.server import create_app
 
     engine = None
     try:
         engine = EngineClient.spawn(config)  # the step loop gets its own process
+        # This process only embeds; the step loop has its own process and threads. One thread:
+        # a two-thread OpenMP pool stalls at every barrier while the engine holds a core
+        # (an embedding's p99 went from 12 ms to 515 ms beside a busy job).
+        torch.set_num_threads(1)
         embedder = None
         if config.embedding_model:
-            embedder = EmbeddingBatcher(SentenceEmbedder.load(config.embedding_model, config.device))
+            model = SentenceEmbedder.load(config.embedding_model, config.device, DTYPES[config.embedding_dtype])
+            embedder = EmbeddingBatcher(model)
     except Exception as e:  # any load failure is fatal and must say why
         print(f"triage engine: cannot start: {e}", file=sys.stderr)
         if engine is not None:

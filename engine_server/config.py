@@ -36,6 +36,9 @@ class EngineConfig(msgspec.Struct, kw_only=True):
     # Preempt a running sequence when a more urgent one waits and the batch is full.
     priority_preemption: bool = True
     embedding_model: str | None = "default"
+    # bf16 embeds a short prompt in ~6 ms instead of ~10 ms on this CPU (AMX), cosine >= 0.9999
+    # to fp32: plenty for the tagger's nearest centroid. fp32 stays the portable default.
+    embedding_dtype: DType = "float32"
     cache_dir: str | None = None
     num_threads: int | None = None
     seed: int = 0

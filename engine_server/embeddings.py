@@ -27,13 +27,15 @@ class Embeddings:
 
 
 class SentenceEmbedder:
-    def __init__(self, path: Path, device: str = "cpu", max_length: int | None = None) -> None:
+    def __init__(
+        self, path: Path, device: str = "cpu", max_length: int | None = None, dtype: torch.dtype = torch.float32
+    ) -> None:
         from transformers import AutoModel, AutoTokenizer
 
         if not (path / "config.json").exists():
             raise ModelLoadError(f"{path} is not an embedding model directory (no config.json)")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path, dtype=torch.float32).to(device).eval()
+        self.model = AutoModel.from_pretrained(path, dtype=dtype).to(device).eval()
         self.device = device
         st_config = path / "sentence_bert_config.json"
         if max_length is None and st_config.exists():
@@ -44,15 +46,15 @@ class SentenceEmbedder:
         self.normalize = modules.exists() and "Normalize" in modules.read_text()
 
     @classmethod
-    def load(cls, name: str, device: str = "cpu") -> SentenceEmbedder:
+    def load(cls, name: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> SentenceEmbedder:
         path = package_file(*DEFAULT_EMBEDDING) if name == "default" else Path(name).expanduser()
-        return cls(path, device)
+        return cls(path, device, dtype=dtype)
 
     @torch.inference_mode()
     def embed(self, texts: list[str]) -> Embeddings:
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        hidden = self.model(**batch).last_hidden_state
+        hidden = self.model(**batch).last_hidden_state.float()  # pool in fp32 whatever the weights
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         if self.normalize:

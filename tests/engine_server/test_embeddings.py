@@ -30,6 +30,16 @@ def test_mean_pooled_normalised_vectors(embedder):
     assert cosine(alone, out.vectors[0]) > 0.9999
 
 
+def test_bf16_weights_give_the_same_directions(embedder):
+    import torch
+
+    texts = ["My chest hurts and my arm is numb", "Summarise these 400 support tickets", "fix my regex please"]
+    half = SentenceEmbedder.load("default", dtype=torch.bfloat16)
+    for a, b in zip(embedder.embed(texts).vectors, half.embed(texts).vectors):
+        assert cosine(a, b) > 0.999
+        assert abs(math.sqrt(sum(x * x for x in b)) - 1) < 1e-4  # pooled and normalised in fp32
+
+
 def test_concurrent_requests_share_one_batch(embedder):
     batcher = EmbeddingBatcher(embedder)
 
