@@ -75,7 +75,6 @@ class TorchPagedAttention:
 
         heads = q.shape[1]
         group = heads // kv_heads
-        out = torch.empty_like(q)
         n = meta.num_decodes
         if n:
             assert meta.decode_block_tables is not None and meta.decode_mask is not None
@@ -84,8 +83,12 @@ class TorchPagedAttention:
             keys = k_cache.index_select(0, flat_tables).view(n, -1, kv_heads, head_dim).transpose(1, 2)
             values = v_cache.index_select(0, flat_tables).view(n, -1, kv_heads, head_dim).transpose(1, 2)
             qd = q[:n].view(n, kv_heads, group, head_dim)
-            o = F.scaled_dot_product_attention(qd, keys, values, attn_mask=meta.decode_mask)
-            out[:n] = o.reshape(n, heads, head_dim)
+            decoded = F.scaled_dot_product_attention(qd, keys, values, attn_mask=meta.decode_mask).reshape(n, heads, head_dim)
+            if not meta.prefills:
+                return decoded  # a decode-only step: no copy into a shared output
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        if n:
+            out[:n] = decoded
         for chunk in meta.prefills:
             s, e = chunk.start, chunk.start + chunk.length
             qs = q[s:e].transpose(0, 1).unsqueeze(0)

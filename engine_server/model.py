@@ -27,6 +27,23 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
 
 
+class ResidualLinear(nn.Linear):
+    """A projection whose output joins the residual stream. Its own type so that a packed CPU
+    twin can fuse the add into the GEMM (see cpu_linear)."""
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return residual + super().forward(x)
+
+
+class GatedUpProj(nn.Linear):
+    """gate and up projections stacked in one weight, returning silu(gate) * up. Its own type so
+    that a packed CPU twin can fuse the activation and the product into the GEMMs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = super().forward(x).chunk(2, dim=-1)
+        return F.silu(gate) * up
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -34,32 +51,31 @@ class Attention(nn.Module):
         self.q_size, self.kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
         # q, k and v share one GEMM: one weight read per step instead of three.
         self.qkv_proj = nn.Linear(cfg.hidden_size, self.q_size + 2 * self.kv_size, bias=cfg.qkv_bias)
-        self.o_proj = nn.Linear(self.q_size, cfg.hidden_size, bias=cfg.o_bias)
+        self.o_proj = ResidualLinear(self.q_size, cfg.hidden_size, bias=cfg.o_bias)
 
     def forward(
         self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], kv_cache: torch.Tensor, meta: AttentionMetadata,
-        backend: AttentionBackend,
+        backend: AttentionBackend, residual: torch.Tensor,
     ) -> torch.Tensor:
+        """residual + attention(x)."""
         t = x.shape[0]
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = q.view(t, self.heads, self.head_dim)
-        k = k.view(t, self.kv_heads, self.head_dim)
-        v = v.view(t, self.kv_heads, self.head_dim)
-        q, k = apply_rotary(q, k, *rope)
-        o = backend.forward(q, k, v, kv_cache, meta)
-        return self.o_proj(o.reshape(t, self.q_size))
+        qk, v = self.qkv_proj(x).split([self.q_size + self.kv_size, self.kv_size], dim=-1)
+        # q and k rotate together: one set of kernels for both.
+        qk = apply_rotary(qk.view(t, self.heads + self.kv_heads, self.head_dim), *rope)
+        q, k = qk.split([self.heads, self.kv_heads], dim=1)
+        o = backend.forward(q, k, v.view(t, self.kv_heads, self.head_dim), kv_cache, meta)
+        return self.o_proj(o.reshape(t, self.q_size), residual)
 
 
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.inter = cfg.intermediate_size
-        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * self.inter, bias=cfg.mlp_bias)
-        self.down_proj = nn.Linear(self.inter, cfg.hidden_size, bias=cfg.mlp_bias)
+        self.gate_up_proj = GatedUpProj(cfg.hidden_size, 2 * cfg.intermediate_size, bias=cfg.mlp_bias)
+        self.down_proj = ResidualLinear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).split(self.inter, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """residual + mlp(x)."""
+        return self.down_proj(self.gate_up_proj(x), residual)
 
 
 class DecoderLayer(nn.Module):
@@ -74,8 +90,8 @@ class DecoderLayer(nn.Module):
         self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], kv_cache: torch.Tensor, meta: AttentionMetadata,
         backend: AttentionBackend,
     ) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), rope, kv_cache, meta, backend)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        x = self.self_attn(self.input_layernorm(x), rope, kv_cache, meta, backend, residual=x)
+        return self.mlp(self.post_attention_layernorm(x), residual=x)
 
 
 class LlamaForCausalLM(nn.Module):

@@ -72,7 +72,11 @@ def _yarn(head_dim: int, theta: float, factor: float, s: dict[str, Any]) -> tupl
 
 
 class RotaryEmbedding(torch.nn.Module):
-    """Precomputed cos/sin tables indexed by absolute position (rotate-half layout)."""
+    """Precomputed cos/sin tables indexed by absolute position (rotate-half layout).
+
+    The sin table carries rotate-half's sign: [-sin, sin] over the two halves of a head, so
+    that the rotation needs only a swap of the halves (see `apply_rotary`).
+    """
 
     def __init__(self, head_dim: int, max_positions: int, theta: float, scaling: dict[str, Any] | None) -> None:
         super().__init__()
@@ -85,26 +89,26 @@ class RotaryEmbedding(torch.nn.Module):
         """(Re)compute the tables; the loader calls it after materialising a meta-device model."""
         inv_freq, attention_scaling = inverse_frequencies(self.head_dim, self.theta, self.scaling)
         freqs = torch.outer(torch.arange(self.max_positions, dtype=torch.float32), inv_freq)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        self.cos = emb.cos() * attention_scaling
-        self.sin = emb.sin() * attention_scaling
+        cos, sin = freqs.cos(), freqs.sin()
+        self.cos = torch.cat((cos, cos), dim=-1) * attention_scaling
+        self.sin = torch.cat((-sin, sin), dim=-1) * attention_scaling
         if device is not None:
             self.cos, self.sin = self.cos.to(device), self.sin.to(device)
 
     def lookup(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin for the step's positions, [T, 1, D]: looked up once per step, not per layer."""
+        """cos, signed sin for the step's positions, [T, 1, D]: looked up once per step, not per layer."""
         cos = self.cos.index_select(0, positions).unsqueeze(1).to(dtype)
         sin = self.sin.index_select(0, positions).unsqueeze(1).to(dtype)
         return cos, sin
 
 
-def apply_rotary(
-    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """q: [T, H, D], k: [T, Hkv, D], cos/sin: [T, 1, D] (rotate-half layout)."""
-    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: [T, heads, D], any strides (q and k side by side, straight from the fused projection);
+    cos/sin from `RotaryEmbedding.lookup`. Returns a new contiguous [T, heads, D].
 
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    Four kernels for q and k together instead of five each. Bit-identical to
+    x * cos + rotate_half(x) * sin: rotate-half's negation moved into the table is exact.
+    """
+    t, heads, dim = x.shape
+    swapped = x.view(t, heads, 2, dim // 2).flip(2).view(t, heads, dim).mul_(sin)
+    return (x * cos).add_(swapped)

@@ -1,5 +1,5 @@
-"""The bf16 CPU fast path (packed oneDNN linears and the fusions around them) stays faithful:
-close to torch's own bf16 ops per layer, and greedy-equal to the fp32 engine end to end."""
+"""The bf16 CPU fast path (packed oneDNN linears and their fused epilogues) stays faithful:
+close to fp32 per module, and next-token distributions close to the fp32 engine end to end."""
 
 from __future__ import annotations
 
@@ -9,8 +9,14 @@ import torch.nn.functional as F
 
 from engine_server.checkpoint import load_model
 from engine_server.config import EngineConfig, ModelConfig
-from engine_server.cpu_linear import PackedLinear, packing_applies
+from engine_server.cpu_linear import (
+    PackedGatedUp,
+    PackedLinear,
+    PackedResidualLinear,
+    packing_applies,
+)
 from engine_server.engine import LLMEngine
+from engine_server.model import GatedUpProj, ResidualLinear
 from engine_server.sequence import SamplingParams
 from tests.engine_server.conftest import save_tiny_checkpoint, tiny_engine
 from tests.engine_server.test_smollm2 import QUESTIONS, chat_ids
@@ -38,6 +44,17 @@ def test_packed_linear_matches_torch(bias, rows):
     x = torch.randn(rows, 96, dtype=torch.bfloat16)[:, :48]  # a strided view, as the model passes
     expected = F.linear(x.float(), ref.weight.float(), None if ref.bias is None else ref.bias.float())
     torch.testing.assert_close(packed(x).float(), expected, atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_fused_epilogues_match_their_modules(bias):
+    torch.manual_seed(0)
+    x, residual = torch.randn(5, 48, dtype=torch.bfloat16), torch.randn(5, 32, dtype=torch.bfloat16)
+    gated = GatedUpProj(48, 64, bias=bias).to(torch.bfloat16)
+    torch.testing.assert_close(PackedGatedUp(gated)(x).float(), gated.float()(x.float()), atol=3e-2, rtol=3e-2)
+    down = ResidualLinear(48, 32, bias=bias).to(torch.bfloat16)
+    torch.testing.assert_close(PackedResidualLinear(down)(x, residual).float(), down.float()(x.float(), residual.float()),
+                               atol=3e-2, rtol=3e-2)
 
 
 def prefill_logprobs(engine: LLMEngine, prompt: list[int], top: int) -> dict[int, float]:
