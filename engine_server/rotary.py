@@ -106,9 +106,9 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     """x: [T, heads, D], any strides (q and k side by side, straight from the fused projection);
     cos/sin from `RotaryEmbedding.lookup`. Returns a new contiguous [T, heads, D].
 
-    Four kernels for q and k together instead of five each. Bit-identical to
-    x * cos + rotate_half(x) * sin: rotate-half's negation moved into the table is exact.
+    Four kernels for q and k together (swap, two products, sum) instead of five each.
+    Bit-identical to x * cos + rotate_half(x) * sin: the negation moved into the table is exact.
     """
-    t, heads, dim = x.shape
-    swapped = x.view(t, heads, 2, dim // 2).flip(2).view(t, heads, dim).mul_(sin)
+    half = x.shape[-1] // 2
+    swapped = torch.cat((x[..., half:], x[..., :half]), dim=-1).mul_(sin)  # cat: ~half the cost of flip
     return (x * cos).add_(swapped)
