@@ -44,19 +44,26 @@ import workload  # noqa: E402
 
 RESULTS = procs.ROOT / "bench" / "results"
 ALL_FRONT_ENDS = ("sticky", "sticky-fcfs", "triage-affinity", "triage-affinity-head", "triage-affinity-session",
-                  "triage-affinity-fcfs", "triage-round-robin", "triage-least-load", "sglang-cache-aware")
+                  "triage-affinity-fcfs", "triage-affinity-loose", "triage-affinity-memory", "triage-round-robin", "triage-least-load", "sglang-cache-aware")
 DEFAULT_FRONT_ENDS = ("sticky", "triage-affinity", "triage-affinity-head", "triage-affinity-session",
                       "triage-round-robin", "triage-least-load", "sglang-cache-aware")
 # "-fcfs": no `priority` field reaches vLLM, as behind sglang-router, whose default mode
 # re-serialises the request and drops `priority` (and `temperature`).
 TRIAGE_POLICIES = {"triage-affinity": "cache-affinity", "triage-affinity-head": "cache-affinity",
-                   "triage-affinity-fcfs": "cache-affinity",
+                   "triage-affinity-fcfs": "cache-affinity", "triage-affinity-loose": "cache-affinity",
+                   "triage-affinity-memory": "cache-affinity",
                    "triage-affinity-session": "cache-affinity", "triage-round-robin": "round-robin",
                    "triage-least-load": "least-load"}
 # Extra [routing] keys per Triage front end. "head": hash only the first 10 blocks (2,560
 # characters, the head of each tenant's system prompt), so that the prefix index, sized from
 # the backend's reported KV capacity, remembers every tenant's server rather than ~4 of them.
-TRIAGE_ROUTING = {"triage-affinity-head": {"max_blocks": 10, "cache_threshold": 0.2}}
+# "loose": leave a tenant's server only at a 16-request gap instead of 4 (sglang-router's own
+# default is 64), which moves tenants, and so duplicates their prompts across caches, less often.
+# "memory": the prefix index remembers 8x the KV capacity instead of 2x, so a tenant whose
+# prompt the index forgot is not placed afresh (sglang-router's tree keeps 2^26 characters).
+TRIAGE_ROUTING = {"triage-affinity-head": {"max_blocks": 10, "cache_threshold": 0.2},
+                  "triage-affinity-loose": {"balance_abs_threshold": 16},
+                  "triage-affinity-memory": {"index_capacity_factor": 8.0}}
 
 
 # ---------------------------------------------------------------- client

@@ -166,7 +166,7 @@ def _place(placer: Placer, replicas: list[Replica], spec: SimRequest, now: float
         return 0
     snapshot = [
         BackendState(r.name, load=r.load, in_flight_tokens=r.in_flight_tokens(),
-                     prefix_match_tokens=r.prefix_match_tokens(spec),
+                     prefix_match_tokens=r.prefix_match_tokens(spec), cached_prefixes=len(r.prefixes),
                      serves_priorities=frozenset({0}) if i < critical else None)
         for i, r in enumerate(replicas)
     ]
