@@ -22,8 +22,9 @@ def test_the_embedded_default_serves_a_real_model(tmp_path: Path) -> None:
     shipped = load_config(ROOT / "config.toml")
     assert shipped.backends[0].launch and shipped.backends[0].kind == "engine"
     config = (ROOT / "config.toml").read_text().replace("127.0.0.1:8100", "127.0.0.1:18177")
-    config = config.replace('launch_args = ["--model", "default", "--served-model-name", "smol"]',
-                            'launch_args = ["--model", "default", "--served-model-name", "smol", "--embedding-model", "none"]')
+    config = config.replace('launch_args = ["--model", "default", "--served-model-name", "smol"',
+                            'launch_args = ["--model", "default", "--served-model-name", "smol", "--embedding-model", "none"')
+    assert '"--embedding-model", "none"' in config
     path = tmp_path / "config.toml"
     path.write_text(config)
     process = subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--config", str(path), "--port", "0"],
