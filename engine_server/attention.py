@@ -35,9 +35,7 @@ class AttentionMetadata:
     num_decodes: int = 0
     decode_block_tables: torch.Tensor | None = None  # [num_decodes, max_blocks]
     decode_mask: torch.Tensor | None = None  # additive (0 / -inf) [num_decodes, 1, 1, max_blocks * block_size]
-    # [num_decodes], decode_block_tables' dtype; the C++ decode kernel derives it from decode_mask
-    # on the step's first layer when the runner leaves it None.
-    decode_context_lens: torch.Tensor | None = None
+    decode_context_lens: torch.Tensor | None = None  # [num_decodes], tokens each decode attends to
     prefills: list[PrefillChunk] = field(default_factory=list)
     # Packed form, built only for backends that ask for it (`packed = True`), e.g. kernels/:
     # every sequence of the step, in batch order, int32 on the device.
@@ -118,8 +116,7 @@ class TorchPagedAttention:
         assert meta.decode_block_tables is not None and meta.decode_mask is not None
         n, heads, head_dim = q.shape
         if q.dtype == torch.bfloat16 and q.device.type == "cpu" and (fused := cpu_ops.ops()) is not None:
-            if meta.decode_context_lens is None:
-                meta.decode_context_lens = cpu_ops.decode_context_lens(meta.decode_mask)
+            assert meta.decode_context_lens is not None
             return fused.paged_decode_attention(
                 q, k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens, head_dim**-0.5
             )

@@ -14,6 +14,7 @@ Set TRIAGE_CPU_OPS=0 to skip it (A/B timings, debugging).
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import shutil
@@ -52,7 +53,8 @@ def _build() -> ModuleType:
         os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
     t = time.perf_counter()
     module = cpp_extension.load(
-        name="triage_cpu_ops",
+        # -march=native code must never be loaded on another CPU from a shared cache directory.
+        name=f"triage_cpu_ops_{_cpu_key()}",
         sources=[str(_SOURCE)],
         # -fopenmp: at::parallel_for is header-inlined OpenMP; the extension then shares the
         # libgomp torch already loaded (same soname), not a second thread pool.
@@ -68,6 +70,13 @@ def _build() -> ModuleType:
     return module
 
 
-def decode_context_lens(decode_mask: torch.Tensor) -> torch.Tensor:
-    """Context length per decode row from the additive [n, 1, 1, K] mask (0 = attend)."""
-    return (decode_mask.view(decode_mask.shape[0], -1) == 0).sum(1)
+def _cpu_key() -> str:
+    """A short hash of the CPU model and its instruction-set flags."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        lines = [line for line in info.splitlines() if line.startswith(("model name", "flags"))][:2]
+    except OSError:
+        import platform
+
+        lines = [platform.machine(), platform.processor()]
+    return hashlib.blake2b("\n".join(lines).encode(), digest_size=4).hexdigest()

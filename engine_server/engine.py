@@ -12,9 +12,11 @@ import torch
 from policies.catalog import make_admission, make_ordering
 from policies.cost_model import CostModel
 
+from engine_server import cpu_ops
 from engine_server.attention import make_attention_backend
 from engine_server.checkpoint import load_model, load_tokenizer, resolve_model_dir
 from engine_server.config import EngineConfig, ModelConfig
+from engine_server.cpu_linear import packing_applies
 from engine_server.detokenizer import IncrementalDetokenizer
 from engine_server.kv_cache import KVCacheManager, bytes_per_block
 from engine_server.model import LlamaForCausalLM
@@ -154,6 +156,8 @@ class LLMEngine:
         model_config = ModelConfig.from_dir(path)
         max_len = min(config.max_model_len or model_config.max_position_embeddings, model_config.max_position_embeddings)
         model = load_model(path, model_config, DTYPES[config.dtype], torch.device(config.device), max_len)
+        if packing_applies(torch.device(config.device), DTYPES[config.dtype]):
+            cpu_ops.ops()  # build (or load) the C++ ops now: a first build takes ~30 s, not a request's
         engine = cls(config, model_config, model, load_tokenizer(path), max_model_len=max_len)
         log.info("loaded %s from %s: %d KV blocks of %d tokens", config.model, path, engine.kv.pool.num_blocks, config.block_size)
         return engine

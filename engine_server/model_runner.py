@@ -103,6 +103,7 @@ class ModelRunner:
             tables[i, : len(row)] = torch.tensor(row)
         allowed = torch.arange(width * bs).unsqueeze(0) < torch.tensor(ctx).unsqueeze(1)
         meta.decode_block_tables = tables.to(self.device)
+        meta.decode_context_lens = torch.tensor(ctx, dtype=tables.dtype).to(self.device)
         meta.decode_mask = _additive(allowed.view(len(decodes), 1, 1, width * bs), self.dtype).to(self.device)
 
     def _prefill_metadata(self, meta: AttentionMetadata, prefills: list[ScheduledSeq], offset: int) -> None:

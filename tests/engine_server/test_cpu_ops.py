@@ -4,6 +4,7 @@ extension cannot be built."""
 from __future__ import annotations
 
 import logging
+import shutil
 
 import pytest
 import torch
@@ -64,7 +65,10 @@ def decode_meta(tables: torch.Tensor, lens: torch.Tensor, block_size: int, dtype
     n, width = tables.shape
     allowed = torch.arange(width * block_size).unsqueeze(0) < lens.unsqueeze(1)
     mask = torch.zeros(n, 1, 1, width * block_size, dtype=dtype).masked_fill_(~allowed.view(n, 1, 1, -1), float("-inf"))
-    return AttentionMetadata(slot_mapping=torch.zeros(0, dtype=torch.long), num_decodes=n, decode_block_tables=tables, decode_mask=mask)
+    return AttentionMetadata(
+        slot_mapping=torch.zeros(0, dtype=torch.long), num_decodes=n, decode_block_tables=tables, decode_mask=mask,
+        decode_context_lens=lens,
+    )
 
 
 @pytest.mark.parametrize("available", [True, False])
@@ -80,7 +84,13 @@ def test_backend_bf16_decode_fused_or_fallback(monkeypatch, available):
     empty = torch.zeros(0, 3, 64, dtype=torch.bfloat16)
     got = TorchPagedAttention().forward(q, empty, empty, kv_cache, meta)
     torch.testing.assert_close(got.float(), reference(q, kv_cache, tables, lens), atol=2e-2, rtol=2e-2)
-    assert (meta.decode_context_lens is not None) == available
+
+
+def test_the_extension_builds_wherever_a_compiler_exists():
+    """The fallback is for machines without a toolchain, not a way to hide a broken build."""
+    if shutil.which("c++") is None:
+        pytest.skip("no C++ compiler on this machine")
+    assert ops is not None
 
 
 def test_failed_build_warns_once_and_returns_none(monkeypatch, caplog):
