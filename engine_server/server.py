@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -54,6 +55,7 @@ from engine_server.metrics import render
 from engine_server.sequence import SamplingParams, TokenLogprob
 
 MAX_TOP_LOGPROBS = 20
+MAX_N = 16
 DEFAULT_PRIORITY = 2
 
 
@@ -67,6 +69,7 @@ class _Generation(msgspec.Struct):
     predicted: int | None
     stream: bool
     include_usage: bool
+    n: int = 1  # choices; each is its own sequence (they share the prompt's cached blocks)
 
 
 class EngineServer:
@@ -110,8 +113,8 @@ class EngineServer:
         return value
 
     def _sampling(self, body: Any, prompt_ids: list[int], max_tokens: int | None, top_logprobs: int | None) -> SamplingParams:
-        if body.n != 1:
-            raise BadRequest("only n=1 is supported", param="n")
+        if not 1 <= body.n <= MAX_N:
+            raise BadRequest(f"n must be between 1 and {MAX_N}", param="n")
         temperature = 1.0 if body.temperature is None else body.temperature
         if not 0 <= temperature <= 2:
             raise BadRequest("temperature must be between 0 and 2", param="temperature")
@@ -147,7 +150,7 @@ class EngineServer:
         return _Generation(
             request_id=f"{prefix}-{uuid.uuid4().hex}", prompt_ids=prompt_ids, params=params, priority=priority,
             predicted=body.predicted_output_tokens, stream=body.stream,
-            include_usage=bool(body.stream_options and body.stream_options.include_usage),
+            include_usage=bool(body.stream_options and body.stream_options.include_usage), n=body.n,
         )
 
     def chat_request(self, raw: bytes, headers: Any) -> _Generation:
@@ -188,11 +191,55 @@ class EngineServer:
 
     # --- responses ----------------------------------------------------------------------
 
-    def _usage(self, out: RequestOutput) -> Usage:
+    def _usage(self, finals: list[RequestOutput]) -> Usage:
+        """The prompt once (as OpenAI counts it), the completions of every choice."""
+        first = finals[0]
+        completion = sum(out.completion_tokens for out in finals)
         return Usage(
-            out.prompt_tokens, out.completion_tokens, out.prompt_tokens + out.completion_tokens,
-            PromptTokensDetails(cached_tokens=out.cached_tokens),
+            first.prompt_tokens, completion, first.prompt_tokens + completion,
+            PromptTokensDetails(cached_tokens=first.cached_tokens),
         )
+
+    async def _choices(self, gen: _Generation) -> AsyncIterator[tuple[int, RequestOutput]]:
+        """Every choice's outputs as they come, tagged with the choice index. n > 1 runs n
+        sequences; with a seed, choice i samples with seed + i so that the choices differ."""
+        if gen.n == 1:
+            async for out in self.engine.generate(
+                gen.request_id, gen.prompt_ids, gen.params, priority=gen.priority, predicted_output_len=gen.predicted
+            ):
+                yield 0, out
+            return
+        merged: asyncio.Queue[tuple[int, RequestOutput] | BaseException | None] = asyncio.Queue()
+
+        async def pump(index: int) -> None:
+            params = copy.copy(gen.params)
+            if params.seed is not None:
+                params.seed += index
+            try:
+                async for out in self.engine.generate(
+                    f"{gen.request_id}-{index}", gen.prompt_ids, params, priority=gen.priority,
+                    predicted_output_len=gen.predicted,
+                ):
+                    merged.put_nowait((index, out))
+            except Exception as e:
+                merged.put_nowait(e)
+            finally:
+                merged.put_nowait(None)
+
+        pumps = [asyncio.ensure_future(pump(i)) for i in range(gen.n)]
+        try:
+            running = gen.n
+            while running:
+                item = await merged.get()
+                if item is None:
+                    running -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
+        finally:  # a failure, a disconnect or a consumer that stops early: abort the rest
+            for task in pumps:
+                task.cancel()
 
     def _token_text(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id])
@@ -217,21 +264,19 @@ class EngineServer:
             offset += len(text)
         return CompletionLogprobs(tokens, values, tops, offsets)
 
-    async def run_to_end(self, gen: _Generation, request: Request) -> tuple[str, list[TokenLogprob], RequestOutput]:
-        """Collect a non-streamed generation; abort it if the client disconnects first."""
+    async def run_to_end(self, gen: _Generation, request: Request) -> list[_Finished]:
+        """Collect a non-streamed generation, one entry per choice; abort it if the client
+        disconnects first."""
 
-        async def consume() -> tuple[str, list[TokenLogprob], RequestOutput]:
-            parts: list[str] = []
-            lps: list[TokenLogprob] = []
-            last: RequestOutput | None = None
-            async for out in self.engine.generate(
-                gen.request_id, gen.prompt_ids, gen.params, priority=gen.priority, predicted_output_len=gen.predicted
-            ):
-                parts.append(out.text)
-                lps.extend(out.logprobs)
-                last = out
-            assert last is not None
-            return "".join(parts), lps, last
+        async def consume() -> list[_Finished]:
+            parts: list[list[str]] = [[] for _ in range(gen.n)]
+            lps: list[list[TokenLogprob]] = [[] for _ in range(gen.n)]
+            last: list[RequestOutput | None] = [None] * gen.n
+            async for index, out in self._choices(gen):
+                parts[index].append(out.text)
+                lps[index].extend(out.logprobs)
+                last[index] = out
+            return [_Finished("".join(p), lp, final) for p, lp, final in zip(parts, lps, last) if final is not None]
 
         work = asyncio.ensure_future(consume())
         gone = asyncio.ensure_future(_wait_disconnect(request))
@@ -250,64 +295,71 @@ class EngineServer:
         gen = self.chat_request(await request.body(), request.headers)
         if gen.stream:
             return _sse(self._chat_stream(gen))
-        text, lps, last = await self.run_to_end(gen, request)
-        choice = ChatChoice(0, ChatMessageOut(content=text), self._chat_logprobs(lps) if gen.params.logprobs else None, last.finish_reason)
-        body = ChatCompletion(gen.request_id, int(time.time()), self.model_name, [choice], self._usage(last))
+        done = await self.run_to_end(gen, request)
+        choices = [
+            ChatChoice(i, ChatMessageOut(content=f.text), self._chat_logprobs(f.logprobs) if gen.params.logprobs else None,
+                       f.last.finish_reason)
+            for i, f in enumerate(done)
+        ]
+        body = ChatCompletion(gen.request_id, int(time.time()), self.model_name, choices, self._usage([f.last for f in done]))
         return _json(body)
 
     async def _chat_stream(self, gen: _Generation) -> AsyncIterator[bytes]:
         created = int(time.time())
 
-        def chunk(delta: ChatDelta, finish: str | None = None, logprobs: ChatLogprobs | None = None) -> bytes:
-            return _event(ChatCompletionChunk(gen.request_id, created, self.model_name, [ChatChunkChoice(0, delta, logprobs, finish)]))
+        def chunk(index: int, delta: ChatDelta, finish: str | None = None, logprobs: ChatLogprobs | None = None) -> bytes:
+            return _event(ChatCompletionChunk(gen.request_id, created, self.model_name, [ChatChunkChoice(index, delta, logprobs, finish)]))
 
-        yield chunk(ChatDelta(role="assistant", content=""))
-        last: RequestOutput | None = None
+        for index in range(gen.n):
+            yield chunk(index, ChatDelta(role="assistant", content=""))
+        last: dict[int, RequestOutput] = {}
         try:
-            async for out in self.engine.generate(
-                gen.request_id, gen.prompt_ids, gen.params, priority=gen.priority, predicted_output_len=gen.predicted
-            ):
-                last = out
+            async for index, out in self._choices(gen):
+                last[index] = out
                 lps = self._chat_logprobs(out.logprobs) if gen.params.logprobs else None
                 if out.text or lps or out.finished:
-                    yield chunk(ChatDelta(content=out.text), out.finish_reason if out.finished else None, lps)
+                    yield chunk(index, ChatDelta(content=out.text), out.finish_reason if out.finished else None, lps)
         except Exception as e:  # headers are sent: report in-band, as vLLM does, then end the stream
             yield _event(_as_engine_error(e).envelope())
             yield b"data: [DONE]\n\n"
             return
-        if gen.include_usage and last is not None:
-            yield _event(ChatCompletionChunk(gen.request_id, created, self.model_name, [], self._usage(last)))
+        if gen.include_usage and last:
+            usage = self._usage([last[i] for i in sorted(last)])
+            yield _event(ChatCompletionChunk(gen.request_id, created, self.model_name, [], usage))
         yield b"data: [DONE]\n\n"
 
     async def completion(self, request: Request) -> Response[Any] | Stream:
         gen = self.completion_request(await request.body(), request.headers)
         if gen.stream:
             return _sse(self._completion_stream(gen))
-        text, lps, last = await self.run_to_end(gen, request)
-        logprobs = self._completion_logprobs(lps, 0) if gen.params.logprobs else None
-        body = Completion(gen.request_id, int(time.time()), self.model_name, [CompletionChoice(0, text, logprobs, last.finish_reason)], self._usage(last))
+        done = await self.run_to_end(gen, request)
+        choices = [
+            CompletionChoice(i, f.text, self._completion_logprobs(f.logprobs, 0) if gen.params.logprobs else None,
+                             f.last.finish_reason)
+            for i, f in enumerate(done)
+        ]
+        body = Completion(gen.request_id, int(time.time()), self.model_name, choices, self._usage([f.last for f in done]))
         return _json(body)
 
     async def _completion_stream(self, gen: _Generation) -> AsyncIterator[bytes]:
         created = int(time.time())
-        last: RequestOutput | None = None
-        offset = 0
+        last: dict[int, RequestOutput] = {}
+        offsets = [0] * gen.n
         try:
-            async for out in self.engine.generate(
-                gen.request_id, gen.prompt_ids, gen.params, priority=gen.priority, predicted_output_len=gen.predicted
-            ):
-                last = out
-                lps = self._completion_logprobs(out.logprobs, offset) if gen.params.logprobs else None
-                offset += len(out.text)
+            async for index, out in self._choices(gen):
+                last[index] = out
+                lps = self._completion_logprobs(out.logprobs, offsets[index]) if gen.params.logprobs else None
+                offsets[index] += len(out.text)
                 if out.text or lps or out.finished:
-                    choice = CompletionChoice(0, out.text, lps, out.finish_reason if out.finished else None)
+                    choice = CompletionChoice(index, out.text, lps, out.finish_reason if out.finished else None)
                     yield _event(Completion(gen.request_id, created, self.model_name, [choice]))
         except Exception as e:
             yield _event(_as_engine_error(e).envelope())
             yield b"data: [DONE]\n\n"
             return
-        if gen.include_usage and last is not None:
-            yield _event(Completion(gen.request_id, created, self.model_name, [], self._usage(last)))
+        if gen.include_usage and last:
+            usage = self._usage([last[i] for i in sorted(last)])
+            yield _event(Completion(gen.request_id, created, self.model_name, [], usage))
         yield b"data: [DONE]\n\n"
 
     async def embeddings(self, request: Request) -> Response[Any]:
@@ -332,6 +384,14 @@ class EngineServer:
         if self.embedder is not None:
             cards.append(ModelCard(self.embedding_model_name, self.created))
         return _json(ModelList(cards))
+
+
+class _Finished(msgspec.Struct):
+    """One choice of a non-streamed generation."""
+
+    text: str
+    logprobs: list[TokenLogprob]
+    last: RequestOutput
 
 
 class ClientDisconnected(Exception):

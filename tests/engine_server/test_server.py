@@ -107,7 +107,7 @@ def test_seeded_sampling_is_reproducible(client):
         ({**PARIS, "priority": 7}, 400, "priority"),
         ({**PARIS, "model": "gpt-9"}, 404, "model"),
         ({**PARIS, "temperature": 3}, 400, "temperature"),
-        ({**PARIS, "n": 2}, 400, "n"),
+        ({**PARIS, "n": 0}, 400, "n"),
         ({**PARIS, "max_tokens": 100000}, 200, None),  # clamped to the context, like vLLM
         ({"messages": "hi"}, 400, "messages"),
         ({**PARIS, "top_logprobs": 50, "logprobs": True}, 400, "top_logprobs"),
@@ -153,7 +153,8 @@ def test_models_health_metrics(client):
     assert values["vllm:prefix_cache_queries_total"] >= values["vllm:prefix_cache_hits_total"] + 37
 
 
-def test_client_disconnect_mid_stream_frees_the_kv_pool(smollm2_engine):
+@pytest.mark.parametrize("n", [1, 3])
+def test_client_disconnect_mid_stream_frees_the_kv_pool(smollm2_engine, n):
     engine = EngineClient.in_thread(smollm2_engine)
     app = create_app(engine, model_name=MODEL)
     sock = socket.create_server(("127.0.0.1", 0))
@@ -163,7 +164,7 @@ def test_client_disconnect_mid_stream_frees_the_kv_pool(smollm2_engine):
     thread.start()
     before = smollm2_engine.generation_tokens_total
     try:
-        payload = {**PARIS, "stream": True, "max_tokens": 400, "ignore_eos": True}
+        payload = {**PARIS, "stream": True, "max_tokens": 400, "ignore_eos": True, "n": n}
         with httpx.Client(timeout=120) as http:
             with http.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=payload) as r:
                 lines = r.iter_lines()
@@ -175,7 +176,7 @@ def test_client_disconnect_mid_stream_frees_the_kv_pool(smollm2_engine):
                             break  # leave mid-stream: closing the response drops the connection
         wait_idle(f"http://127.0.0.1:{port}")
         assert smollm2_engine.kv.pool.num_free == smollm2_engine.kv.pool.num_blocks
-        assert smollm2_engine.generation_tokens_total - before < 400
+        assert smollm2_engine.generation_tokens_total - before < 400  # every choice was aborted, not finished
         assert not smollm2_engine.seqs
     finally:
         server.should_exit = True
@@ -190,3 +191,41 @@ def test_priority_from_header_when_the_body_has_none(client):
     # The body wins over the header.
     body = client.post("/v1/chat/completions", json={**PARIS, "max_tokens": 2, "priority": 9}, headers={"x-priority": "0"})
     assert body.status_code == 400 and body.json()["error"]["param"] == "priority"
+
+
+def test_n_choices_each_sample_their_own_sequence(client):
+    payload = {**PARIS, "n": 3, "temperature": 1.0, "seed": 7, "max_tokens": 8}
+    body = client.post("/v1/chat/completions", json=payload).json()
+    choices = body["choices"]
+    assert [c["index"] for c in choices] == [0, 1, 2]
+    assert len({c["message"]["content"] for c in choices}) > 1  # seeds 7, 8, 9: not three copies
+    assert body["usage"]["prompt_tokens"] == 37  # the prompt is counted once
+    completion = body["usage"]["completion_tokens"]
+    assert 3 <= completion <= 24 and body["usage"]["total_tokens"] == 37 + completion
+    again = client.post("/v1/chat/completions", json=payload).json()
+    assert [c["message"]["content"] for c in again["choices"]] == [c["message"]["content"] for c in choices]
+
+
+def test_n_choices_stream_interleaved_with_their_index(client):
+    payload = {"prompt": "Once upon a time", "n": 2, "temperature": 1.0, "seed": 1, "max_tokens": 6, "stream": True,
+               "stream_options": {"include_usage": True}}
+    r = client.post("/v1/completions", json=payload)
+    data = events(r.text)
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(d) for d in data[:-1]]
+    texts = {0: "", 1: ""}
+    finished = []
+    for c in chunks[:-1]:
+        (choice,) = c["choices"]
+        texts[choice["index"]] += choice["text"]
+        if choice["finish_reason"]:
+            finished.append(choice["index"])
+    assert sorted(finished) == [0, 1] and all(texts.values())
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 12
+    plain = client.post("/v1/completions", json={**payload, "stream": False}).json()
+    assert [c["text"] for c in plain["choices"]] == [texts[0], texts[1]]
+
+
+def test_n_out_of_range_is_a_clear_error(client):
+    r = client.post("/v1/chat/completions", json={**PARIS, "n": 17})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "n"
