@@ -13,7 +13,13 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
+
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+#include <immintrin.h>
+#define TRIAGE_AVX512_BF16 1
+#endif
 
 namespace {
 
@@ -152,9 +158,164 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& k_cache, const
   });
 }
 
+#ifdef TRIAGE_AVX512_BF16
+// The bf16 fast path, in 16-token chunks (one fp32 vector of scores per query head):
+//   scores: q.k with VDPBF16PS straight on the bf16 rows (the products are exact in fp32, the
+//     sums fp32), one partial vector per token, then one transposed reduction for 16 tokens
+//     (~2 shuffles + 1 add per token instead of a horizontal sum each);
+//   softmax: the chunk's max, exp and sum on whole vectors;
+//   values: each V row converted to fp32 once, then FMAs into fp32 accumulators per head.
+
+// Lane i of the result is the sum of v[i]'s 16 lanes.
+inline __m512 transpose_sum16(const float* v) {
+  __m512 a[8], b[4];
+  for (int i = 0; i < 8; ++i) {  // per 128-bit lane: [x0+x2, y0+y2, x1+x3, y1+y3]
+    const __m512 x = _mm512_loadu_ps(v + 32 * i), y = _mm512_loadu_ps(v + 32 * i + 16);
+    a[i] = _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y));
+  }
+  for (int i = 0; i < 4; ++i) {  // per 128-bit lane: that lane's partial sums of 4 rows
+    const __m512d x = _mm512_castps_pd(a[2 * i]), y = _mm512_castps_pd(a[2 * i + 1]);
+    b[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+  }
+  // Then across the four 128-bit lanes: rows 0-7 and 8-15, then all 16 in order.
+  const __m512 c0 = _mm512_add_ps(_mm512_shuffle_f32x4(b[0], b[1], 0x88), _mm512_shuffle_f32x4(b[0], b[1], 0xDD));
+  const __m512 c1 = _mm512_add_ps(_mm512_shuffle_f32x4(b[2], b[3], 0x88), _mm512_shuffle_f32x4(b[2], b[3], 0xDD));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(c0, c1, 0x88), _mm512_shuffle_f32x4(c0, c1, 0xDD));
+}
+
+// exp_nonpositive on a vector: 2^k * p(r), with scalef applying 2^k.
+inline __m512 exp_nonpositive(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.f));
+  const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fmadd_ps(k, _mm512_set1_ps(2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.f / 720.f);
+  for (const float c : {1.f / 120.f, 1.f / 24.f, 1.f / 6.f, 0.5f, 1.f, 1.f}) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+  return _mm512_scalef_ps(p, k);
+}
+
+// 16 bf16 -> 16 fp32: a widening and a shift.
+inline __m512 load_bf16x16(const c10::BFloat16* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// Up to this many query heads per KV head on the fast path (the generic one takes any).
+constexpr int64_t kMaxGroup = 8;
+
+// G > 0 fixes the GQA group size at compile time, so the group's queries and accumulators
+// live in registers; 0 reads it at run time (<= kMaxGroup).
+template <typename Idx, int64_t D, int64_t G>
+void decode_attention_bf16(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                           const at::Tensor& block_tables, const at::Tensor& context_lens, at::Tensor& out,
+                           float softmax_scale) {
+  constexpr int64_t kChunks = D / 32, kVecs = D / 16, kTile = 16;
+  using T = c10::BFloat16;
+  const int64_t n = q.size(0), heads = q.size(1);
+  const int64_t block_size = k_cache.size(1), kv_heads = k_cache.size(2);
+  const int64_t group = G > 0 ? G : heads / kv_heads;
+  const int64_t q_seq = q.stride(0), q_head = q.stride(1);
+  const int64_t kv_row = kv_heads * D, kv_block = block_size * kv_row;
+  const int64_t table_stride = block_tables.stride(0);
+  const T* qp = q.data_ptr<T>();
+  const T* kp = k_cache.data_ptr<T>();
+  const T* vp = v_cache.data_ptr<T>();
+  const Idx* tables = block_tables.data_ptr<Idx>();
+  const Idx* lens = context_lens.data_ptr<Idx>();
+  T* op = out.data_ptr<T>();
+
+  at::parallel_for(0, n * kv_heads, 1, [&](int64_t begin, int64_t end) {
+    // Zero-initialised, so the unused rows of a short tile hold finite values (masked later).
+    alignas(64) float partial[kMaxGroup][kTile][16] = {};
+    alignas(64) float probs[kMaxGroup][kTile];
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t s = task / kv_heads, kvh = task % kv_heads;
+      const int64_t ctx = static_cast<int64_t>(lens[s]);
+      const T* qs = qp + s * q_seq + kvh * group * q_head;
+      __m512i qv[kMaxGroup][kChunks];
+      __m512 acc[kMaxGroup][kVecs];
+      float m[kMaxGroup], l[kMaxGroup], correction[kMaxGroup];
+      for (int64_t g = 0; g < group; ++g) {
+        for (int64_t c = 0; c < kChunks; ++c) qv[g][c] = _mm512_loadu_si512(qs + g * q_head + 32 * c);
+        for (int64_t j = 0; j < kVecs; ++j) acc[g][j] = _mm512_setzero_ps();
+        m[g] = -std::numeric_limits<float>::infinity();
+        l[g] = 0.f;
+      }
+      const Idx* table = tables + s * table_stride;
+      for (int64_t pos = 0; pos < ctx;) {
+        const int64_t in_block = pos % block_size;
+        const int64_t len = std::min({kTile, ctx - pos, block_size - in_block});
+        const T* krows = kp + static_cast<int64_t>(table[pos / block_size]) * kv_block + in_block * kv_row + kvh * D;
+        const T* vrows = vp + (krows - kp);
+        pos += len;
+        for (int64_t t = 0; t < len; ++t) {
+          __m512i k[kChunks];
+          for (int64_t c = 0; c < kChunks; ++c) k[c] = _mm512_loadu_si512(krows + t * kv_row + 32 * c);
+          for (int64_t g = 0; g < group; ++g) {
+            __m512 dot = _mm512_dpbf16_ps(_mm512_setzero_ps(), (__m512bh)qv[g][0], (__m512bh)k[0]);
+            for (int64_t c = 1; c < kChunks; ++c) dot = _mm512_dpbf16_ps(dot, (__m512bh)qv[g][c], (__m512bh)k[c]);
+            _mm512_store_ps(partial[g][t], dot);
+          }
+        }
+        const __mmask16 valid = static_cast<__mmask16>((1u << len) - 1);
+        for (int64_t g = 0; g < group; ++g) {
+          const __m512 sc = _mm512_mul_ps(transpose_sum16(partial[g][0]), _mm512_set1_ps(softmax_scale));
+          const float bmax = std::max(m[g], _mm512_mask_reduce_max_ps(valid, sc));
+          const __m512 p = _mm512_maskz_mov_ps(valid, exp_nonpositive(_mm512_sub_ps(sc, _mm512_set1_ps(bmax))));
+          _mm512_store_ps(probs[g], p);
+          correction[g] = std::exp(m[g] - bmax);  // exp(-inf) = 0 on the first tile
+          l[g] = l[g] * correction[g] + _mm512_reduce_add_ps(p);
+          m[g] = bmax;
+          const __m512 corr = _mm512_set1_ps(correction[g]);
+          for (int64_t j = 0; j < kVecs; ++j) acc[g][j] = _mm512_mul_ps(acc[g][j], corr);
+        }
+        // Each V row is widened to fp32 once, in registers, for every head of the group.
+        for (int64_t t = 0; t < len; ++t) {
+          __m512 v[kVecs];
+          for (int64_t j = 0; j < kVecs; ++j) v[j] = load_bf16x16(vrows + t * kv_row + 16 * j);
+          for (int64_t g = 0; g < group; ++g) {
+            const __m512 pt = _mm512_set1_ps(probs[g][t]);
+            for (int64_t j = 0; j < kVecs; ++j) acc[g][j] = _mm512_fmadd_ps(pt, v[j], acc[g][j]);
+          }
+        }
+      }
+      for (int64_t g = 0; g < group; ++g) {
+        const __m512 inv = _mm512_set1_ps(l[g] > 0.f ? 1.f / l[g] : 0.f);  // an empty context attends to nothing
+        T* dst = op + (s * heads + kvh * group + g) * D;
+        for (int64_t j = 0; j < kVecs; ++j) {
+          const __m256bh o = _mm512_cvtneps_pbh(_mm512_mul_ps(acc[g][j], inv));
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 16 * j), (__m256i)o);
+        }
+      }
+    }
+  });
+}
+
+template <typename Idx, int64_t D>
+void dispatch_group(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& tables,
+                    const at::Tensor& lens, at::Tensor& out, float softmax_scale) {
+  switch (q.size(1) / k.size(2)) {
+    case 1: return decode_attention_bf16<Idx, D, 1>(q, k, v, tables, lens, out, softmax_scale);
+    case 2: return decode_attention_bf16<Idx, D, 2>(q, k, v, tables, lens, out, softmax_scale);
+    case 3: return decode_attention_bf16<Idx, D, 3>(q, k, v, tables, lens, out, softmax_scale);
+    case 4: return decode_attention_bf16<Idx, D, 4>(q, k, v, tables, lens, out, softmax_scale);
+    default: return decode_attention_bf16<Idx, D, 0>(q, k, v, tables, lens, out, softmax_scale);
+  }
+}
+#endif
+
 template <typename T, typename Idx>
 void dispatch_head_dim(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& tables,
                        const at::Tensor& lens, at::Tensor& out, float softmax_scale) {
+#ifdef TRIAGE_AVX512_BF16
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    const bool fits = q.size(1) / k.size(2) <= kMaxGroup;
+    if (fits && q.size(2) == 64) return dispatch_group<Idx, 64>(q, k, v, tables, lens, out, softmax_scale);
+    if (fits && q.size(2) == 128) return dispatch_group<Idx, 128>(q, k, v, tables, lens, out, softmax_scale);
+    return decode_attention_impl<T, Idx, 0>(q, k, v, tables, lens, out, softmax_scale);
+  }
+#endif
   switch (q.size(2)) {
     case 64: return decode_attention_impl<T, Idx, 64>(q, k, v, tables, lens, out, softmax_scale);
     case 128: return decode_attention_impl<T, Idx, 128>(q, k, v, tables, lens, out, softmax_scale);

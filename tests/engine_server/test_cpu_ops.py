@@ -49,8 +49,10 @@ def reference(q, kv_cache, tables, lens):
 
 @needs_ops
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("heads,kv_heads", [(4, 4), (9, 3)])
-@pytest.mark.parametrize("head_dim,block_size", [(64, 16), (64, 32), (40, 16), (128, 32)])
+# Group sizes 1 and 3 have compiled-in fast paths, 7 the run-time one, 12 the generic kernel;
+# blocks of 8, 16 and 32 tokens against the fast path's 16-token tiles.
+@pytest.mark.parametrize("heads,kv_heads", [(4, 4), (9, 3), (14, 2), (12, 1)])
+@pytest.mark.parametrize("head_dim,block_size", [(64, 16), (64, 32), (64, 8), (40, 16), (128, 32)])
 def test_paged_decode_attention_matches_sdpa(dtype, heads, kv_heads, head_dim, block_size):
     q, kv_cache, tables, lens = paged_case(dtype, heads, kv_heads, head_dim, block_size, seed=head_dim + heads)
     for index_dtype in (torch.int64, torch.int32):
