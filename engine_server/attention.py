@@ -74,10 +74,13 @@ class TorchPagedAttention:
     ) -> torch.Tensor:
         _, num_blocks, block_size, kv_heads, head_dim = kv_cache.shape
         k_cache, v_cache = kv_cache[0], kv_cache[1]
-        flat_k = k_cache.view(num_blocks * block_size, kv_heads, head_dim)
-        flat_v = v_cache.view(num_blocks * block_size, kv_heads, head_dim)
-        flat_k.index_copy_(0, meta.slot_mapping, k)
-        flat_v.index_copy_(0, meta.slot_mapping, v)
+        if kv_cache.device.type == "cpu" and (fused := cpu_ops.ops()) is not None:
+            fused.write_kv(k, v, k_cache, v_cache, meta.slot_mapping)  # a byte copy: exact in any dtype
+        else:
+            flat_k = k_cache.view(num_blocks * block_size, kv_heads, head_dim)
+            flat_v = v_cache.view(num_blocks * block_size, kv_heads, head_dim)
+            flat_k.index_copy_(0, meta.slot_mapping, k)
+            flat_v.index_copy_(0, meta.slot_mapping, v)
 
         n = meta.num_decodes
         if n:

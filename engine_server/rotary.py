@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from engine_server import cpu_ops
+
 
 def inverse_frequencies(head_dim: int, theta: float, scaling: dict[str, Any] | None) -> tuple[torch.Tensor, float]:
     """Return (inv_freq [head_dim/2], attention_scaling) for the checkpoint's rope settings."""
@@ -108,7 +110,10 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
     Four kernels for q and k together (swap, two products, sum) instead of five each.
     Bit-identical to x * cos + rotate_half(x) * sin: the negation moved into the table is exact.
+    bf16 on the CPU goes to cpu_ops' one-kernel version (fp32 math, one rounding) when it builds.
     """
+    if x.dtype == torch.bfloat16 and x.device.type == "cpu" and (fused := cpu_ops.ops()) is not None:
+        return fused.rotary(x, cos, sin)
     half = x.shape[-1] // 2
     swapped = torch.cat((x[..., half:], x[..., :half]), dim=-1).mul_(sin)  # cat: ~half the cost of flip
     return (x * cos).add_(swapped)

@@ -404,7 +404,87 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps) {
   return out.view(x.sizes());
 }
 
+namespace {
+
+template <typename T>
+void rotary_impl(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, at::Tensor& out) {
+  const int64_t tokens = x.size(0), heads = x.size(1), d = x.size(2), half = d / 2;
+  const int64_t xs0 = x.stride(0), xs1 = x.stride(1), cs = cos.stride(0), ss = sin.stride(0);
+  const T* xp = x.data_ptr<T>();
+  const T* cp = cos.data_ptr<T>();
+  const T* sp = sin.data_ptr<T>();
+  T* op = out.data_ptr<T>();
+  // A few microseconds in all at decode batch sizes: threads only for prefill-sized inputs.
+  const int64_t grain = std::max<int64_t>(1, 32768 / (heads * d));
+  at::parallel_for(0, tokens, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const T* c = cp + t * cs;
+      const T* sn = sp + t * ss;
+      for (int64_t h = 0; h < heads; ++h) {
+        const T* xr = xp + t * xs0 + h * xs1;
+        T* o = op + (t * heads + h) * d;
+        // sin carries rotate-half's sign (see rotary.py): out = x * cos + swap_halves(x) * sin.
+#pragma omp simd
+        for (int64_t i = 0; i < half; ++i)
+          o[i] = static_cast<T>(to_float(xr[i]) * to_float(c[i]) + to_float(xr[i + half]) * to_float(sn[i]));
+#pragma omp simd
+        for (int64_t i = half; i < d; ++i)
+          o[i] = static_cast<T>(to_float(xr[i]) * to_float(c[i]) + to_float(xr[i - half]) * to_float(sn[i]));
+      }
+    }
+  });
+}
+
+}  // namespace
+
+// x: [T, heads, D] (any strides, the last dim contiguous); cos, sin: [T, 1, D] or [T, D] in x's
+// dtype, sin signed as in rotary.py. Returns the rotated [T, heads, D], contiguous, computed in
+// fp32 and rounded once.
+at::Tensor rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  TORCH_CHECK(x.dim() == 3 && x.device().is_cpu() && x.stride(2) == 1 && x.size(2) % 2 == 0, "x: [T, heads, even D]");
+  TORCH_CHECK(cos.scalar_type() == x.scalar_type() && sin.scalar_type() == x.scalar_type(), "dtype mismatch");
+  const at::Tensor c = cos.reshape({x.size(0), x.size(2)}).contiguous();
+  const at::Tensor sn = sin.reshape({x.size(0), x.size(2)}).contiguous();
+  at::Tensor out = at::empty(x.sizes(), x.options());
+  switch (x.scalar_type()) {
+    case at::kFloat: rotary_impl<float>(x, c, sn, out); break;
+    case at::kBFloat16: rotary_impl<c10::BFloat16>(x, c, sn, out); break;
+    default: TORCH_CHECK(false, "rotary supports float32 and bfloat16");
+  }
+  return out;
+}
+
+// k, v: [T, Hkv, D] (any strides, each head's D contiguous); k_cache, v_cache: [num_blocks,
+// block_size, Hkv, D] contiguous; slots: [T] int64 flat slots. A byte copy per head, so exact
+// for any dtype: the two index_copy_ calls it replaces, in one call.
+void write_kv(const at::Tensor& k, const at::Tensor& v, at::Tensor& k_cache, at::Tensor& v_cache,
+              const at::Tensor& slots) {
+  TORCH_CHECK(k.dim() == 3 && v.sizes() == k.sizes() && k.stride(2) == 1 && v.stride(2) == 1, "k, v: [T, Hkv, D]");
+  TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous() && k_cache.dim() == 4, "contiguous 4-D caches");
+  TORCH_CHECK(k.scalar_type() == k_cache.scalar_type() && v.scalar_type() == v_cache.scalar_type(), "dtype mismatch");
+  TORCH_CHECK(k_cache.size(2) == k.size(1) && k_cache.size(3) == k.size(2) && v_cache.sizes() == k_cache.sizes(), "shape");
+  TORCH_CHECK(slots.scalar_type() == at::kLong && slots.numel() == k.size(0), "int64 slots, one per token");
+  const at::Tensor sl = slots.contiguous();
+  const int64_t tokens = k.size(0), heads = k.size(1);
+  const int64_t capacity = k_cache.size(0) * k_cache.size(1);
+  const int64_t elem = k.element_size(), row = k.size(2) * elem, cache_row = heads * row;
+  const int64_t* sp = sl.data_ptr<int64_t>();
+  for (int64_t t = 0; t < tokens; ++t) TORCH_CHECK(sp[t] >= 0 && sp[t] < capacity, "slot out of range");
+  auto* kc = static_cast<char*>(k_cache.data_ptr());
+  auto* vc = static_cast<char*>(v_cache.data_ptr());
+  const auto* kp = static_cast<const char*>(k.data_ptr());
+  const auto* vp = static_cast<const char*>(v.data_ptr());
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t h = 0; h < heads; ++h) {
+      std::memcpy(kc + sp[t] * cache_row + h * row, kp + (t * k.stride(0) + h * k.stride(1)) * elem, row);
+      std::memcpy(vc + sp[t] * cache_row + h * row, vp + (t * v.stride(0) + h * v.stride(1)) * elem, row);
+    }
+  }
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("paged_decode_attention", &paged_decode_attention, "Paged decode attention straight from the KV cache");
   m.def("rms_norm", &rms_norm, "One-pass RMSNorm with fp32 accumulation");
+  m.def("rotary", &rotary, "Rotate-half RoPE on strided heads, fp32 math, one rounding");
+  m.def("write_kv", &write_kv, "Copy the step's K/V rows into their paged cache slots");
 }

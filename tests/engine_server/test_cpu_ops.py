@@ -130,3 +130,39 @@ def test_rms_norm_matches_torch(dtype, shape):
     want = F.rms_norm(x.float(), (shape[-1],), w.float(), 1e-5)
     assert got.dtype == dtype and got.shape == x.shape
     torch.testing.assert_close(got.float(), want, atol=TOLERANCE[dtype], rtol=TOLERANCE[dtype])
+
+
+@needs_ops
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("tokens", [1, 37])
+def test_rotary_matches_torch(dtype, tokens):
+    from engine_server.rotary import RotaryEmbedding
+
+    gen = torch.Generator().manual_seed(tokens)
+    rope = RotaryEmbedding(64, 128, 10000.0, None)
+    cos, sin = rope.lookup(torch.randint(0, 128, (tokens,), generator=gen), dtype)
+    # q and k heads side by side in one projection row, as the model passes them.
+    x = torch.randn(tokens, 16, 64, generator=gen).to(dtype)[:, :12]
+    half = 32
+    want = x.float() * cos.float() + torch.cat((x[..., half:], x[..., :half]), dim=-1).float() * sin.float()
+    got = ops.rotary(x, cos, sin)
+    assert got.dtype == dtype and got.shape == x.shape and got.is_contiguous()
+    torch.testing.assert_close(got.float(), want.to(dtype).float(), atol=TOLERANCE[dtype], rtol=TOLERANCE[dtype])
+
+
+@needs_ops
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_write_kv_matches_index_copy(dtype):
+    gen = torch.Generator().manual_seed(0)
+    cache = torch.randn(2, 6, 4, 3, 64, generator=gen).to(dtype)
+    # k and v as strided slices of one fused projection row.
+    qkv = torch.randn(5, 9 + 3 + 3, 64, generator=gen).to(dtype)
+    k, v = qkv[:, 9:12], qkv[:, 12:]
+    slots = torch.tensor([3, 17, 0, 23, 8])
+    want = cache.clone()
+    want[0].view(-1, 3, 64).index_copy_(0, slots, k)
+    want[1].view(-1, 3, 64).index_copy_(0, slots, v)
+    ops.write_kv(k, v, cache[0], cache[1], slots)
+    assert torch.equal(cache, want)
+    with pytest.raises(RuntimeError, match="slot out of range"):
+        ops.write_kv(k, v, cache[0], cache[1], torch.tensor([0, 1, 2, 3, 24]))
