@@ -121,6 +121,8 @@ class LlamaForCausalLM(nn.Module):
             x = layer(x, rope, cache, meta, backend)
         return self.norm(x)
 
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+    def compute_logits(self, hidden: torch.Tensor, fp32: bool = True) -> torch.Tensor:
         # Logits in fp32 so that sampling and logprobs do not depend on the weight dtype.
-        return self.lm_head(hidden).float()
+        # fp32=False is for argmax-only use: the conversion is exact, so it picks the same token.
+        logits = self.lm_head(hidden)
+        return logits.float() if fp32 else logits

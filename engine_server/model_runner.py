@@ -14,7 +14,7 @@ import torch
 from engine_server.attention import AttentionBackend, AttentionMetadata, PrefillChunk
 from engine_server.kv_cache import KVCacheManager
 from engine_server.model import LlamaForCausalLM
-from engine_server.sampling import sample
+from engine_server.sampling import greedy_tokens, sample
 from engine_server.sequence import Sequence, TokenLogprob
 
 
@@ -62,14 +62,19 @@ class ModelRunner:
         dev = self.device
         hidden = self.model(torch.tensor(ids, device=dev), torch.tensor(positions, device=dev), self.kv.kv_caches, meta, self.backend)
         sample_seqs = [ordered[i].seq for i, _ in sample_rows]
+        # All greedy, no logprobs: an argmax on the model-dtype logits, no fp32 copy of them.
+        # (CPU only: a GPU's max may break ties differently from the first index.)
+        argmax_only = dev.type == "cpu" and all(s.params.greedy and not s.params.logprobs for s in sample_seqs)
         logits = None
         if sample_rows:
             rows = torch.tensor([row for _, row in sample_rows], device=dev)
-            logits = self.model.compute_logits(hidden[rows]).cpu()
+            logits = self.model.compute_logits(hidden[rows], fp32=not argmax_only).cpu()
         self.prepare_s += t1 - t0
         self.forward_s += time.perf_counter() - t1
         if logits is None:
             return []
+        if argmax_only:
+            return [SampledToken(s, t, None) for s, t in zip(sample_seqs, greedy_tokens(logits))]
         tokens, logprobs = sample(logits, sample_seqs)
         return [SampledToken(s, t, lp) for s, t, lp in zip(sample_seqs, tokens, logprobs)]
 

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import torch
 
+from engine_server import cpu_ops
 from engine_server.sequence import Sequence, TokenLogprob
+
+
+def greedy_tokens(logits: torch.Tensor) -> list[int]:
+    """Each row's argmax in the logits' own dtype (an all-greedy batch without logprobs needs
+    no fp32 copy). bf16 on the CPU: cpu_ops' one pass, ~7x faster than torch's max here."""
+    if logits.dtype == torch.bfloat16 and logits.device.type == "cpu" and (fused := cpu_ops.ops()) is not None:
+        return fused.argmax_rows(logits).tolist()
+    return logits.max(dim=-1).indices.tolist()
 
 
 def sample(logits: torch.Tensor, seqs: list[Sequence]) -> tuple[list[int], list[TokenLogprob | None]]:

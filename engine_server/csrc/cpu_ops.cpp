@@ -482,9 +482,63 @@ void write_kv(const at::Tensor& k, const at::Tensor& v, at::Tensor& k_cache, at:
   }
 }
 
+namespace {
+
+template <typename T>
+void argmax_rows_impl(const at::Tensor& x, at::Tensor& out) {
+  constexpr int64_t kChunk = 64;
+  const int64_t rows = x.size(0), n = x.size(1), chunks = (n + kChunk - 1) / kChunk;
+  const T* xp = x.data_ptr<T>();
+  int64_t* op = out.data_ptr<int64_t>();
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    // One vectorised pass for every chunk's max, then a scalar scan of the first chunk that
+    // holds the row's max: the first index of the max, as torch's max(dim) returns it.
+    std::vector<float> chunk_max(chunks);
+    for (int64_t r = begin; r < end; ++r) {
+      const T* row = xp + r * n;
+      float best = -std::numeric_limits<float>::infinity();
+      for (int64_t c = 0; c < chunks; ++c) {
+        const T* p = row + c * kChunk;
+        const int64_t len = std::min(kChunk, n - c * kChunk);
+        float cm = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : cm)
+        for (int64_t i = 0; i < len; ++i) cm = std::max(cm, to_float(p[i]));
+        chunk_max[c] = cm;
+        best = std::max(best, cm);
+      }
+      int64_t idx = 0;
+      for (int64_t c = 0; c < chunks; ++c) {
+        if (chunk_max[c] == best) {
+          idx = c * kChunk;
+          while (to_float(row[idx]) != best) ++idx;
+          break;
+        }
+      }
+      op[r] = idx;
+    }
+  });
+}
+
+}  // namespace
+
+// x: [rows, n] float32 or bfloat16. Returns int64 [rows]: each row's first index of its max
+// (greedy sampling straight from bf16 logits, without an fp32 copy of them).
+at::Tensor argmax_rows(const at::Tensor& x) {
+  TORCH_CHECK(x.dim() == 2 && x.device().is_cpu() && x.size(1) > 0, "x: [rows, n] on the CPU");
+  const at::Tensor xc = x.contiguous();
+  at::Tensor out = at::empty({x.size(0)}, x.options().dtype(at::kLong));
+  switch (x.scalar_type()) {
+    case at::kFloat: argmax_rows_impl<float>(xc, out); break;
+    case at::kBFloat16: argmax_rows_impl<c10::BFloat16>(xc, out); break;
+    default: TORCH_CHECK(false, "argmax_rows supports float32 and bfloat16");
+  }
+  return out;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("paged_decode_attention", &paged_decode_attention, "Paged decode attention straight from the KV cache");
   m.def("rms_norm", &rms_norm, "One-pass RMSNorm with fp32 accumulation");
   m.def("rotary", &rotary, "Rotate-half RoPE on strided heads, fp32 math, one rounding");
+  m.def("argmax_rows", &argmax_rows, "First index of each row's max");
   m.def("write_kv", &write_kv, "Copy the step's K/V rows into their paged cache slots");
 }

@@ -52,7 +52,7 @@ def test_torch_backend_matches_the_kernels_reference():
             captured["out"] = backend.forward(q, k, v, caches[0], meta)
             return torch.zeros(ids.shape[0], 1)
 
-        def compute_logits(self, hidden):
+        def compute_logits(self, hidden, fp32=True):
             return torch.zeros(hidden.shape[0], 4)
 
     class KV:  # the two attributes ModelRunner reads

@@ -166,3 +166,24 @@ def test_write_kv_matches_index_copy(dtype):
     assert torch.equal(cache, want)
     with pytest.raises(RuntimeError, match="slot out of range"):
         ops.write_kv(k, v, cache[0], cache[1], torch.tensor([0, 1, 2, 3, 24]))
+
+
+@needs_ops
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_argmax_rows_first_index_of_the_max(dtype):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 1000, generator=gen).to(dtype)
+    x[1, 70] = x[1, 900] = 9  # a tie across chunks: the first wins, as in torch.max
+    x[2, 130] = x[2, 131] = 9  # a tie inside a chunk
+    x[3, -1] = 9  # the last element of a partial chunk
+    x[4] = float("-inf")
+    want = x.float().max(dim=-1).indices
+    assert torch.equal(ops.argmax_rows(x), want)
+    assert want[:4].tolist() == [want[0].item(), 70, 130, 999]
+
+
+def test_greedy_tokens_from_bf16_logits_match_fp32_sampling():
+    from engine_server.sampling import greedy_tokens
+
+    logits = torch.randn(7, 49152, generator=torch.Generator().manual_seed(1)).bfloat16()
+    assert greedy_tokens(logits) == logits.float().max(dim=-1).indices.tolist()
