@@ -201,6 +201,11 @@ inline __m512 load_bf16x16(const c10::BFloat16* p) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
+// 16 fp32 -> 16 bf16, rounded to nearest even (as c10's conversion).
+inline void store_bf16x16(c10::BFloat16* p, __m512 v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh(v));
+}
+
 // Up to this many query heads per KV head on the fast path (the generic one takes any).
 constexpr int64_t kMaxGroup = 8;
 
@@ -249,6 +254,18 @@ void decode_attention_bf16(const at::Tensor& q, const at::Tensor& k_cache, const
         const T* krows = kp + static_cast<int64_t>(table[pos / block_size]) * kv_block + in_block * kv_row + kvh * D;
         const T* vrows = vp + (krows - kp);
         pos += len;
+        if (pos < ctx) {
+          // Between steps the GEMMs push the cache out of L2, and blocks lie anywhere: fetch the
+          // next tile's K/V rows while this one is computed.
+          const int64_t next_in = pos % block_size;
+          const int64_t next_len = std::min({kTile, ctx - pos, block_size - next_in});
+          const int64_t next = static_cast<int64_t>(table[pos / block_size]) * kv_block + next_in * kv_row + kvh * D;
+          for (int64_t t = 0; t < next_len; ++t)
+            for (int64_t c = 0; c < D; c += 32) {
+              _mm_prefetch(reinterpret_cast<const char*>(kp + next + t * kv_row + c), _MM_HINT_T0);
+              _mm_prefetch(reinterpret_cast<const char*>(vp + next + t * kv_row + c), _MM_HINT_T0);
+            }
+        }
         for (int64_t t = 0; t < len; ++t) {
           __m512i k[kChunks];
           for (int64_t c = 0; c < kChunks; ++c) k[c] = _mm512_loadu_si512(krows + t * kv_row + 32 * c);
@@ -283,10 +300,7 @@ void decode_attention_bf16(const at::Tensor& q, const at::Tensor& k_cache, const
       for (int64_t g = 0; g < group; ++g) {
         const __m512 inv = _mm512_set1_ps(l[g] > 0.f ? 1.f / l[g] : 0.f);  // an empty context attends to nothing
         T* dst = op + (s * heads + kvh * group + g) * D;
-        for (int64_t j = 0; j < kVecs; ++j) {
-          const __m256bh o = _mm512_cvtneps_pbh(_mm512_mul_ps(acc[g][j], inv));
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 16 * j), (__m256i)o);
-        }
+        for (int64_t j = 0; j < kVecs; ++j) store_bf16x16(dst + 16 * j, _mm512_mul_ps(acc[g][j], inv));
       }
     }
   });
@@ -369,8 +383,9 @@ void rms_norm_impl(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, fl
   const T* xp = x.data_ptr<T>();
   const T* wp = w.data_ptr<T>();
   T* op = out.data_ptr<T>();
-  // Small batches are a few microseconds of work: only split across threads past ~16K elements.
-  const int64_t grain = std::max<int64_t>(1, 16384 / n);
+  // Small batches are a few microseconds of work: only split across threads past ~64K elements
+  // (a decode batch of 32 x 576 ran faster on one thread than woken across two).
+  const int64_t grain = std::max<int64_t>(1, 65536 / n);
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const T* xr = xp + r * n;
@@ -382,7 +397,16 @@ void rms_norm_impl(const at::Tensor& x, const at::Tensor& w, at::Tensor& out, fl
         ss += v * v;
       }
       const float inv = 1.f / std::sqrt(ss / static_cast<float>(n) + eps);
-      for (int64_t i = 0; i < n; ++i) orow[i] = static_cast<T>(to_float(xr[i]) * inv * to_float(wp[i]));
+      int64_t i = 0;
+#ifdef TRIAGE_AVX512_BF16
+      // GCC leaves the bf16 rounding scalar: 16 at a time, the same (x * inv) * w and RNE rounding.
+      if constexpr (std::is_same_v<T, c10::BFloat16>) {
+        const __m512 vinv = _mm512_set1_ps(inv);
+        for (; i + 16 <= n; i += 16)
+          store_bf16x16(orow + i, _mm512_mul_ps(_mm512_mul_ps(load_bf16x16(xr + i), vinv), load_bf16x16(wp + i)));
+      }
+#endif
+      for (; i < n; ++i) orow[i] = static_cast<T>(to_float(xr[i]) * inv * to_float(wp[i]));
     }
   });
 }
@@ -424,6 +448,19 @@ void rotary_impl(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& s
         const T* xr = xp + t * xs0 + h * xs1;
         T* o = op + (t * heads + h) * d;
         // sin carries rotate-half's sign (see rotary.py): out = x * cos + swap_halves(x) * sin.
+#ifdef TRIAGE_AVX512_BF16
+        if constexpr (std::is_same_v<T, c10::BFloat16>) {
+          if (half % 16 == 0) {  // GCC leaves the bf16 rounding scalar: 16 lanes per half at a time
+            for (int64_t i = 0; i < half; i += 16) {
+              const __m512 lo = load_bf16x16(xr + i), hi = load_bf16x16(xr + half + i);
+              store_bf16x16(o + i, _mm512_fmadd_ps(hi, load_bf16x16(sn + i), _mm512_mul_ps(lo, load_bf16x16(c + i))));
+              store_bf16x16(o + half + i,
+                            _mm512_fmadd_ps(lo, load_bf16x16(sn + half + i), _mm512_mul_ps(hi, load_bf16x16(c + half + i))));
+            }
+            continue;
+          }
+        }
+#endif
 #pragma omp simd
         for (int64_t i = 0; i < half; ++i)
           o[i] = static_cast<T>(to_float(xr[i]) * to_float(c[i]) + to_float(xr[i + half]) * to_float(sn[i]));
