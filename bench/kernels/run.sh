@@ -10,9 +10,11 @@ PY="${PYTHON:-python}"
 cd "$(dirname "$0")/../.."
 "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'bench/kernels: needs a CUDA GPU; none found')"
 if "$PY" -c "import pytest" 2>/dev/null; then
-    TRITON_INTERPRET=0 "$PY" -m pytest -q tests/kernels
+    TRITON_INTERPRET=0 "$PY" -m pytest -q tests/kernels tests/engine_server/test_cuda_path.py
 else
     echo "pytest not installed: skipping the compiled kernel tests" >&2
 fi
 "$PY" bench/kernels/decode_bandwidth.py "$@"
 "$PY" bench/kernels/shared_prefix_speedup.py
+# End to end: our engine on CUDA against transformers' generate with SDPA.
+"$PY" bench/kernels/engine_decode.py
