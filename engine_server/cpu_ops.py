@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 from types import ModuleType
@@ -52,21 +53,28 @@ def _build() -> ModuleType:
 
         os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
     t = time.perf_counter()
-    module = cpp_extension.load(
-        # -march=native code must never be loaded on another CPU from a shared cache directory.
-        name=f"triage_cpu_ops_{_cpu_key()}",
-        sources=[str(_SOURCE)],
-        # -fopenmp: at::parallel_for is header-inlined OpenMP; the extension then shares the
-        # libgomp torch already loaded (same soname), not a second thread pool.
-        # -fno-math-errno: sqrt/exp need no errno path. (GCC's default 256-bit vectors measured
-        # faster here than -mprefer-vector-width=512: 64-wide rows, short loops.)
-        extra_cflags=["-O3", "-march=native", "-fno-math-errno", "-fopenmp"],
-        extra_ldflags=["-fopenmp"],
-        verbose=False,
-    )
+    # A cached build loads in about a second; a first build takes ~30 s: say so while it runs.
+    notice = threading.Timer(2.0, log.warning, ("compiling the C++ CPU ops for this CPU (once per machine, ~30 s)",))
+    notice.daemon = True
+    notice.start()
+    try:
+        module = cpp_extension.load(
+            # -march=native code must never be loaded on another CPU from a shared cache directory.
+            name=f"triage_cpu_ops_{_cpu_key()}",
+            sources=[str(_SOURCE)],
+            # -fopenmp: at::parallel_for is header-inlined OpenMP; the extension then shares the
+            # libgomp torch already loaded (same soname), not a second thread pool.
+            # -fno-math-errno: sqrt/exp need no errno path. (GCC's default 256-bit vectors measured
+            # faster here than -mprefer-vector-width=512: 64-wide rows, short loops.)
+            extra_cflags=["-O3", "-march=native", "-fno-math-errno", "-fopenmp"],
+            extra_ldflags=["-fopenmp"],
+            verbose=False,
+        )
+    finally:
+        notice.cancel()
     elapsed = time.perf_counter() - t
     if elapsed > 2.0:
-        log.info("built the C++ CPU ops in %.0f s (cached for later runs)", elapsed)
+        log.warning("built the C++ CPU ops in %.0f s (cached for later runs)", elapsed)
     return module
 
 
