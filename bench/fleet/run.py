@@ -43,7 +43,7 @@ import procs  # noqa: E402
 import workload  # noqa: E402
 
 RESULTS = procs.ROOT / "bench" / "results"
-ALL_FRONT_ENDS = ("sticky", "sticky-fcfs", "triage-affinity", "triage-affinity-head", "triage-affinity-session",
+ALL_FRONT_ENDS = ("sticky", "sticky-fcfs", "sticky-5-7", "triage-affinity", "triage-affinity-head", "triage-affinity-session",
                   "triage-affinity-fcfs", "triage-affinity-loose", "triage-affinity-memory", "triage-round-robin", "triage-least-load", "sglang-cache-aware")
 DEFAULT_FRONT_ENDS = ("sticky", "triage-affinity", "triage-affinity-head", "triage-affinity-session",
                       "triage-round-robin", "triage-least-load", "sglang-cache-aware")
@@ -240,6 +240,11 @@ def run_affinity(args, model_dir: Path, logs: Path, started: list[procs.Proc]) -
             if name in ("sticky", "sticky-fcfs"):
                 def target(r, urls=urls, with_priority=name == "sticky"):
                     return urls[r.tenant % 2], {}, chat_body(r, with_priority)
+            elif name == "sticky-5-7":
+                # The same static assignment with 5 tenants on one server and 7 on the other:
+                # the split sglang-router's cache_aware ends up with in most runs.
+                def target(r, urls=urls):
+                    return urls[0 if r.tenant < 5 else 1], {}, chat_body(r, True)
             elif name in TRIAGE_POLICIES:
                 config = procs.triage_config([("vllm-0", urls[0]), ("vllm-1", urls[1])], TRIAGE_POLICIES[name],
                                              routing=TRIAGE_ROUTING.get(name),
