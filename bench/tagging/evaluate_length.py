@@ -12,7 +12,7 @@ Figures: mean absolute error (tokens), Kendall's tau-b between predicted medians
 and bucket accuracy (buckets by powers of two: <32, 32-63, ..., 256-511, >=512).
 
     python bench/tagging/evaluate_length.py --lengths bench/results/lengths-smollm2-20261122.jsonl \
-        --tagging bench/results/tagging-XXXX.json
+        --tagging bench/results/tagging-20261122T1705Z-bf16.json
 """
 
 from __future__ import annotations
