@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 
@@ -26,6 +26,8 @@ class BackendState:
     in_flight_tokens: int = 0  # prompt + predicted output tokens not yet finished
     prefix_match_tokens: int = 0  # tokens of this request's prompt cached there
     cached_prefixes: int = 0  # distinct prompt roots (system prompts, conversations) cached there
+    cached_tokens: int = 0  # distinct prompt tokens recently sent there: its cache's working set
+    kv_capacity_tokens: int | None = None  # its KV cache's size; None: unknown
     kv_usage: float = 0.0  # fraction of KV blocks in use, 0..1
     serves_priorities: frozenset[int] | None = None  # None: every priority
     concurrency_cap: int | None = None  # None: no cap
@@ -183,21 +185,29 @@ class CacheAffinity:
        busiest > `rel_threshold` × idlest), go to the least loaded backend;
     2. else if the best prefix match covers more than `cache_threshold` of the prompt, go to
        the backend with the longest match (ties: the less loaded);
-    3. else (a prefix new to the fleet, typically a new tenant or conversation) go to the
-       backend whose cache holds the fewest distinct prefixes, then the fewest outstanding
-       tokens. Placing new prefixes by momentary load splits tenants unevenly (runs 3-4 of
-       bench/fleet: 56/40), and affinity then keeps the uneven split; counting prefixes spreads
-       them as evenly as a static tenant assignment would.
+    3. else the prefix is new to the fleet (typically a new tenant or conversation):
+       a. among the backends whose cache still has room for it (working set + prompt within
+          the KV capacity; unknown capacity counts as room), the one holding the fewest
+          distinct prefixes, then the fewest outstanding tokens. Placing by momentary load
+          split tenants 56/40 (runs 3-4 of bench/fleet) and affinity kept the uneven split;
+       b. if no cache has room, the one already holding the most prefixes, as long as it
+          then holds at most `overflow_imbalance` × an even share of them all (1.2 of 2
+          backends: 60%). LRU under a cyclic working set
+          larger than the cache falls off a cliff, so the overflow is better concentrated
+          on one backend, keeping the other caches within their working sets, than spread
+          so that every cache thrashes (run 9: a 5/7 tenant split beat the even 6/6 one).
     """
 
     name = "cache-affinity"
 
     def __init__(
-        self, abs_threshold: int = 64, rel_threshold: float = 1.5, cache_threshold: float = 0.3
+        self, abs_threshold: int = 64, rel_threshold: float = 1.5, cache_threshold: float = 0.3,
+        overflow_imbalance: float = 1.2,
     ) -> None:
         self.abs_threshold = abs_threshold
         self.rel_threshold = rel_threshold
         self.cache_threshold = cache_threshold
+        self.overflow_imbalance = overflow_imbalance
 
     def place(self, request: PlacementRequest, backends: Sequence[BackendState], now: float) -> Placement:
         eligible = _eligible(request, backends)
@@ -219,10 +229,34 @@ class CacheAffinity:
             score = {b.name: b.prefix_match_tokens - b.load / 1e6 for b in eligible}
             return _decide(self.name, request, backends, score, reasons,
                            f"longest prefix match ({best_match:.0%} of the prompt)")
-        score = {b.name: -(b.cached_prefixes + (b.in_flight_tokens + b.load / 1e6) / 1e9) for b in eligible}
-        reasons = {b.name: f"{reasons[b.name]}, {b.cached_prefixes} prefixes cached" for b in eligible}
+        return self._place_new_prefix(request, backends, eligible, reasons, best_match)
+
+    def _place_new_prefix(
+        self, request: PlacementRequest, backends: Sequence[BackendState], eligible: list[BackendState],
+        reasons: dict[str, str], best_match: float,
+    ) -> Placement:
+        reasons = {b.name: f"{reasons[b.name]}, {b.cached_prefixes} prefixes / {b.cached_tokens} tokens cached"
+                   for b in eligible}
+        # Outstanding tokens break ties (they never outweigh one prefix).
+        def tie_break(b: BackendState) -> float:
+            return (b.in_flight_tokens + b.load / 1e6) / 1e9
+
+        roomy = [b for b in eligible if b.kv_capacity_tokens is None
+                 or b.cached_tokens + request.prompt_tokens <= b.kv_capacity_tokens]
+        if roomy:
+            score = {b.name: -(b.cached_prefixes + tie_break(b)) for b in roomy}
+            return _decide(self.name, request, backends, score, reasons,
+                           f"no useful match ({best_match:.0%}): fewest cached prefixes among caches with room")
+        total = sum(b.cached_prefixes for b in eligible) + 1
+        most = self.overflow_imbalance * total / len(eligible)
+        within = [b for b in eligible if b.cached_prefixes + 1 <= most + 1e-9]
+        if within:
+            score = {b.name: b.cached_prefixes - tie_break(b) for b in within}
+            return _decide(self.name, request, backends, score, reasons,
+                           f"no useful match ({best_match:.0%}), no cache has room: overflow onto the fullest")
+        score = {b.name: -(b.cached_prefixes + tie_break(b)) for b in eligible}
         return _decide(self.name, request, backends, score, reasons,
-                       f"no useful match ({best_match:.0%}): fewest cached prefixes")
+                       f"no useful match ({best_match:.0%}), no cache has room: fewest cached prefixes")
 
 
 class QosAware:
@@ -259,8 +293,7 @@ class QosAware:
 
 def _with_cap(b: BackendState, cap: int) -> BackendState:
     effective = cap if b.concurrency_cap is None else min(cap, b.concurrency_cap)
-    return BackendState(b.name, b.load, b.in_flight_tokens, b.prefix_match_tokens, b.cached_prefixes, b.kv_usage,
-                        b.serves_priorities, effective, b.healthy)
+    return replace(b, concurrency_cap=effective)
 
 
 def _relabel(

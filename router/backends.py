@@ -20,7 +20,8 @@ class Backend:
     """One upstream and what this router process knows of it."""
 
     __slots__ = ("config", "name", "base_url", "in_flight", "in_flight_tokens", "consecutive_failures",
-                 "healthy", "load_report", "prefix_index", "_block_chars", "_index_capacity_factor")
+                 "healthy", "load_report", "kv_capacity_tokens", "prefix_index", "_block_chars",
+                 "_index_capacity_factor")
 
     def __init__(self, config: BackendConfig, block_chars: int, index_capacity_factor: float = 2.0) -> None:
         self.config = config
@@ -34,6 +35,8 @@ class Backend:
         self.healthy = True
         # The backend's own /metrics reading, when it has one.
         self.load_report: LoadReport | None = None
+        # Configured, else reported by the backend; None until either is known.
+        self.kv_capacity_tokens = config.kv_capacity_tokens
         self._block_chars = block_chars
         self._index_capacity_factor = index_capacity_factor
         self.prefix_index = PrefixIndex(self._index_blocks(config.kv_capacity_tokens or DEFAULT_KV_CAPACITY_TOKENS))
@@ -44,7 +47,14 @@ class Backend:
     def reported_capacity(self, kv_capacity_tokens: int) -> None:
         """The backend told us its KV capacity; a configured capacity still wins."""
         if self.config.kv_capacity_tokens is None:
+            self.kv_capacity_tokens = kv_capacity_tokens
             self.prefix_index.resize(self._index_blocks(kv_capacity_tokens))
+
+    @property
+    def cached_tokens(self) -> int:
+        """Distinct prompt tokens recently sent here (the prefix index's blocks): an estimate
+        of the working set its cache is asked to hold, which can exceed its capacity."""
+        return len(self.prefix_index) * self._block_chars // CHARS_PER_TOKEN
 
     def fresh_report(self, now: float, stale_s: float) -> LoadReport | None:
         report = self.load_report

@@ -101,6 +101,9 @@ class RoutingConfig(_Section):
     balance_rel_threshold: Annotated[float, msgspec.Meta(ge=1)] = 1.5
     # A match covering less of the prompt than this is not worth following.
     cache_threshold: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.3
+    # A prefix new to the fleet that fits in no backend's cache goes to the backend already
+    # holding the most prefixes, while it holds at most this multiple of an even share of them.
+    overflow_imbalance: Annotated[float, msgspec.Meta(ge=1)] = 1.2
     session_header: str = "x-session-id"
     # The prefix index remembers this many times the KV capacity: characters per token vary
     # (4 is assumed), and routing to a prefix the engine just evicted costs no more than

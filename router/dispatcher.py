@@ -38,7 +38,8 @@ log = logging.getLogger("triage.dispatch")
 
 def make_placer(routing: RoutingConfig) -> Placer:
     if routing.policy == "cache-affinity":
-        return CacheAffinity(routing.balance_abs_threshold, routing.balance_rel_threshold, routing.cache_threshold)
+        return CacheAffinity(routing.balance_abs_threshold, routing.balance_rel_threshold, routing.cache_threshold,
+                             routing.overflow_imbalance)
     if routing.policy == "least-load":
         return LeastLoad()
     if routing.policy == "power-of-two":
@@ -151,6 +152,8 @@ class Dispatcher:
                 in_flight_tokens=backend.in_flight_tokens,
                 prefix_match_tokens=matched * self.routing.block_chars // CHARS_PER_TOKEN,
                 cached_prefixes=backend.prefix_index.roots,
+                cached_tokens=backend.cached_tokens,
+                kv_capacity_tokens=backend.kv_capacity_tokens,
                 kv_usage=report.kv_usage if report is not None else 0.0,
                 healthy=backend.healthy,
             ))

@@ -44,14 +44,14 @@ import workload  # noqa: E402
 
 RESULTS = procs.ROOT / "bench" / "results"
 ALL_FRONT_ENDS = ("sticky", "sticky-fcfs", "sticky-5-7", "triage-affinity", "triage-affinity-head", "triage-affinity-session",
-                  "triage-affinity-fcfs", "triage-affinity-loose", "triage-affinity-memory", "triage-round-robin", "triage-least-load", "sglang-cache-aware")
+                  "triage-affinity-fcfs", "triage-affinity-loose", "triage-affinity-memory", "triage-affinity-even", "triage-round-robin", "triage-least-load", "sglang-cache-aware")
 DEFAULT_FRONT_ENDS = ("sticky", "triage-affinity", "triage-affinity-head", "triage-affinity-session",
                       "triage-round-robin", "triage-least-load", "sglang-cache-aware")
 # "-fcfs": no `priority` field reaches vLLM, as behind sglang-router, whose default mode
 # re-serialises the request and drops `priority` (and `temperature`).
 TRIAGE_POLICIES = {"triage-affinity": "cache-affinity", "triage-affinity-head": "cache-affinity",
                    "triage-affinity-fcfs": "cache-affinity", "triage-affinity-loose": "cache-affinity",
-                   "triage-affinity-memory": "cache-affinity",
+                   "triage-affinity-memory": "cache-affinity", "triage-affinity-even": "cache-affinity",
                    "triage-affinity-session": "cache-affinity", "triage-round-robin": "round-robin",
                    "triage-least-load": "least-load"}
 # Extra [routing] keys per Triage front end. "head": hash only the first 10 blocks (2,560
@@ -61,9 +61,12 @@ TRIAGE_POLICIES = {"triage-affinity": "cache-affinity", "triage-affinity-head": 
 # default is 64), which moves tenants, and so duplicates their prompts across caches, less often.
 # "memory": the prefix index remembers 8x the KV capacity instead of 2x, so a tenant whose
 # prompt the index forgot is not placed afresh (sglang-router's tree keeps 2^26 characters).
+# "even": new prefixes spread evenly even when no cache has room for them (the rule before
+# overflow onto the fullest cache, runs 5-8).
 TRIAGE_ROUTING = {"triage-affinity-head": {"max_blocks": 10, "cache_threshold": 0.2},
                   "triage-affinity-loose": {"balance_abs_threshold": 16},
-                  "triage-affinity-memory": {"index_capacity_factor": 8.0}}
+                  "triage-affinity-memory": {"index_capacity_factor": 8.0},
+                  "triage-affinity-even": {"overflow_imbalance": 1.0}}
 
 
 # ---------------------------------------------------------------- client
@@ -228,7 +231,7 @@ def run_affinity(args, model_dir: Path, logs: Path, started: list[procs.Proc]) -
         procs.wait_ready(s, "/health", timeout=args.ready_timeout)
     urls = [s.url for s in servers]
     print(f"vLLM servers up: {urls}", flush=True)
-    requests = workload.build(seed=args.seed, rate=args.rate, limit=args.limit)
+    requests = workload.build(seed=args.seed, tenants=args.tenants, rate=args.rate, limit=args.limit)
     # Warm both servers (first-request overheads), then every front end starts from an empty cache.
     warm = [workload.Request(-1, 0.0, 99, 0, 0, 2, 8, ({"role": "user", "content": "Say hello."},))]
     for url in urls:
@@ -290,7 +293,7 @@ def run_affinity(args, model_dir: Path, logs: Path, started: list[procs.Proc]) -
                 front.stop()
     procs.stop_all(servers)
     return {"summaries": summaries, "requests": raw,
-            "workload": {"seed": args.seed, "rate": args.rate, "requests": len(requests), "tenants": 12,
+            "workload": {"seed": args.seed, "rate": args.rate, "requests": len(requests), "tenants": args.tenants,
                          "max_tokens": [16, 24, 32], "blocks": args.blocks}}
 
 
@@ -443,6 +446,7 @@ def main() -> int:
                         help=f"comma-separated, from {', '.join(ALL_FRONT_ENDS)}")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--rate", type=float, default=1.2)
+    parser.add_argument("--tenants", type=int, default=12, help="each with 2 conversations of 4 turns")
     parser.add_argument("--limit", type=int, default=None, help="first N requests only (smoke runs)")
     parser.add_argument("--blocks", type=int, default=48)
     parser.add_argument("--skip-affinity", action="store_true")

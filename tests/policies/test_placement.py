@@ -71,6 +71,38 @@ def test_cache_affinity_spreads_new_prefixes_by_how_many_each_cache_holds() -> N
     assert tie.backend == "a"  # equal prefixes: the fewer outstanding tokens
 
 
+def test_cache_affinity_puts_new_prefixes_where_the_cache_has_room() -> None:
+    # b holds fewer prefixes but has no room for a 1,000-token prompt: a, with room, wins.
+    fleet = [B("a", cached_prefixes=4, cached_tokens=4000, kv_capacity_tokens=6000),
+             B("b", cached_prefixes=3, cached_tokens=5500, kv_capacity_tokens=6000)]
+    p = CacheAffinity().place(REQ, fleet, 0.0)
+    assert p.backend == "a" and "with room" in p.reason
+    # Unknown capacity counts as room: the rule is then the even spread above.
+    unknown = [B("a", cached_prefixes=4, cached_tokens=4000), B("b", cached_prefixes=3, cached_tokens=5500)]
+    assert CacheAffinity().place(REQ, unknown, 0.0).backend == "b"
+
+
+def test_cache_affinity_concentrates_overflow_up_to_its_share_bound() -> None:
+    def fleet(a: int, b: int) -> list[BackendState]:
+        return [B("a", tokens=100, cached_prefixes=a, cached_tokens=6000, kv_capacity_tokens=6000),
+                B("b", tokens=200, cached_prefixes=b, cached_tokens=6000, kv_capacity_tokens=6000)]
+    ca = CacheAffinity(overflow_imbalance=1.2)  # at most 60% of the prefixes on one of two
+    first = ca.place(REQ, fleet(5, 5), 0.0)
+    assert first.backend == "a" and "overflow onto the fullest" in first.reason  # tie: fewer tokens
+    assert ca.place(REQ, fleet(5, 6), 0.0).backend == "b"  # 7 of 12 = 58%: b keeps the overflow
+    assert ca.place(REQ, fleet(5, 7), 0.0).backend == "a"  # 8 of 13 = 62% > 60%: refused
+    # Replaying twelve new tenants into two full caches ends at a 5/7 split, never past 60%.
+    held = {"a": 0, "b": 0}
+    for _ in range(12):
+        chosen = ca.place(REQ, fleet(held["a"], held["b"]), 0.0).backend
+        held[chosen] += 1
+        assert max(held.values()) <= max(0.6 * sum(held.values()), sum(held.values()) / 2 + 1)
+    assert sorted(held.values()) == [5, 7]
+    # overflow_imbalance 1 spreads evenly, the rule before this one.
+    even = CacheAffinity(overflow_imbalance=1.0)
+    assert even.place(REQ, fleet(5, 6), 0.0).backend == "a"
+
+
 def test_cache_affinity_leaves_a_saturated_replica() -> None:
     ca = CacheAffinity(abs_threshold=64, rel_threshold=1.5)
     # 70 more requests and more than 1.5x: imbalanced, least loaded wins despite the match

@@ -41,3 +41,8 @@ def test_prefix_index_size_follows_config_then_report() -> None:
     configured = BackendPool([BackendConfig(name="b", url="http://b", kv_capacity_tokens=1000)], block_chars=100).backends[0]
     configured.reported_capacity(48 * 128)
     assert configured.prefix_index.capacity_blocks == 1000 * 4 * 2 // 100
+    # Placement sees the capacity only once it is known, and the index's working set in tokens.
+    assert BackendPool([BackendConfig(name="c", url="http://c")], block_chars=100).backends[0].kv_capacity_tokens is None
+    assert (reported.kv_capacity_tokens, configured.kv_capacity_tokens) == (48 * 128, 1000)
+    configured.prefix_index.insert([1, 2, 3])
+    assert configured.cached_tokens == 3 * 100 // 4

@@ -95,6 +95,22 @@ async def test_affinity_gives_way_when_the_match_is_overloaded() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_new_prefix_goes_where_the_cache_has_room() -> None:
+    backends = ('[[backends]]\nname = "a"\nurl = "http://a"\nkv_capacity_tokens = 1000\n'
+                '[[backends]]\nname = "b"\nurl = "http://b"\nkv_capacity_tokens = 1000\n')
+    dispatcher, pool, _ = _setup(backends=backends)
+    a, b = _by_name(pool)["a"], _by_name(pool)["b"]
+    a.prefix_index.insert(list(range(100, 108)))  # 2 prefixes, 16 blocks of 64 tokens: full
+    a.prefix_index.insert(list(range(200, 208)))
+    for root in (300, 400, 500):  # 3 prefixes, 3 blocks: room
+        b.prefix_index.insert([root])
+    assert (a.cached_tokens, b.cached_tokens) == (1024, 192)
+    job = _job(dispatcher, blocks=(900, 901))
+    assert (await dispatcher.acquire(job)).name == "b"  # though b holds more prefixes
+    assert "with room" in dispatcher.explanation(job.request_id)
+
+
+@pytest.mark.anyio
 async def test_scraped_load_counts_when_fresh_only() -> None:
     dispatcher, pool, clock = _setup('[routing]\npolicy = "least-load"\nmetrics_stale_s = 1.0\n')
     a = _by_name(pool)["a"]
