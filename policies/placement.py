@@ -28,6 +28,7 @@ class BackendState:
     cached_prefixes: int = 0  # distinct prompt roots (system prompts, conversations) cached there
     cached_tokens: int = 0  # distinct prompt tokens recently sent there: its cache's working set
     kv_capacity_tokens: int | None = None  # its KV cache's size; None: unknown
+    home: bool = False  # this request's prompt root (system prompt, conversation) was last sent here
     kv_usage: float = 0.0  # fraction of KV blocks in use, 0..1
     serves_priorities: frozenset[int] | None = None  # None: every priority
     concurrency_cap: int | None = None  # None: no cap
@@ -185,7 +186,10 @@ class CacheAffinity:
        busiest > `rel_threshold` × idlest), go to the least loaded backend;
     2. else if the best prefix match covers more than `cache_threshold` of the prompt, go to
        the backend with the longest match (ties: the less loaded);
-    3. else the prefix is new to the fleet (typically a new tenant or conversation):
+    3. else if the request's prompt root (first block) was last sent to an eligible backend,
+       go back there: its blocks may be forgotten, but moving the tenant would duplicate its
+       prompt on another cache and change the fleet's split for good;
+    4. else the prefix is new to the fleet (typically a new tenant or conversation):
        a. among the backends whose cache still has room for it (working set + prompt within
           the KV capacity; unknown capacity counts as room), the one holding the fewest
           distinct prefixes, then the fewest outstanding tokens. Placing by momentary load
@@ -229,6 +233,10 @@ class CacheAffinity:
             score = {b.name: b.prefix_match_tokens - b.load / 1e6 for b in eligible}
             return _decide(self.name, request, backends, score, reasons,
                            f"longest prefix match ({best_match:.0%} of the prompt)")
+        if any(b.home for b in eligible):
+            score = {b.name: float(b.home) for b in eligible}
+            return _decide(self.name, request, backends, score, reasons,
+                           f"no useful match ({best_match:.0%}): back where its prompt root was last sent")
         return self._place_new_prefix(request, backends, eligible, reasons, best_match)
 
     def _place_new_prefix(

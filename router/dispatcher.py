@@ -32,6 +32,7 @@ from router.errors import NoHealthyBackend
 from router.fingerprint import CHARS_PER_TOKEN
 from router.load import LoadReport
 from router.metrics import RouterMetrics
+from router.prefix_homes import PrefixHomes
 
 log = logging.getLogger("triage.dispatch")
 
@@ -65,6 +66,7 @@ class Dispatcher:
         self.placer = make_placer(config.routing)
         self.queue = AdmissionQueue(config.admission, metrics, clock)
         self.backends = {backend.name: backend for backend in pool.backends}
+        self.homes = PrefixHomes()
         pool.on_up = lambda backend: self.pump()
         # Why each job in flight went where it went; formatted only when asked for.
         self._decisions: dict[str, tuple[Placement, dict[str, str]]] = {}
@@ -137,6 +139,9 @@ class Dispatcher:
         now = self.clock()
         states: list[BackendState] = []
         saturated: dict[str, str] = {}
+        blocks = job.fingerprint.block_hashes
+        home = self.homes.home(blocks[0]) if blocks else None
+        matched_blocks: dict[str, int] = {}
         for name in sorted(job.candidates - job.exclude):
             backend = self.backends[name]
             report = backend.fresh_report(now, self.routing.metrics_stale_s)
@@ -145,7 +150,7 @@ class Dispatcher:
                 if reason is not None:
                     saturated[name] = reason
                     continue
-            matched = backend.prefix_index.match(job.fingerprint.block_hashes)
+            matched = matched_blocks[name] = backend.prefix_index.match(blocks)
             states.append(BackendState(
                 name,
                 load=self._load(backend, report),
@@ -154,6 +159,7 @@ class Dispatcher:
                 cached_prefixes=backend.prefix_index.roots,
                 cached_tokens=backend.cached_tokens,
                 kv_capacity_tokens=backend.kv_capacity_tokens,
+                home=name == home,
                 kv_usage=report.kv_usage if report is not None else 0.0,
                 healthy=backend.healthy,
             ))
@@ -166,7 +172,13 @@ class Dispatcher:
         backend = self.backends[placement.backend]
         backend.in_flight += 1
         backend.in_flight_tokens += job.tokens
-        backend.prefix_index.insert(job.fingerprint.block_hashes)
+        backend.prefix_index.insert(blocks)
+        # A root gets a home once a request shows that its prompts share more than the root
+        # block (a useful match), so that prompts alike only in their first block (a short
+        # common preamble) keep being spread as new prefixes.
+        useful_match = matched_blocks.get(backend.name, 0) > self.routing.cache_threshold * len(blocks)
+        if blocks and (home is not None or useful_match):
+            self.homes.record(blocks[0], backend.name)
         self.metrics.child(self.metrics.placements, placement.policy, backend.name).inc()
         self._decisions[job.request_id] = (placement, saturated)
         if log.isEnabledFor(logging.DEBUG):

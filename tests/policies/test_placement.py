@@ -103,6 +103,18 @@ def test_cache_affinity_concentrates_overflow_up_to_its_share_bound() -> None:
     assert even.place(REQ, fleet(5, 6), 0.0).backend == "a"
 
 
+def test_cache_affinity_sends_a_forgotten_prefix_back_home() -> None:
+    # No useful match anywhere, but the prompt's root was last sent to b: back to b, although
+    # the new-prefix rule would pick a (fewer prefixes).
+    fleet = [B("a", cached_prefixes=1), B("b", cached_prefixes=5, home=True)]
+    p = CacheAffinity().place(REQ, fleet, 0.0)
+    assert p.backend == "b" and "last sent" in p.reason
+    # A useful match elsewhere still wins, and so does an imbalance.
+    assert CacheAffinity().place(REQ, [B("a", match=900), B("b", home=True)], 0.0).backend == "a"
+    loaded = [B("a", 0), B("b", 90, home=True)]
+    assert CacheAffinity(abs_threshold=64).place(REQ, loaded, 0.0).backend == "a"
+
+
 def test_cache_affinity_leaves_a_saturated_replica() -> None:
     ca = CacheAffinity(abs_threshold=64, rel_threshold=1.5)
     # 70 more requests and more than 1.5x: imbalanced, least loaded wins despite the match

@@ -111,6 +111,27 @@ async def test_a_new_prefix_goes_where_the_cache_has_room() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_forgotten_prefix_goes_back_home_but_a_common_first_block_gets_no_home() -> None:
+    dispatcher, pool, _ = _setup()
+    tenant = tuple(range(100, 110))
+    first = await dispatcher.acquire(_job(dispatcher, blocks=tenant))
+    second = await dispatcher.acquire(_job(dispatcher, blocks=tenant + (7,)))  # a useful match: homed
+    assert second.name == first.name
+    other = ({"a", "b"} - {first.name}).pop()
+    _by_name(pool)[first.name].prefix_index.clear()  # its index forgets the tenant...
+    for root in (1, 2, 3):  # ...and holds more prefixes than the other
+        _by_name(pool)[first.name].prefix_index.insert([root])
+    job = _job(dispatcher, blocks=tenant + (8,))
+    assert (await dispatcher.acquire(job)).name == first.name
+    assert "last sent" in dispatcher.explanation(job.request_id)
+    # Prompts alike only in their first block never match usefully, so they get no home and
+    # keep being spread as new prefixes.
+    shallow = [await dispatcher.acquire(_job(dispatcher, blocks=(500, 600 + i, 700 + i, 800 + i))) for i in range(2)]
+    assert dispatcher.homes.home(500) is None
+    assert {b.name for b in shallow} == {other}  # the backend with fewer prefixes, both times
+
+
+@pytest.mark.anyio
 async def test_scraped_load_counts_when_fresh_only() -> None:
     dispatcher, pool, clock = _setup('[routing]\npolicy = "least-load"\nmetrics_stale_s = 1.0\n')
     a = _by_name(pool)["a"]
