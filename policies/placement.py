@@ -196,10 +196,10 @@ class CacheAffinity:
           split tenants 56/40 (runs 3-4 of bench/fleet) and affinity kept the uneven split;
        b. if no cache has room, the one already holding the most prefixes, as long as it
           then holds at most `overflow_imbalance` × an even share of them all (1.2 of 2
-          backends: 60%). LRU under a cyclic working set
-          larger than the cache falls off a cliff, so the overflow is better concentrated
-          on one backend, keeping the other caches within their working sets, than spread
-          so that every cache thrashes (run 9: a 5/7 tenant split beat the even 6/6 one).
+          backends: 60%). LRU under a cyclic working set larger than the cache falls off a
+          cliff, so the overflow is better concentrated on one backend, keeping the other
+          caches within their working sets, than spread so that every cache thrashes
+          (bench/fleet run 9: a 5/7 tenant split beat the even 6/6 one).
     """
 
     name = "cache-affinity"
