@@ -80,7 +80,7 @@ def create_app(config: Config) -> TriageApp:
     prober = HealthProber(pool, control, config.upstream)
     dispatcher = Dispatcher(config, pool, metrics)
     scraper = MetricsScraper(
-        pool, control, config.routing.metrics_interval_s,
+        pool, control, dispatcher.metrics_interval, config.routing.metrics_fast_interval_s,
         on_update=dispatcher.on_load_update,
         on_restart=lambda backend: backend.prefix_index.clear(),
         # One clock for readings and for judging their age.

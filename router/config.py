@@ -112,9 +112,15 @@ class RoutingConfig(_Section):
     # (4 is assumed), and routing to a prefix the engine just evicted costs no more than
     # routing anywhere else, while forgetting one too early moves a tenant off its cache.
     index_capacity_factor: Annotated[float, msgspec.Meta(ge=1)] = 2.0
-    # How often each backend's /metrics is read, and when a reading is too old to trust.
-    metrics_interval_s: PositiveFloat = 0.1
-    metrics_stale_s: PositiveFloat = 1.0
+    # How often each backend's /metrics is read, and when a reading is too old to trust. A
+    # backend whose saturation limits (max_load, max_waiting, max_kv_usage) read its metrics is
+    # read every metrics_fast_interval_s while this router has requests on it or waiting: only
+    # there does a reading decide who goes next. Elsewhere this router's own in-flight counts
+    # are current, and each read costs a vLLM server 5-8 ms of CPU (bench/fleet: at 10 Hz on
+    # every backend, TTFT p50 rose 46-139 ms).
+    metrics_interval_s: PositiveFloat = 1.0
+    metrics_fast_interval_s: PositiveFloat = 0.1
+    metrics_stale_s: PositiveFloat = 2.5
 
 
 class AdmissionConfig(_Section):
@@ -304,6 +310,14 @@ def _check(config: Config) -> None:
         if api_key.key in keys:
             raise ConfigError(f"api_keys[{i}].key: duplicate key")
         keys.add(api_key.key)
+    routing = config.routing
+    if routing.metrics_fast_interval_s > routing.metrics_interval_s:
+        raise ConfigError("routing.metrics_fast_interval_s: expected at most metrics_interval_s "
+                          f"({routing.metrics_interval_s:g}), got {routing.metrics_fast_interval_s:g}")
+    if routing.metrics_stale_s <= routing.metrics_interval_s:
+        raise ConfigError("routing.metrics_stale_s: expected more than metrics_interval_s "
+                          f"({routing.metrics_interval_s:g}), or every reading would count as stale; "
+                          f"got {routing.metrics_stale_s:g}")
     if not config.priority.header:
         raise ConfigError("priority.header: expected a header name")
     if config.admission.ordering not in policy_names():

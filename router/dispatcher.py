@@ -109,6 +109,16 @@ class Dispatcher:
                 backend.reported_capacity(report.kv_capacity_tokens)
         self.pump()
 
+    def metrics_interval(self, backend: Backend) -> float:
+        """How often to read `backend`'s /metrics: fast while a reading can hold a request back
+        or let one go (a limit reads it and this router has requests on it or waiting), else
+        slow, since each read costs the backend CPU and our own counts are current."""
+        limits = backend.config
+        reads_metrics = limits.max_load or limits.max_waiting or limits.max_kv_usage
+        if reads_metrics and (backend.in_flight or len(self.queue)):
+            return self.routing.metrics_fast_interval_s
+        return self.routing.metrics_interval_s
+
     def _load(self, backend: Backend, report: LoadReport | None) -> int:
         if report is None:
             return backend.in_flight

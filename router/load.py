@@ -1,4 +1,7 @@
-"""Backend load as the backends report it: their Prometheus /metrics, read every ~100 ms.
+"""Backend load as the backends report it: their Prometheus /metrics.
+
+Each backend is read at its own interval, which the dispatcher chooses (fast only where a
+reading decides admission); the scraper wakes every `tick_s` and reads the backends that are due.
 
 vLLM renamed its metrics between versions; both spellings are read, and our engine exports
 the new ones. A reading older than `metrics_stale_s` counts as unknown: the router then falls
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
 from collections.abc import Callable
@@ -75,23 +79,26 @@ def parse_metrics(text: str, read_at: float) -> LoadReport:
 
 
 class MetricsScraper:
-    """Reads every backend's /metrics on a fixed interval, in one background task."""
+    """Reads each backend's /metrics when it is due, in one background task."""
 
     def __init__(
         self,
         pool: BackendPool,
         client: httpx.AsyncClient,
-        interval_s: float,
+        interval_for: Callable[[Backend], float],
+        tick_s: float,
         on_update: Callable[[], None],
         on_restart: Callable[[Backend], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pool = pool
         self.client = client
-        self.interval_s = interval_s
+        self.interval_for = interval_for
+        self.tick_s = tick_s
         self.on_update = on_update
         self.on_restart = on_restart
         self.clock = clock
+        self._last_read: dict[str, float] = {}
         # Backends without /metrics (a plain OpenAI endpoint) are asked again only now and then.
         self._skip_until: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
@@ -108,11 +115,19 @@ class MetricsScraper:
 
     async def _run(self) -> None:
         while True:
-            await self.scrape_all()
-            await asyncio.sleep(self.interval_s)
+            await self.scrape_due()
+            await asyncio.sleep(self.tick_s)
 
-    async def scrape_all(self) -> None:
-        await asyncio.gather(*(self.scrape(backend) for backend in self.pool.backends))
+    async def scrape_due(self) -> None:
+        """Read every backend whose interval has passed since its last read (or attempt)."""
+        now = self.clock()
+        due = [b for b in self.pool.backends
+               if now - self._last_read.get(b.name, -math.inf) >= self.interval_for(b)]
+        if not due:
+            return
+        for backend in due:
+            self._last_read[backend.name] = now
+        await asyncio.gather(*(self.scrape(backend) for backend in due))
         self.on_update()
 
     async def scrape(self, backend: Backend) -> None:
@@ -120,7 +135,7 @@ class MetricsScraper:
         if self._skip_until.get(backend.name, 0.0) > now:
             return
         try:
-            response = await self.client.get(f"{backend.base_url}/metrics", timeout=max(self.interval_s * 5, 0.5))
+            response = await self.client.get(f"{backend.base_url}/metrics", timeout=max(self.tick_s * 5, 0.5))
         except httpx.HTTPError:
             return  # the last reading ages into "unknown"
         if response.status_code == 404:

@@ -45,7 +45,7 @@ import workload  # noqa: E402
 RESULTS = procs.ROOT / "bench" / "results"
 ALL_FRONT_ENDS = ("sticky", "sticky-fcfs", "sticky-5-7", "triage-affinity", "triage-affinity-head",
                   "triage-affinity-session", "triage-affinity-fcfs", "triage-affinity-loose", "triage-affinity-memory",
-                  "triage-affinity-even", "triage-affinity-scrape1s", "triage-round-robin", "triage-least-load",
+                  "triage-affinity-even", "triage-affinity-scrape10hz", "triage-round-robin", "triage-least-load",
                   "sglang-cache-aware")
 DEFAULT_FRONT_ENDS = ("sticky", "triage-affinity", "triage-affinity-head", "triage-affinity-session",
                       "triage-round-robin", "triage-least-load", "sglang-cache-aware")
@@ -54,7 +54,7 @@ DEFAULT_FRONT_ENDS = ("sticky", "triage-affinity", "triage-affinity-head", "tria
 TRIAGE_POLICIES = {"triage-affinity": "cache-affinity", "triage-affinity-head": "cache-affinity",
                    "triage-affinity-fcfs": "cache-affinity", "triage-affinity-loose": "cache-affinity",
                    "triage-affinity-memory": "cache-affinity", "triage-affinity-even": "cache-affinity",
-                   "triage-affinity-scrape1s": "cache-affinity",
+                   "triage-affinity-scrape10hz": "cache-affinity",
                    "triage-affinity-session": "cache-affinity", "triage-round-robin": "round-robin",
                    "triage-least-load": "least-load"}
 # Extra [routing] keys per Triage front end. "head": hash only the first 10 blocks (2,560
@@ -65,13 +65,14 @@ TRIAGE_POLICIES = {"triage-affinity": "cache-affinity", "triage-affinity-head": 
 # "memory": the prefix index remembers 8x the KV capacity instead of 2x, so a tenant whose
 # prompt the index forgot is not placed afresh (sglang-router's tree keeps 2^26 characters).
 # "even": new prefixes spread evenly even when no cache has room for them (the rule before
-# overflow onto the fullest cache, runs 5-8). "scrape1s": read each vLLM's /metrics (about
-# 50 kB of text to render) every second instead of every 100 ms.
+# overflow onto the fullest cache, runs 5-8). "scrape10hz": read each vLLM's /metrics (about
+# 50 kB of text to render) every 100 ms, the default before runs 28-29, instead of every second.
 TRIAGE_ROUTING = {"triage-affinity-head": {"max_blocks": 10, "cache_threshold": 0.2},
                   "triage-affinity-loose": {"balance_abs_threshold": 16},
                   "triage-affinity-memory": {"index_capacity_factor": 8.0},
                   "triage-affinity-even": {"overflow_imbalance": 1.0},
-                  "triage-affinity-scrape1s": {"metrics_interval_s": 1.0, "metrics_stale_s": 2.5}}
+                  "triage-affinity-scrape10hz": {"metrics_interval_s": 0.1, "metrics_fast_interval_s": 0.1,
+                                                 "metrics_stale_s": 1.0}}
 
 
 # ---------------------------------------------------------------- client

@@ -43,6 +43,8 @@ def test_backend_defaults_and_trailing_slash() -> None:
         ("server = [", "not valid TOML"),
         ('[admission]\nordering = "lottery"\n', "admission.ordering: expected one of fcfs, sjf"),
         ("[admission]\nheadroom = [0, 0, 0, 0, 1.0]\n", "admission.headroom[4]: expected a fraction in [0, 1)"),
+        ("[routing]\nmetrics_fast_interval_s = 2.0\n", "routing.metrics_fast_interval_s: expected at most"),
+        ("[routing]\nmetrics_stale_s = 1.0\n", "routing.metrics_stale_s: expected more than metrics_interval_s"),
     ],
 )
 def test_errors_name_the_key_path(text: str, message: str) -> None:

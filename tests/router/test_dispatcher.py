@@ -133,12 +133,34 @@ async def test_a_forgotten_prefix_goes_back_home_but_a_common_first_block_gets_n
 
 @pytest.mark.anyio
 async def test_scraped_load_counts_when_fresh_only() -> None:
-    dispatcher, pool, clock = _setup('[routing]\npolicy = "least-load"\nmetrics_stale_s = 1.0\n')
+    dispatcher, pool, clock = _setup('[routing]\npolicy = "least-load"\nmetrics_interval_s = 0.5\nmetrics_stale_s = 1.0\n')
     a = _by_name(pool)["a"]
     a.load_report = LoadReport(running=5, waiting=3, read_at=clock.now)
     assert (await dispatcher.acquire(_job(dispatcher))).name == "b"
     clock.now += 2.0  # the reading is stale now: a looks idle again (b has one of ours)
     assert (await dispatcher.acquire(_job(dispatcher))).name == "a"
+
+
+@pytest.mark.anyio
+async def test_metrics_are_read_fast_only_where_a_reading_decides_admission() -> None:
+    limited = ('[[backends]]\nname = "a"\nurl = "http://a"\nmax_waiting = 4\n'
+               '[[backends]]\nname = "b"\nurl = "http://b"\n')
+    dispatcher, pool, _ = _setup(backends=limited)
+    a, b = _by_name(pool)["a"], _by_name(pool)["b"]
+    assert dispatcher.metrics_interval(a) == dispatcher.metrics_interval(b) == 1.0  # idle
+    on_a, on_b = _job(dispatcher, names=("a",)), _job(dispatcher, names=("b",))
+    assert await dispatcher.acquire(on_a) is a and await dispatcher.acquire(on_b) is b
+    assert dispatcher.metrics_interval(a) == 0.1
+    assert dispatcher.metrics_interval(b) == 1.0  # no limit reads b's metrics, however busy
+    dispatcher.release(a, on_a)
+    assert dispatcher.metrics_interval(a) == 1.0
+    # A request waiting in the admission queue waits for a reading: fast again.
+    a.load_report = LoadReport(waiting=9, read_at=dispatcher.clock())
+    waiting = asyncio.ensure_future(dispatcher.acquire(_job(dispatcher, names=("a",))))
+    await asyncio.sleep(0)
+    assert len(dispatcher.queue) == 1 and dispatcher.metrics_interval(a) == 0.1
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
 
 
 @pytest.mark.anyio
