@@ -117,7 +117,7 @@ class RoutingConfig(_Section):
     # read every metrics_fast_interval_s while this router has requests on it or waiting: only
     # there does a reading decide who goes next. Elsewhere this router's own in-flight counts
     # are current, and each read costs a vLLM server 5-8 ms of CPU (bench/fleet: at 10 Hz on
-    # every backend, TTFT p50 rose 46-139 ms).
+    # every backend, TTFT p50 rose 32-139 ms).
     metrics_interval_s: PositiveFloat = 1.0
     metrics_fast_interval_s: PositiveFloat = 0.1
     metrics_stale_s: PositiveFloat = 2.5
