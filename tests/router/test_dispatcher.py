@@ -133,7 +133,8 @@ async def test_a_forgotten_prefix_goes_back_home_but_a_common_first_block_gets_n
 
 @pytest.mark.anyio
 async def test_scraped_load_counts_when_fresh_only() -> None:
-    dispatcher, pool, clock = _setup('[routing]\npolicy = "least-load"\nmetrics_interval_s = 0.5\nmetrics_stale_s = 1.0\n')
+    dispatcher, pool, clock = _setup(
+        '[routing]\npolicy = "least-load"\nmetrics_interval_s = 0.5\nmetrics_stale_s = 1.0\n')
     a = _by_name(pool)["a"]
     a.load_report = LoadReport(running=5, waiting=3, read_at=clock.now)
     assert (await dispatcher.acquire(_job(dispatcher))).name == "b"
