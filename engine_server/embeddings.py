@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from engine_server.checkpoint import DEFAULT_EMBEDDING, ModelLoadError, package_file
+from triage_router.engine_server.checkpoint import DEFAULT_EMBEDDING, ModelLoadError, package_file
 
 
 @dataclass

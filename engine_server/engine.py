@@ -9,20 +9,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from policies.catalog import make_admission, make_ordering
-from policies.cost_model import CostModel
+from triage_router.policies.catalog import make_admission, make_ordering
+from triage_router.policies.cost_model import CostModel
 
-from engine_server import cpu_ops
-from engine_server.attention import make_attention_backend
-from engine_server.checkpoint import load_model, load_tokenizer, resolve_model_dir
-from engine_server.config import EngineConfig, ModelConfig
-from engine_server.cpu_linear import packing_applies
-from engine_server.detokenizer import IncrementalDetokenizer
-from engine_server.kv_cache import KVCacheManager, bytes_per_block
-from engine_server.model import LlamaForCausalLM
-from engine_server.model_runner import ModelRunner
-from engine_server.scheduler import Scheduler, SchedulerOutput
-from engine_server.sequence import FinishReason, SamplingParams, Sequence, TokenLogprob
+from triage_router.engine_server import cpu_ops
+from triage_router.engine_server.attention import make_attention_backend
+from triage_router.engine_server.checkpoint import load_model, load_tokenizer, resolve_model_dir
+from triage_router.engine_server.config import EngineConfig, ModelConfig
+from triage_router.engine_server.cpu_linear import packing_applies
+from triage_router.engine_server.detokenizer import IncrementalDetokenizer
+from triage_router.engine_server.kv_cache import KVCacheManager, bytes_per_block
+from triage_router.engine_server.model import LlamaForCausalLM
+from triage_router.engine_server.model_runner import ModelRunner
+from triage_router.engine_server.scheduler import Scheduler, SchedulerOutput
+from triage_router.engine_server.sequence import FinishReason, SamplingParams, Sequence, TokenLogprob
 
 log = logging.getLogger("engine_server")
 

@@ -19,13 +19,13 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from engine_server.checkpoint import load_tokenizer, resolve_model_dir
-from engine_server.config import EngineConfig
-from engine_server.engine import EngineLimits, LLMEngine, RequestOutput, RequestRejected
-from engine_server.engine_core import EngineCore, serve_in_process
-from engine_server.errors import EngineUnavailable
-from engine_server.metrics import snapshot
-from engine_server.sequence import SamplingParams
+from triage_router.engine_server.checkpoint import load_tokenizer, resolve_model_dir
+from triage_router.engine_server.config import EngineConfig
+from triage_router.engine_server.engine import EngineLimits, LLMEngine, RequestOutput, RequestRejected
+from triage_router.engine_server.engine_core import EngineCore, serve_in_process
+from triage_router.engine_server.errors import EngineUnavailable
+from triage_router.engine_server.metrics import snapshot
+from triage_router.engine_server.sequence import SamplingParams
 
 
 class EngineStartError(RuntimeError):

@@ -21,9 +21,9 @@ import signal
 from multiprocessing.connection import Connection
 from typing import Any
 
-from engine_server.config import EngineConfig
-from engine_server.engine import LLMEngine, RequestOutput, RequestRejected
-from engine_server.metrics import snapshot
+from triage_router.engine_server.config import EngineConfig
+from triage_router.engine_server.engine import LLMEngine, RequestOutput, RequestRejected
+from triage_router.engine_server.metrics import snapshot
 
 log = logging.getLogger("engine_server")
 

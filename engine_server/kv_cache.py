@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from engine_server.block_pool import BlockPool, block_hash
-from engine_server.sequence import Sequence
+from triage_router.engine_server.block_pool import BlockPool, block_hash
+from triage_router.engine_server.sequence import Sequence
 
 
 def bytes_per_block(num_layers: int, kv_heads: int, head_dim: int, block_size: int, dtype: torch.dtype) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine_server.engine import LLMEngine
+from triage_router.engine_server.engine import LLMEngine
 
 _METRICS = [
     # (name, type, help)

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine_server import cpu_ops
-from engine_server.attention import AttentionBackend, AttentionMetadata
-from engine_server.config import ModelConfig
-from engine_server.rotary import RotaryEmbedding, apply_rotary
+from triage_router.engine_server import cpu_ops
+from triage_router.engine_server.attention import AttentionBackend, AttentionMetadata
+from triage_router.engine_server.config import ModelConfig
+from triage_router.engine_server.rotary import RotaryEmbedding, apply_rotary
 
 
 class RMSNorm(nn.Module):

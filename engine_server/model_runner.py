@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import torch
 
-from engine_server.attention import AttentionBackend, AttentionMetadata, PrefillChunk
-from engine_server.kv_cache import KVCacheManager
-from engine_server.model import LlamaForCausalLM
-from engine_server.sampling import greedy_tokens, sample
-from engine_server.sequence import Sequence, TokenLogprob
+from triage_router.engine_server.attention import AttentionBackend, AttentionMetadata, PrefillChunk
+from triage_router.engine_server.kv_cache import KVCacheManager
+from triage_router.engine_server.model import LlamaForCausalLM
+from triage_router.engine_server.sampling import greedy_tokens, sample
+from triage_router.engine_server.sequence import Sequence, TokenLogprob
 
 
 @dataclass

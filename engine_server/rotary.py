@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from engine_server import cpu_ops
+from triage_router.engine_server import cpu_ops
 
 
 def inverse_frequencies(head_dim: int, theta: float, scaling: dict[str, Any] | None) -> tuple[torch.Tensor, float]:

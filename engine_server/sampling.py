@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from engine_server import cpu_ops
-from engine_server.sequence import Sequence, TokenLogprob
+from triage_router.engine_server import cpu_ops
+from triage_router.engine_server.sequence import Sequence, TokenLogprob
 
 
 def greedy_tokens(logits: torch.Tensor) -> list[int]:

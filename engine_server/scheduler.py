@@ -2,7 +2,7 @@
 
 Each step (`schedule`) does, in order:
 1. Priority preemption: when the most urgent waiting sequence cannot start because the batch
-   is full, evict strictly less urgent sequences: for KV blocks, `policies.preemption.
+   is full, evict strictly less urgent sequences: for KV blocks, `triage_router.policies.preemption.
    plan_evictions` (worst first, and nobody unless that makes room); for a sequence slot, the
    `choose_victim` among them.
 2. Running sequences, most urgent first: a decode takes one token of the budget, an
@@ -19,15 +19,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from policies.admission import Admission, AdmitAll
-from policies.cost_model import CostModel
-from policies.ordering import Ordering
-from policies.preemption import PreemptionMode, choose_mode, choose_victim, plan_evictions, victim_rank
-from policies.queue import RequestQueue
+from triage_router.policies.admission import Admission, AdmitAll
+from triage_router.policies.cost_model import CostModel
+from triage_router.policies.ordering import Ordering
+from triage_router.policies.preemption import PreemptionMode, choose_mode, choose_victim, plan_evictions, victim_rank
+from triage_router.policies.queue import RequestQueue
 
-from engine_server.kv_cache import KVCacheManager
-from engine_server.model_runner import ScheduledSeq
-from engine_server.sequence import FinishReason, Sequence, SequenceStatus
+from triage_router.engine_server.kv_cache import KVCacheManager
+from triage_router.engine_server.model_runner import ScheduledSeq
+from triage_router.engine_server.sequence import FinishReason, Sequence, SequenceStatus
 
 
 @dataclass

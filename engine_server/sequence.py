@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from engine_server.block_pool import Block
+from triage_router.engine_server.block_pool import Block
 
 
 class SequenceStatus(enum.Enum):
@@ -105,7 +105,7 @@ class Sequence:
     def is_finished(self) -> bool:
         return self.status == SequenceStatus.FINISHED
 
-    # --- policies.request.RequestState: what orderings and victim choice read -------------
+    # --- triage_router.policies.request.RequestState: what orderings and victim choice read -------------
 
     @property
     def arrival(self) -> float:

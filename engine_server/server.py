@@ -14,7 +14,7 @@ from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException
 from litestar.response import Stream
 
-from engine_server.api_types import (
+from triage_router.engine_server.api_types import (
     ChatChoice,
     ChatChunkChoice,
     ChatCompletion,
@@ -39,10 +39,10 @@ from engine_server.api_types import (
     Usage,
     encoder,
 )
-from engine_server.embeddings import EmbeddingBatcher
-from engine_server.engine import RequestOutput, RequestRejected
-from engine_server.engine_client import EngineClient
-from engine_server.errors import (
+from triage_router.engine_server.embeddings import EmbeddingBatcher
+from triage_router.engine_server.engine import RequestOutput, RequestRejected
+from triage_router.engine_server.engine_client import EngineClient
+from triage_router.engine_server.errors import (
     BadRequest,
     ContextTooLong,
     EngineError,
@@ -51,8 +51,8 @@ from engine_server.errors import (
     ModelNotFound,
     NotFound,
 )
-from engine_server.metrics import render
-from engine_server.sequence import SamplingParams, TokenLogprob
+from triage_router.engine_server.metrics import render
+from triage_router.engine_server.sequence import SamplingParams, TokenLogprob
 
 MAX_TOP_LOGPROBS = 20
 MAX_N = 16

@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.launch_config import tuned
+from triage_router.kernels.launch_config import tuned
 
 
 @tuned(gpu_configs=[(1, 1), (2, 1), (4, 1)], key=["BLOCK_H", "BLOCK_D"], interpreter_config=(1, 1))

@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.launch_config import tuned
+from triage_router.kernels.launch_config import tuned
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453

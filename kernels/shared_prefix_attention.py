@@ -13,7 +13,7 @@ once per request. Here, as in Parrot's shared attention kernel and FlashInfer's 
 3. **Merge.** ``merge_states`` combines the partials by log-sum-exp.
 
 Unlike Parrot (one shared prefix per batch), a batch carries any number of groups
-(``kernels.prefix_groups``). The result is exact: it equals ``paged_attention`` on the same
+(``triage_router.kernels.prefix_groups``). The result is exact: it equals ``paged_attention`` on the same
 batch, which is therefore this kernel's reference.
 """
 
@@ -25,9 +25,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.launch_config import tuned
-from kernels.merge_states import merge_states
-from kernels.paged_attention import (
+from triage_router.kernels.launch_config import tuned
+from triage_router.kernels.merge_states import merge_states
+from triage_router.kernels.paged_attention import (
     LOG2E,
     attend_paged_range,
     check_cache,
@@ -38,8 +38,8 @@ from kernels.paged_attention import (
     kv_tile,
     paged_attention_partials,
 )
-from kernels.prefix_groups import PrefixGroups
-from kernels.split_kv_decode import MAX_SPLITS, MIN_KEYS_PER_SPLIT, streaming_multiprocessors
+from triage_router.kernels.prefix_groups import PrefixGroups
+from triage_router.kernels.split_kv_decode import MAX_SPLITS, MIN_KEYS_PER_SPLIT, streaming_multiprocessors
 
 
 @tuned(gpu_configs=[(4, 2), (4, 3), (8, 2), (8, 3)], key=["HEAD_DIM", "GROUP", "BLOCK_M", "TILE_N"])
@@ -180,7 +180,7 @@ def shared_prefix_attention(
     """Attention of a batch whose sequences share prefixes as ``groups`` describes.
 
     Arguments and result are those of ``paged_attention`` plus ``groups``
-    (``kernels.prefix_groups.describe_prefix_groups``). ``num_prefix_splits`` overrides how
+    (``triage_router.kernels.prefix_groups.describe_prefix_groups``). ``num_prefix_splits`` overrides how
     many key shares the prefix pass cuts each group's prefix into.
     """
     group, block_size = check_cache(q, k_cache, v_cache)

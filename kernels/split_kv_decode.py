@@ -14,8 +14,8 @@ import math
 import torch
 import triton
 
-from kernels.merge_states import merge_states
-from kernels.paged_attention import paged_attention, paged_attention_partials
+from triage_router.kernels.merge_states import merge_states
+from triage_router.kernels.paged_attention import paged_attention, paged_attention_partials
 
 # A split shorter than this costs more in partial writes and merging than it saves.
 MIN_KEYS_PER_SPLIT = 256

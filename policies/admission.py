@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from policies.request import RequestState, context_tokens, remaining_output_tokens
+from triage_router.policies.request import RequestState, context_tokens, remaining_output_tokens
 
 
 class Admission(Protocol):

@@ -14,8 +14,8 @@ each is promoted too.) `tests/policies/test_aging.py` checks this against an adv
 
 from __future__ import annotations
 
-from policies.ordering import Key, Ordering
-from policies.request import RequestState
+from triage_router.policies.ordering import Key, Ordering
+from triage_router.policies.request import RequestState
 
 
 class Aged:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from policies.admission import Admission, AdmitAll, KvHeadroom
-from policies.aging import Aged
-from policies.cost_model import CostModel
-from policies.fair_share import VirtualTokenCounter
-from policies.ordering import (
+from triage_router.policies.admission import Admission, AdmitAll, KvHeadroom
+from triage_router.policies.aging import Aged
+from triage_router.policies.cost_model import CostModel
+from triage_router.policies.fair_share import VirtualTokenCounter
+from triage_router.policies.ordering import (
     AppFifo,
     FirstComeFirstServed,
     KvWeightedShortestJobFirst,

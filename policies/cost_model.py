@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policies.request import RequestState, context_tokens, remaining_output_tokens
+from triage_router.policies.request import RequestState, context_tokens, remaining_output_tokens
 
 
 @dataclass(frozen=True, slots=True)

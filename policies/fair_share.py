@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from policies.ordering import FirstComeFirstServed, Key, Ordering
-from policies.request import RequestState
+from triage_router.policies.ordering import FirstComeFirstServed, Key, Ordering
+from triage_router.policies.request import RequestState
 
 
 class VirtualTokenCounter:

@@ -6,7 +6,7 @@ with (arrival, request_id), so two distinct requests never tie and every run is 
 `stable` says whether a *waiting* request's key stays the same until it is popped. Every
 ordering in this module is stable (keys read only the request's own fields, which do not change
 while it waits), so `RequestQueue` keys each request once, at push. The orderings whose keys do
-move while requests wait (aging, fair share) live in `policies.aging` and `policies.fair_share`
+move while requests wait (aging, fair share) live in `triage_router.policies.aging` and `triage_router.policies.fair_share`
 and the queue has a dedicated structure for each.
 
 Keys of *running* requests do change (remaining work shrinks, MLQ demotes): the engine re-keys
@@ -18,8 +18,8 @@ from __future__ import annotations
 import math
 from typing import Any, Protocol
 
-from policies.cost_model import CostModel
-from policies.request import RequestState, context_tokens, remaining_output_tokens, remaining_tokens
+from triage_router.policies.cost_model import CostModel
+from triage_router.policies.request import RequestState, context_tokens, remaining_output_tokens, remaining_tokens
 
 Key = tuple[Any, ...]
 

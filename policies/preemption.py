@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import Any, TypeVar
 
-from policies.cost_model import CostModel
-from policies.request import RequestState, remaining_tokens
+from triage_router.policies.cost_model import CostModel
+from triage_router.policies.request import RequestState, remaining_tokens
 
 R = TypeVar("R", bound=RequestState)
 

@@ -1,6 +1,6 @@
 """`RequestQueue`: one queue for every ordering, with the paper's O(1) arrival.
 
-Structure (for a stable ordering, see `policies.ordering`):
+Structure (for a stable ordering, see `triage_router.policies.ordering`):
 
 - arrivals go to an unsorted *arrival buffer*; the queue keeps a pointer to the buffer's best
   entry, so `push` costs one key computation and at most one comparison, and `peek` stays O(1);
@@ -25,9 +25,9 @@ import heapq
 from collections.abc import Iterator
 from typing import Generic, Protocol, TypeVar
 
-from policies.aging import Aged
-from policies.ordering import Key, Ordering
-from policies.request import RequestState
+from triage_router.policies.aging import Aged
+from triage_router.policies.ordering import Key, Ordering
+from triage_router.policies.request import RequestState
 
 R = TypeVar("R", bound=RequestState)
 

@@ -15,20 +15,20 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from policies.catalog import make_ordering
-from policies.cost_model import CostModel
-from policies.queue import RequestQueue
-from router.config import AdmissionConfig
-from router.errors import QueueFull, QueueTimeout
-from router.fingerprint import PrefixFingerprint
-from router.metrics import RouterMetrics
+from triage_router.policies.catalog import make_ordering
+from triage_router.policies.cost_model import CostModel
+from triage_router.policies.queue import RequestQueue
+from triage_router.router.config import AdmissionConfig
+from triage_router.router.errors import QueueFull, QueueTimeout
+from triage_router.router.fingerprint import PrefixFingerprint
+from triage_router.router.metrics import RouterMetrics
 
 PRIORITY_LEVELS = 5
 
 
 @dataclass(eq=False, slots=True)
 class Job:
-    """A request asking for a backend; it satisfies `policies.request.RequestState`."""
+    """A request asking for a backend; it satisfies `triage_router.policies.request.RequestState`."""
 
     request_id: str
     priority: int

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from router.errors import BadRequest
+from triage_router.router.errors import BadRequest
 
 Endpoint = Literal["chat", "completions"]
 

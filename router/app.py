@@ -12,19 +12,19 @@ from litestar import Litestar, Request, Response, asgi, get
 from litestar.exceptions import HTTPException
 from litestar.handlers import ASGIRouteHandler
 
-from router.auth import ApiKeys
-from router.backends import BackendPool
-from router.config import Config
-from router.dispatcher import Dispatcher
-from router.errors import ErrorBody, ErrorEnvelope, MethodNotAllowed
-from router.health import HealthProber
-from router.length import LengthPredictor
-from router.load import MetricsScraper
-from router.metrics import RouterMetrics
-from router.models import ModelCatalog, ModelList
-from router.priority import build_resolver
-from router.proxy import ProxyEndpoint, Receive, Send
-from router.upstream import UpstreamClient
+from triage_router.router.auth import ApiKeys
+from triage_router.router.backends import BackendPool
+from triage_router.router.config import Config
+from triage_router.router.dispatcher import Dispatcher
+from triage_router.router.errors import ErrorBody, ErrorEnvelope, MethodNotAllowed
+from triage_router.router.health import HealthProber
+from triage_router.router.length import LengthPredictor
+from triage_router.router.load import MetricsScraper
+from triage_router.router.metrics import RouterMetrics
+from triage_router.router.models import ModelCatalog, ModelList
+from triage_router.router.priority import build_resolver
+from triage_router.router.proxy import ProxyEndpoint, Receive, Send
+from triage_router.router.upstream import UpstreamClient
 
 # httpx logs every request at INFO; on the hot path that costs more than the request.
 logging.getLogger("httpx").setLevel(logging.WARNING)

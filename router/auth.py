@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from router.config import ApiKeyConfig
-from router.errors import Unauthorized
+from triage_router.router.config import ApiKeyConfig
+from triage_router.router.errors import Unauthorized
 
 
 class ApiKeys:

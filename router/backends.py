@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from router.config import BackendConfig
-from router.fingerprint import CHARS_PER_TOKEN
-from router.prefix_index import PrefixIndex
+from triage_router.router.config import BackendConfig
+from triage_router.router.fingerprint import CHARS_PER_TOKEN
+from triage_router.router.prefix_index import PrefixIndex
 
 # Assumed KV capacity when neither the config nor the backend's /metrics gives one.
 DEFAULT_KV_CAPACITY_TOKENS = 65536
 
 if TYPE_CHECKING:
-    from router.load import LoadReport
+    from triage_router.router.load import LoadReport
 
 
 class Backend:

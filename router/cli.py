@@ -6,9 +6,9 @@ import argparse
 import os
 import sys
 
-from router.config import ConfigError, load_config, resolve_config_path
-from router.engine_launcher import EngineProcess
-from router.server import StartupError, bind_socket, serve, url_of
+from triage_router.router.config import ConfigError, load_config, resolve_config_path
+from triage_router.router.engine_launcher import EngineProcess
+from triage_router.router.server import StartupError, bind_socket, serve, url_of
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -29,7 +29,7 @@ def _serve(args: argparse.Namespace) -> int:
         for engine in engines:
             engine.wait_ready(lambda waited, name=engine.backend.name: print(
                 f"  still waiting for engine {name} ({waited:.0f} s; the first start converts the model)", flush=True))
-        from router.app import create_app  # after the checks: a bad config fails before litestar loads
+        from triage_router.router.app import create_app  # after the checks: a bad config fails before litestar loads
 
         started = serve(
             create_app(config),
@@ -51,12 +51,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _exec_engine(engine_args: list[str]) -> int:
     """Our engine runs in its own process; the router never imports it."""
-    os.execv(sys.executable, [sys.executable, "-m", "engine_server", *engine_args])
+    os.execv(sys.executable, [sys.executable, "-m", "triage_router.engine_server", *engine_args])
     return 1  # not reached: execv replaces this process
 
 
 def _simulate(simulate_args: list[str]) -> int:
-    from policies.sim import cli as simulator_cli
+    from triage_router.policies.sim import cli as simulator_cli
 
     parser = argparse.ArgumentParser(
         prog="triage simulate",

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 import msgspec
 import regex
 
-from policies.catalog import policy_names
+from triage_router.policies.catalog import policy_names
 
 PriorityLevel = Annotated[int, msgspec.Meta(ge=0, le=4)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
@@ -65,7 +65,7 @@ class BackendConfig(_Section):
     # KV capacity in tokens, which sizes the prefix index. Unset: what the backend reports in
     # vllm:cache_config_info, else 65536. Set: this value, whatever the backend reports.
     kv_capacity_tokens: PositiveInt | None = None
-    # kind = "engine" only: `triage serve` starts `python -m engine_server` on this URL's port
+    # kind = "engine" only: `triage serve` starts `python -m triage_router.engine_server` on this URL's port
     # with these extra arguments, waits until it is ready, and stops it on shutdown.
     launch: bool = False
     launch_args: list[str] = msgspec.field(default_factory=list)
@@ -143,7 +143,7 @@ class AdmissionConfig(_Section):
         default_factory=lambda: [0.0, 0.0, 0.0, 0.0, 0.0]
     )
     retry_after_s: PositiveInt = 1
-    # Cost model for predicted remaining seconds (policies.cost_model; paper's A100/7B fit).
+    # Cost model for predicted remaining seconds (triage_router.policies.cost_model; paper's A100/7B fit).
     decode_c1: float = 1.34911080e-08
     decode_c2: float = 1.330198e-02
     prefill_c1: float = 5.13462572e-07

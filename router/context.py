@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from router.api_types import ChatCompletionRequest, CompletionRequest, Endpoint
-from router.config import ApiKeyConfig
+from triage_router.router.api_types import ChatCompletionRequest, CompletionRequest, Endpoint
+from triage_router.router.config import ApiKeyConfig
 
 if TYPE_CHECKING:
-    from router.length import LengthPrediction
+    from triage_router.router.length import LengthPrediction
 
 
 @dataclass(slots=True)

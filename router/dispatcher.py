@@ -1,6 +1,6 @@
 """Dispatcher: gives each request a backend, now or after waiting in the admission queue.
 
-For a request it builds a `policies.placement.BackendState` per candidate from what the router
+For a request it builds a `triage_router.policies.placement.BackendState` per candidate from what the router
 knows (its own in-flight counts, the backend's fresh /metrics, the prefix index's match), sets
 aside the saturated ones, and asks the configured placer. A slot is taken the moment a backend
 is chosen and given back when the answer is complete, which is when waiting requests move.
@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import xxhash
 
-from policies.placement import (
+from triage_router.policies.placement import (
     BackendState,
     CacheAffinity,
     LeastLoad,
@@ -25,14 +25,14 @@ from policies.placement import (
     PowerOfTwoChoices,
     RoundRobin,
 )
-from router.admission import AdmissionQueue, Job
-from router.backends import Backend, BackendPool
-from router.config import Config, RoutingConfig
-from router.errors import NoHealthyBackend
-from router.fingerprint import CHARS_PER_TOKEN
-from router.load import LoadReport
-from router.metrics import RouterMetrics
-from router.prefix_homes import PrefixHomes
+from triage_router.router.admission import AdmissionQueue, Job
+from triage_router.router.backends import Backend, BackendPool
+from triage_router.router.config import Config, RoutingConfig
+from triage_router.router.errors import NoHealthyBackend
+from triage_router.router.fingerprint import CHARS_PER_TOKEN
+from triage_router.router.load import LoadReport
+from triage_router.router.metrics import RouterMetrics
+from triage_router.router.prefix_homes import PrefixHomes
 
 log = logging.getLogger("triage.dispatch")
 

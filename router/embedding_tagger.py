@@ -17,13 +17,12 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 
 import httpx
 
-from router.config import EmbeddingTaggerConfig
-from router.model_tagger import NotReady, RejectedAnswer
+from triage_router.router.config import EmbeddingTaggerConfig
+from triage_router.router.model_tagger import NotReady, RejectedAnswer
 
 log = logging.getLogger("triage.tagging")
 
@@ -32,7 +31,9 @@ LEVELS = range(5)
 
 
 def shipped_examples() -> str:
-    return resources.files("router").joinpath("data/priority_examples.jsonl").read_text("utf-8")
+    # Beside this module rather than through importlib.resources, which cannot read a namespace
+    # package's data under Python 3.11's editable installs.
+    return (Path(__file__).parent / "data" / "priority_examples.jsonl").read_text("utf-8")
 
 
 def parse_examples(text: str, origin: str) -> list[tuple[str, int]]:

@@ -1,7 +1,7 @@
 """Starting our own engines as child processes, for the embedded default (`make run`).
 
 The router never imports the engine (it must start fast and stay free of torch): it runs
-`python -m engine_server` in its own process and talks to it over HTTP like any backend.
+`python -m triage_router.engine_server` in its own process and talks to it over HTTP like any backend.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from router.config import BackendConfig
-from router.server import StartupError
+from triage_router.router.config import BackendConfig
+from triage_router.router.server import StartupError
 
 
 class EngineProcess:
@@ -24,7 +24,7 @@ class EngineProcess:
         address = urlsplit(backend.url)
         self.host = address.hostname or "127.0.0.1"
         self.port = address.port or 80
-        self.command = [sys.executable, "-m", "engine_server", "--host", self.host, "--port", str(self.port),
+        self.command = [sys.executable, "-m", "triage_router.engine_server", "--host", self.host, "--port", str(self.port),
                         *backend.launch_args]
         self._process: subprocess.Popen[bytes] | None = None
 

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 import xxhash
 
-from router.api_types import ChatCompletionRequest, ChatMessage, CompletionRequest
+from triage_router.router.api_types import ChatCompletionRequest, ChatMessage, CompletionRequest
 
 # Separators that do not occur in ordinary text, so "ab"+"c" and "a"+"bc" render differently.
 _FIELD = "\x1f"

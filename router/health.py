@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from router.backends import Backend, BackendPool
-from router.config import UpstreamConfig
+from triage_router.router.backends import Backend, BackendPool
+from triage_router.router.config import UpstreamConfig
 
 log = logging.getLogger("triage.health")
 

@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from router.api_types import ChatCompletionRequest
-from router.config import LengthConfig
-from router.request_text import latest_user_text
+from triage_router.router.api_types import ChatCompletionRequest
+from triage_router.router.config import LengthConfig
+from triage_router.router.request_text import latest_user_text
 
 if TYPE_CHECKING:
-    from router.context import RequestContext
+    from triage_router.router.context import RequestContext
 
 log = logging.getLogger("triage.length")
 

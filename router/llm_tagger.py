@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import regex
 
-from router.config import LlmTaggerConfig
-from router.model_tagger import RejectedAnswer
+from triage_router.router.config import LlmTaggerConfig
+from triage_router.router.model_tagger import RejectedAnswer
 
 LABELS = ("0", "1", "2", "3", "4")
 

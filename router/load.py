@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from router.backends import Backend, BackendPool
+from triage_router.router.backends import Backend, BackendPool
 
 log = logging.getLogger("triage.load")
 

@@ -21,11 +21,11 @@ import logging
 import time
 from typing import Protocol
 
-from router.config import ModelTaggerConfig
-from router.context import PriorityDecision, RequestContext
-from router.metrics import RouterMetrics
-from router.request_text import latest_user_text
-from router.tag_cache import TagCache
+from triage_router.router.config import ModelTaggerConfig
+from triage_router.router.context import PriorityDecision, RequestContext
+from triage_router.router.metrics import RouterMetrics
+from triage_router.router.request_text import latest_user_text
+from triage_router.router.tag_cache import TagCache
 
 log = logging.getLogger("triage.tagging")
 

@@ -8,7 +8,7 @@ import time
 import httpx
 import msgspec
 
-from router.backends import Backend, BackendPool
+from triage_router.router.backends import Backend, BackendPool
 
 
 class ModelCard(msgspec.Struct):

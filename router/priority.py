@@ -17,14 +17,14 @@ from typing import Protocol
 
 import httpx
 
-from router.config import Config, EmbeddingTaggerConfig, LlmTaggerConfig, ModelTaggerConfig
-from router.context import PriorityDecision, PriorityShift, RequestContext
-from router.embedding_tagger import EmbeddingClassifier, EmbeddingsClient
-from router.errors import BadRequest
-from router.llm_tagger import LlmClassifier
-from router.metrics import RouterMetrics
-from router.model_tagger import Classifier, ModelTagger
-from router.rules import RulePriority, RuleSet
+from triage_router.router.config import Config, EmbeddingTaggerConfig, LlmTaggerConfig, ModelTaggerConfig
+from triage_router.router.context import PriorityDecision, PriorityShift, RequestContext
+from triage_router.router.embedding_tagger import EmbeddingClassifier, EmbeddingsClient
+from triage_router.router.errors import BadRequest
+from triage_router.router.llm_tagger import LlmClassifier
+from triage_router.router.metrics import RouterMetrics
+from triage_router.router.model_tagger import Classifier, ModelTagger
+from triage_router.router.rules import RulePriority, RuleSet
 
 MOST_URGENT = 0
 LEAST_URGENT = 4

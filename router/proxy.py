@@ -18,14 +18,14 @@ from typing import Any
 
 import aiohttp
 
-from router.admission import Job
-from router.api_types import Endpoint, decode_request, with_field
-from router.auth import ApiKeys
-from router.backends import Backend, BackendPool
-from router.config import Config
-from router.context import PriorityDecision, RequestContext
-from router.dispatcher import Dispatcher
-from router.errors import (
+from triage_router.router.admission import Job
+from triage_router.router.api_types import Endpoint, decode_request, with_field
+from triage_router.router.auth import ApiKeys
+from triage_router.router.backends import Backend, BackendPool
+from triage_router.router.config import Config
+from triage_router.router.context import PriorityDecision, RequestContext
+from triage_router.router.dispatcher import Dispatcher
+from triage_router.router.errors import (
     BodyTooLarge,
     ModelNotFound,
     NoHealthyBackend,
@@ -33,12 +33,12 @@ from router.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from router.fingerprint import fingerprint
-from router.length import LengthPredictor, features_of
-from router.metrics import NO_BACKEND, RouterMetrics
-from router.priority import PriorityResolver
-from router.stream_usage import UsageFilter, asks_for_usage, stream_options_with_usage
-from router.upstream import HOP_BY_HOP_BYTES, UpstreamClient, forwarded_headers
+from triage_router.router.fingerprint import fingerprint
+from triage_router.router.length import LengthPredictor, features_of
+from triage_router.router.metrics import NO_BACKEND, RouterMetrics
+from triage_router.router.priority import PriorityResolver
+from triage_router.router.stream_usage import UsageFilter, asks_for_usage, stream_options_with_usage
+from triage_router.router.upstream import HOP_BY_HOP_BYTES, UpstreamClient, forwarded_headers
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from router.api_types import ChatCompletionRequest, ChatMessage, CompletionRequest
+from triage_router.router.api_types import ChatCompletionRequest, ChatMessage, CompletionRequest
 
 _CUT = "\n…\n"
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 import fnmatch
 import regex
 
-from router.config import RuleConfig, TaggingConfig
-from router.context import PriorityDecision, PriorityShift, RequestContext, Shift
-from router.metrics import RouterMetrics
-from router.request_text import examined_texts
+from triage_router.router.config import RuleConfig, TaggingConfig
+from triage_router.router.context import PriorityDecision, PriorityShift, RequestContext, Shift
+from triage_router.router.metrics import RouterMetrics
+from triage_router.router.request_text import examined_texts
 
 
 class Keywords:

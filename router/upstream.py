@@ -11,9 +11,9 @@ import asyncio
 
 import aiohttp
 
-from router.backends import Backend
-from router.config import UpstreamConfig
-from router.errors import UpstreamTimeout, UpstreamUnreachable
+from triage_router.router.backends import Backend
+from triage_router.router.config import UpstreamConfig
+from triage_router.router.errors import UpstreamTimeout, UpstreamUnreachable
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and those the client library computes itself.
 _HOP_BY_HOP = frozenset(

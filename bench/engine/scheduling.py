@@ -20,9 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from engine_server.config import EngineConfig  # noqa: E402
-from engine_server.engine import LLMEngine  # noqa: E402
-from engine_server.sequence import SamplingParams  # noqa: E402
+from triage_router.engine_server.config import EngineConfig  # noqa: E402
+from triage_router.engine_server.engine import LLMEngine  # noqa: E402
+from triage_router.engine_server.sequence import SamplingParams  # noqa: E402
 
 
 def chat(engine: LLMEngine, system: str | None, user: str) -> list[int]:

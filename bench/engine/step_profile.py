@@ -22,9 +22,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from engine_server.config import EngineConfig
-from engine_server.engine import LLMEngine
-from engine_server.sequence import SamplingParams
+from triage_router.engine_server.config import EngineConfig
+from triage_router.engine_server.engine import LLMEngine
+from triage_router.engine_server.sequence import SamplingParams
 
 
 def build(args: argparse.Namespace) -> LLMEngine:

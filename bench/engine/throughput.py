@@ -26,7 +26,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from engine_server.checkpoint import resolve_model_dir  # noqa: E402
+from triage_router.engine_server.checkpoint import resolve_model_dir  # noqa: E402
 
 
 def prompts(tokenizer, n: int) -> list[list[int]]:
@@ -100,7 +100,7 @@ def free_port() -> int:
 
 
 def start_engine(args, model_dir: Path) -> tuple[subprocess.Popen, str]:
-    cmd = [sys.executable, "-m", "engine_server", "--model", str(model_dir), "--dtype", args.dtype, "--port", "0",
+    cmd = [sys.executable, "-m", "triage_router.engine_server", "--model", str(model_dir), "--dtype", args.dtype, "--port", "0",
            "--embedding-model", "none", "--served-model-name", "smol", "--max-num-seqs", str(args.concurrency),
            "--max-num-batched-tokens", str(args.max_num_batched_tokens), "--num-threads", str(args.threads)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

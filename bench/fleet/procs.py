@@ -58,7 +58,7 @@ def model_source() -> Path:
         if (candidate / "config.json").exists() and (candidate / "model.safetensors").exists():
             return candidate
     out = subprocess.run(
-        [str(TRIAGE_PYTHON), "-c", "from engine_server.checkpoint import resolve_model_dir; print(resolve_model_dir('default'))"],
+        [str(TRIAGE_PYTHON), "-c", "from triage_router.engine_server.checkpoint import resolve_model_dir; print(resolve_model_dir('default'))"],
         cwd=ROOT, check=True, capture_output=True, text=True, timeout=600,
     )
     return Path(out.stdout.strip().splitlines()[-1])
@@ -181,7 +181,7 @@ def start_triage(name: str, config_text: str, port: int, logs: Path, python: str
     path = logs / f"{name}.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(config_text)
-    argv = [str(python), "-m", "router.cli", "serve", "--config", str(path), "--port", str(port)]
+    argv = [str(python), "-m", "triage_router.router.cli", "serve", "--config", str(path), "--port", str(port)]
     proc = _spawn(name, argv, dict(os.environ), logs / f"{name}.log", f"http://127.0.0.1:{port}")
     proc.extra["config"] = config_text
     return proc

@@ -18,7 +18,8 @@ import triton
 
 from gpu_batches import contiguous_kv, decode_batch, require_cuda
 
-from kernels import paged_attention, paged_attention_reference, split_kv_decode
+from triage_router.kernels.paged_attention import paged_attention, paged_attention_reference
+from triage_router.kernels.split_kv_decode import split_kv_decode
 
 # (name, q heads, kv heads, head dim): SmolLM2-135M (the model we serve) and a Llama-3-8B layer.
 MODELS = [("smollm2-135m", 9, 3, 64), ("llama3-8b", 32, 8, 128)]

@@ -22,10 +22,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from gpu_batches import require_cuda  # noqa: E402
 
-from engine_server.checkpoint import resolve_model_dir  # noqa: E402
-from engine_server.config import EngineConfig  # noqa: E402
-from engine_server.engine import LLMEngine  # noqa: E402
-from engine_server.sequence import SamplingParams  # noqa: E402
+from triage_router.engine_server.checkpoint import resolve_model_dir  # noqa: E402
+from triage_router.engine_server.config import EngineConfig  # noqa: E402
+from triage_router.engine_server.engine import LLMEngine  # noqa: E402
+from triage_router.engine_server.sequence import SamplingParams  # noqa: E402
 
 
 def prompts(batch: int, length: int) -> list[list[int]]:

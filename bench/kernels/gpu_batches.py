@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from anywhere: import kernels
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from anywhere: import triage_router.kernels
 
 
 def require_cuda() -> torch.device:

@@ -18,7 +18,9 @@ import triton
 
 from gpu_batches import decode_batch, require_cuda
 
-from kernels import describe_prefix_groups, paged_attention, shared_prefix_attention
+from triage_router.kernels.paged_attention import paged_attention
+from triage_router.kernels.prefix_groups import describe_prefix_groups
+from triage_router.kernels.shared_prefix_attention import shared_prefix_attention
 
 MODELS = [("smollm2-135m", 9, 3, 64), ("llama3-8b", 32, 8, 128)]
 

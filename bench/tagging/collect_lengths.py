@@ -4,7 +4,7 @@ Every prompt of tests/data/priority_prompts.jsonl goes to an OpenAI-compatible s
 request (greedy, max_tokens capped), CONCURRENCY at a time; the completion token count and the
 finish reason are written one JSON object a line. bench/tagging/evaluate_length.py reads them.
 
-    python -m engine_server --model default --port 8311 &
+    python -m triage_router.engine_server --model default --port 8311 &
     python bench/tagging/collect_lengths.py --url http://127.0.0.1:8311 --model SmolLM2-135M-Instruct \
         --out bench/results/lengths-smollm2.jsonl
 """

@@ -1,6 +1,6 @@
 """Priority-tagging accuracy and latency on tests/data/priority_prompts.jsonl.
 
-Runs the router's own resolution pipeline (router.priority, router.rules, router.model_tagger)
+Runs the router's own resolution pipeline (triage_router.router.priority, triage_router.router.rules, triage_router.router.model_tagger)
 over every labelled prompt, as a non-streamed chat request with no header, and reports per
 pipeline: accuracy, mean absolute level error, the share of distance >= 2 errors, the
 confusion matrix, fallbacks, and the per-request tagging latency (p50/p99).
@@ -9,7 +9,7 @@ Pipelines: rules alone (then the default), the embedding classifier alone, rules
 classifier (the embedded default), the generative tagger alone, rules + generative tagger.
 Model pipelines need an OpenAI-compatible server: our engine serves both endpoints:
 
-    python -m engine_server --model default --port 8311 &
+    python -m triage_router.engine_server --model default --port 8311 &
     python bench/tagging/evaluate.py --embeddings-url http://127.0.0.1:8311 \
         --llm-url http://127.0.0.1:8311 --llm-model SmolLM2-135M-Instruct
 
@@ -36,15 +36,15 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from router.api_types import ChatCompletionRequest, ChatMessage  # noqa: E402
-from router.config import EmbeddingTaggerConfig, LlmTaggerConfig, load_config  # noqa: E402
-from router.context import RequestContext  # noqa: E402
-from router.embedding_tagger import EmbeddingClassifier, EmbeddingsClient  # noqa: E402
-from router.llm_tagger import LlmClassifier  # noqa: E402
-from router.metrics import RouterMetrics  # noqa: E402
-from router.model_tagger import ModelTagger  # noqa: E402
-from router.priority import DefaultPriority, PriorityResolver, PriorityStep  # noqa: E402
-from router.rules import RulePriority, RuleSet  # noqa: E402
+from triage_router.router.api_types import ChatCompletionRequest, ChatMessage  # noqa: E402
+from triage_router.router.config import EmbeddingTaggerConfig, LlmTaggerConfig, load_config  # noqa: E402
+from triage_router.router.context import RequestContext  # noqa: E402
+from triage_router.router.embedding_tagger import EmbeddingClassifier, EmbeddingsClient  # noqa: E402
+from triage_router.router.llm_tagger import LlmClassifier  # noqa: E402
+from triage_router.router.metrics import RouterMetrics  # noqa: E402
+from triage_router.router.model_tagger import ModelTagger  # noqa: E402
+from triage_router.router.priority import DefaultPriority, PriorityResolver, PriorityStep  # noqa: E402
+from triage_router.router.rules import RulePriority, RuleSet  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "priority_prompts.jsonl"
 CONCURRENCY = 16

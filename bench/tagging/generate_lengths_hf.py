@@ -25,11 +25,11 @@ DATA = ROOT / "tests" / "data" / "priority_prompts.jsonl"
 
 def model_dir() -> Path:
     """The safetensors directory our engine converts the shipped GGUF into on first start."""
-    from engine_server.checkpoint import cache_root
+    from triage_router.engine_server.checkpoint import cache_root
 
     found = sorted((cache_root() / "models").glob("SmolLM2-135M-Instruct*"))
     if not found:
-        raise SystemExit("start `python -m engine_server --model default` once to convert the model")
+        raise SystemExit("start `python -m triage_router.engine_server --model default` once to convert the model")
     return found[0]
 
 

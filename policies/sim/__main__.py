@@ -1,5 +1,5 @@
 import sys
 
-from policies.sim.cli import main
+from triage_router.policies.sim.cli import main
 
 sys.exit(main())

@@ -1,7 +1,7 @@
 """`triage simulate`: run several policies on the same simulated workload and compare them.
 
 The router's CLI adds this as a subcommand: `configure_parser(sub)` then `run(args)`.
-`python -m policies.sim` runs it standalone. Settings and maxcon accept comma lists: the
+`python -m triage_router.policies.sim` runs it standalone. Settings and maxcon accept comma lists: the
 command then sweeps every (setting, maxcon) cell, showing progress on stderr.
 """
 
@@ -12,12 +12,12 @@ import json
 import sys
 from typing import Any
 
-from policies.catalog import DEFAULT_AGING_BOUND, DEFAULT_POLICY, policy_names
-from policies.sim.hardware import SETTINGS
-from policies.sim.metrics import Completion, Summary
-from policies.sim.report import format_table, paper_checks, ratios
-from policies.sim.simulator import PLACERS, SimConfig, simulate
-from policies.sim.workload import (
+from triage_router.policies.catalog import DEFAULT_AGING_BOUND, DEFAULT_POLICY, policy_names
+from triage_router.policies.sim.hardware import SETTINGS
+from triage_router.policies.sim.metrics import Completion, Summary
+from triage_router.policies.sim.report import format_table, paper_checks, ratios
+from triage_router.policies.sim.simulator import PLACERS, SimConfig, simulate
+from triage_router.policies.sim.workload import (
     PredictorSpec, RealisticSpec, SimRequest, paper_workload, realistic_workload,
 )
 
@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
     if args.plot and last is not None:
         try:
-            from policies.sim.plot import plot
+            from triage_router.policies.sim.plot import plot
         except ImportError:  # pragma: no cover - matplotlib is optional
             print("--plot needs matplotlib", file=sys.stderr)
             return 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policies.cost_model import CostModel
+from triage_router.policies.cost_model import CostModel
 
 GIB = 1 << 30
 KIB = 1 << 10

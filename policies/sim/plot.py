@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from policies.sim.metrics import PRIORITIES, Completion, Summary
+from triage_router.policies.sim.metrics import PRIORITIES, Completion, Summary
 
 
 def plot(summaries: dict[str, Summary], completions: dict[str, Sequence[Completion]], path: str,

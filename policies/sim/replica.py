@@ -30,19 +30,19 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from policies.admission import Admission, AdmitAll
-from policies.catalog import AnyOrdering
-from policies.cost_model import CostModel
-from policies.fair_share import VirtualTokenCounter
-from policies.ordering import Key
-from policies.preemption import PreemptionMode, choose_mode, plan_evictions
-from policies.queue import RequestQueue
-from policies.request import context_tokens, remaining_tokens
-from policies.sim.workload import SimRequest
+from triage_router.policies.admission import Admission, AdmitAll
+from triage_router.policies.catalog import AnyOrdering
+from triage_router.policies.cost_model import CostModel
+from triage_router.policies.fair_share import VirtualTokenCounter
+from triage_router.policies.ordering import Key
+from triage_router.policies.preemption import PreemptionMode, choose_mode, plan_evictions
+from triage_router.policies.queue import RequestQueue
+from triage_router.policies.request import context_tokens, remaining_tokens
+from triage_router.policies.sim.workload import SimRequest
 
 
 class SimSequence:
-    """A request inside the simulator; it satisfies `policies.request.RequestState`."""
+    """A request inside the simulator; it satisfies `triage_router.policies.request.RequestState`."""
 
     __slots__ = (
         "spec", "request_id", "priority", "arrival", "prompt_tokens", "predicted_output_tokens",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from policies.sim.metrics import PRIORITIES, Summary
+from triage_router.policies.sim.metrics import PRIORITIES, Summary
 
 
 def format_table(summaries: dict[str, Summary]) -> str:

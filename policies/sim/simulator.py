@@ -15,17 +15,17 @@ import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from policies.catalog import DEFAULT_AGING_BOUND, make_admission, make_ordering
-from policies.placement import (
+from triage_router.policies.catalog import DEFAULT_AGING_BOUND, make_admission, make_ordering
+from triage_router.policies.placement import (
     BackendState, CacheAffinity, LeastLoad, Placer, PlacementRequest, PowerOfTwoChoices, QosAware,
     RoundRobin,
 )
-from policies.rebalancing import ReplicaState, ResidentRequest, balance_pairs
-from policies.request import remaining_tokens
-from policies.sim.hardware import HardwareSetting
-from policies.sim.metrics import Completion, Summary, summarize
-from policies.sim.replica import Replica, ReplicaConfig, SimSequence
-from policies.sim.workload import SimRequest
+from triage_router.policies.rebalancing import ReplicaState, ResidentRequest, balance_pairs
+from triage_router.policies.request import remaining_tokens
+from triage_router.policies.sim.hardware import HardwareSetting
+from triage_router.policies.sim.metrics import Completion, Summary, summarize
+from triage_router.policies.sim.replica import Replica, ReplicaConfig, SimSequence
+from triage_router.policies.sim.workload import SimRequest
 
 PLACERS: dict[str, Callable[["SimConfig"], Placer]] = {
     "round-robin": lambda c: RoundRobin(),

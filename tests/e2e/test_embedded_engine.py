@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import openai
 
-from router.config import load_config
+from triage_router.router.config import load_config
 
 ROOT = Path(__file__).parents[2]
 
@@ -27,7 +27,7 @@ def test_the_embedded_default_serves_a_real_model(tmp_path: Path) -> None:
     assert '"--embedding-model", "none"' in config
     path = tmp_path / "config.toml"
     path.write_text(config)
-    process = subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--config", str(path), "--port", "0"],
+    process = subprocess.Popen([sys.executable, "-m", "triage_router.router.cli", "serve", "--config", str(path), "--port", "0"],
                                stdout=subprocess.PIPE, text=True)
     try:
         lines = []

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from router.config import load_config, parse_config
+from triage_router.router.config import load_config, parse_config
 from tests.fakes.embeddings_server import EmbeddingsServer
 from tests.fakes.proxy import running_proxy
 from tests.fakes.upstream import FakeUpstream

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine_server.checkpoint import load_model, resolve_model_dir
-from engine_server.config import EngineConfig, ModelConfig
-from engine_server.engine import LLMEngine
+from triage_router.engine_server.checkpoint import load_model, resolve_model_dir
+from triage_router.engine_server.config import EngineConfig, ModelConfig
+from triage_router.engine_server.engine import LLMEngine
 
 
 @pytest.fixture(scope="package", autouse=True)

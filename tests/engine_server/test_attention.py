@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from engine_server.attention import TorchPagedAttention
-from engine_server.block_pool import Block
-from engine_server.model_runner import ModelRunner, ScheduledSeq
-from engine_server.sequence import SamplingParams, Sequence
+from triage_router.engine_server.attention import TorchPagedAttention
+from triage_router.engine_server.block_pool import Block
+from triage_router.engine_server.model_runner import ModelRunner, ScheduledSeq
+from triage_router.engine_server.sequence import SamplingParams, Sequence
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_torch_backend_matches_the_kernels_reference():
-    from kernels import paged_attention_reference
+    from triage_router.kernels.paged_attention import paged_attention_reference
 
     torch.manual_seed(0)
     block_size, kv_heads, heads, dim, num_blocks = 4, 2, 6, 8, 32
@@ -83,7 +83,7 @@ def test_triton_backend_generates_the_reference_tokens(tiny_llama, tiny_hf):
     expected = [reference_greedy(tiny_hf, p, 4) for p in prompts]
     script = f"""
 import torch
-from engine_server.sequence import SamplingParams
+from triage_router.engine_server.sequence import SamplingParams
 from tests.engine_server.conftest import tiny_engine
 from pathlib import Path
 engine = tiny_engine(Path({str(tiny_llama)!r}), block_size=16, num_gpu_blocks=16, attention_backend="triton",

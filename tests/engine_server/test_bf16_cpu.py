@@ -7,17 +7,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine_server.checkpoint import load_model
-from engine_server.config import EngineConfig, ModelConfig
-from engine_server.cpu_linear import (
+from triage_router.engine_server.checkpoint import load_model
+from triage_router.engine_server.config import EngineConfig, ModelConfig
+from triage_router.engine_server.cpu_linear import (
     PackedGatedUp,
     PackedLinear,
     PackedResidualLinear,
     packing_applies,
 )
-from engine_server.engine import LLMEngine
-from engine_server.model import GatedUpProj, ResidualLinear
-from engine_server.sequence import SamplingParams
+from triage_router.engine_server.engine import LLMEngine
+from triage_router.engine_server.model import GatedUpProj, ResidualLinear
+from triage_router.engine_server.sequence import SamplingParams
 from tests.engine_server.conftest import save_tiny_checkpoint, tiny_engine
 from tests.engine_server.test_smollm2 import QUESTIONS, chat_ids
 

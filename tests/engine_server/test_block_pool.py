@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine_server.block_pool import BlockPool, block_hash
+from triage_router.engine_server.block_pool import BlockPool, block_hash
 
 
 def test_allocate_and_release_track_free_blocks():

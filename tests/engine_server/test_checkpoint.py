@@ -6,8 +6,8 @@ import shutil
 import pytest
 import torch
 
-from engine_server.checkpoint import ModelLoadError, load_model, resolve_model_dir
-from engine_server.config import ModelConfig
+from triage_router.engine_server.checkpoint import ModelLoadError, load_model, resolve_model_dir
+from triage_router.engine_server.config import ModelConfig
 
 
 def test_default_resolves_to_the_cached_conversion(smollm2_dir):

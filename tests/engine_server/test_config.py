@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine_server.config import ModelConfig
+from triage_router.engine_server.config import ModelConfig
 
 BASE = dict(vocab_size=10, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2)
 

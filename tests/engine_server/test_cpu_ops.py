@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine_server import cpu_ops
-from engine_server.attention import AttentionMetadata, TorchPagedAttention
+from triage_router.engine_server import cpu_ops
+from triage_router.engine_server.attention import AttentionMetadata, TorchPagedAttention
 
 ops = cpu_ops.ops()
 # Only a machine without a toolchain may skip: there the engine runs its torch path by design.
@@ -105,7 +105,7 @@ def test_failed_build_warns_once_and_returns_none(monkeypatch, caplog):
     monkeypatch.setattr(cpu_ops, "_build", broken)
     cpu_ops.ops.cache_clear()
     try:
-        with caplog.at_level(logging.WARNING, logger="engine_server.cpu_ops"):
+        with caplog.at_level(logging.WARNING, logger="triage_router.engine_server.cpu_ops"):
             assert cpu_ops.ops() is None
             assert cpu_ops.ops() is None
         assert len(caplog.records) == 1 and "Ninja is required" in caplog.records[0].getMessage()
@@ -139,7 +139,7 @@ def test_rms_norm_matches_torch(dtype, shape):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("tokens", [1, 37])
 def test_rotary_matches_torch(dtype, tokens):
-    from engine_server.rotary import RotaryEmbedding
+    from triage_router.engine_server.rotary import RotaryEmbedding
 
     gen = torch.Generator().manual_seed(tokens)
     rope = RotaryEmbedding(64, 128, 10000.0, None)
@@ -186,7 +186,7 @@ def test_argmax_rows_first_index_of_the_max(dtype):
 
 
 def test_greedy_tokens_from_bf16_logits_match_fp32_sampling():
-    from engine_server.sampling import greedy_tokens
+    from triage_router.engine_server.sampling import greedy_tokens
 
     logits = torch.randn(7, 49152, generator=torch.Generator().manual_seed(1)).bfloat16()
     assert greedy_tokens(logits) == logits.float().max(dim=-1).indices.tolist()

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine_server.config import EngineConfig
-from engine_server.engine import LLMEngine
-from engine_server.sequence import SamplingParams
+from triage_router.engine_server.config import EngineConfig
+from triage_router.engine_server.engine import LLMEngine
+from triage_router.engine_server.sequence import SamplingParams
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

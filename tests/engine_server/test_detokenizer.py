@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine_server.checkpoint import load_tokenizer
-from engine_server.detokenizer import IncrementalDetokenizer
+from triage_router.engine_server.checkpoint import load_tokenizer
+from triage_router.engine_server.detokenizer import IncrementalDetokenizer
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import math
 import pytest
 from litestar.testing import TestClient
 
-from engine_server.embeddings import EmbeddingBatcher, SentenceEmbedder
-from engine_server.engine_client import EngineClient
-from engine_server.server import create_app
+from triage_router.engine_server.embeddings import EmbeddingBatcher, SentenceEmbedder
+from triage_router.engine_server.engine_client import EngineClient
+from triage_router.engine_server.server import create_app
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from engine_server.engine import RequestRejected
-from engine_server.engine_client import EngineClient
-from engine_server.errors import EngineUnavailable
-from engine_server.sequence import SamplingParams
+from triage_router.engine_server.engine import RequestRejected
+from triage_router.engine_server.engine_client import EngineClient
+from triage_router.engine_server.errors import EngineUnavailable
+from triage_router.engine_server.sequence import SamplingParams
 from tests.engine_server.conftest import tiny_engine
 
 PROMPTS = [[5, 17, 33, 2 + i] for i in range(4)]

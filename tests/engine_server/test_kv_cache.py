@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import torch
 
-from engine_server.kv_cache import KVCacheManager
-from engine_server.sequence import SamplingParams, Sequence
+from triage_router.engine_server.kv_cache import KVCacheManager
+from triage_router.engine_server.sequence import SamplingParams, Sequence
 
 
 def manager(num_blocks: int = 8, num_swap_blocks: int = 8) -> KVCacheManager:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine_server.sequence import SamplingParams
+from triage_router.engine_server.sequence import SamplingParams
 from tests.engine_server.conftest import reference_greedy, save_tiny_checkpoint, tiny_engine
 
 PROMPTS = [[5, 17, 33, 9, 60, 2, 41], [7] * 23, list(range(3, 50)), [11, 12]]

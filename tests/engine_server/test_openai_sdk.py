@@ -1,4 +1,4 @@
-"""The official openai SDK against a real engine process: `python -m engine_server`."""
+"""The official openai SDK against a real engine process: `python -m triage_router.engine_server`."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def running_engine(model_dir: Path) -> Iterator[tuple[subprocess.Popen, str]]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine_server", "--model", str(model_dir), "--port", "0", "--kv-cache-gib", "0.2",
+        [sys.executable, "-m", "triage_router.engine_server", "--model", str(model_dir), "--port", "0", "--kv-cache-gib", "0.2",
          "--embedding-model", "none", "--served-model-name", "smol", "--num-threads", "1"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
@@ -72,7 +72,7 @@ def test_openai_sdk_chat_and_stream(engine_url):
 
 def test_cli_fails_clearly_on_a_missing_model(tmp_path):
     r = subprocess.run(
-        [sys.executable, "-m", "engine_server", "--model", str(tmp_path / "nope"), "--port", "0"],
+        [sys.executable, "-m", "triage_router.engine_server", "--model", str(tmp_path / "nope"), "--port", "0"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert r.returncode != 0 and "cannot start" in r.stderr and "not found" in r.stderr
@@ -84,7 +84,7 @@ def test_cli_fails_fast_on_a_busy_port():
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
         r = subprocess.run(
-            [sys.executable, "-m", "engine_server", "--port", str(port)], cwd=ROOT, capture_output=True, text=True,
+            [sys.executable, "-m", "triage_router.engine_server", "--port", str(port)], cwd=ROOT, capture_output=True, text=True,
             timeout=120,
         )
     assert r.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in r.stderr

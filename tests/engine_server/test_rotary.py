@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from engine_server.rotary import RotaryEmbedding, apply_rotary
+from triage_router.engine_server.rotary import RotaryEmbedding, apply_rotary
 
 
 def rotate_half_reference(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

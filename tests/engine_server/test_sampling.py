@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import torch
 
-from engine_server.sampling import sample
-from engine_server.sequence import SamplingParams, Sequence
+from triage_router.engine_server.sampling import sample
+from triage_router.engine_server.sequence import SamplingParams, Sequence
 
 
 def seqs(*params: SamplingParams) -> list[Sequence]:

@@ -7,9 +7,9 @@ never change what greedy decoding produces.
 from __future__ import annotations
 
 import pytest
-from policies.preemption import PreemptionMode
+from triage_router.policies.preemption import PreemptionMode
 
-from engine_server.sequence import SamplingParams, SequenceStatus
+from triage_router.engine_server.sequence import SamplingParams, SequenceStatus
 from tests.engine_server.conftest import reference_greedy, tiny_engine
 
 LONG = list(range(3, 50))  # 47 tokens

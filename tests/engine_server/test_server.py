@@ -13,8 +13,8 @@ import pytest
 import uvicorn
 from litestar.testing import TestClient
 
-from engine_server.engine_client import EngineClient
-from engine_server.server import create_app
+from triage_router.engine_server.engine_client import EngineClient
+from triage_router.engine_server.server import create_app
 
 MODEL = "smollm2-test"
 PARIS = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "temperature": 0}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine_server.sequence import SamplingParams
-from policies.cost_model import CostModel
-from policies.preemption import PreemptionMode
+from triage_router.engine_server.sequence import SamplingParams
+from triage_router.policies.cost_model import CostModel
+from triage_router.policies.preemption import PreemptionMode
 
 from tests.engine_server.conftest import reference_generate
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import uvicorn
 
-from router.app import create_app
-from router.config import Config, parse_config
-from router.server import bind_socket, make_server, url_of
+from triage_router.router.app import create_app
+from triage_router.router.config import Config, parse_config
+from triage_router.router.server import bind_socket, make_server, url_of
 
 
 @dataclass

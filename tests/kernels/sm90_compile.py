@@ -88,8 +88,8 @@ UNIT_STRIDES = {"stride_od": 1, "stride_qd": 1, "stride_kd": 1, "stride_vd": 1}
 
 
 def variants() -> list[tuple[str, str, dict[str, str], dict[str, Any], int, int]]:
-    paged = "kernels.paged_attention", "_paged_attention_kernel"
-    prefix = "kernels.shared_prefix_attention", "_shared_prefix_kernel"
+    paged = "triage_router.kernels.paged_attention", "_paged_attention_kernel"
+    prefix = "triage_router.kernels.shared_prefix_attention", "_shared_prefix_kernel"
     out = []
     # (io dtype, partial dtype, head_dim, pad, group, BLOCK_M, block_size, precision, kv_starts)
     for io, part, d, pad, g, bm, bs, prec, starts in [
@@ -110,11 +110,11 @@ def variants() -> list[tuple[str, str, dict[str, str], dict[str, Any], int, int]
                      BLOCK_SIZE=16, TILE_N=64, DOT_PRECISION="tf32")  # fmt: skip
         out.append((*prefix, attention_pointers(io, "fp32"), const, 8, 3))
     merge_ptrs = {"out_ptr": "bf16", "out_lse_ptr": "fp32", "v_ptr": "fp32", "s_ptr": "fp32"}
-    out.append(("kernels.merge_states", "_merge_states_kernel", merge_ptrs,
+    out.append(("triage_router.kernels.merge_states", "_merge_states_kernel", merge_ptrs,
                 {"stride_vd": 1, "stride_od": 1, "BLOCK_H": 16, "BLOCK_D": 128}, 4, 1))  # fmt: skip
     write_ptrs = dict.fromkeys(["key_ptr", "value_ptr", "k_cache_ptr", "v_cache_ptr"], "bf16")
     write_ptrs["slot_mapping_ptr"] = "i64"
-    out.append(("kernels.kv_cache_write", "_kv_cache_write_kernel", write_ptrs,
+    out.append(("triage_router.kernels.kv_cache_write", "_kv_cache_write_kernel", write_ptrs,
                 {"BLOCK_SIZE": 16, "BLOCK_H": 8, "BLOCK_D": 128}, 2, 1))  # fmt: skip
     return out
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.kv_cache_write import write_kv_cache, write_kv_cache_reference
-from kernels.paged_attention import paged_attention, paged_attention_reference
+from triage_router.kernels.kv_cache_write import write_kv_cache, write_kv_cache_reference
+from triage_router.kernels.paged_attention import paged_attention, paged_attention_reference
 from tests.kernels.paged_batches import DEVICE
 
 

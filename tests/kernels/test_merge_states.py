@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.merge_states import merge_states, merge_states_reference
+from triage_router.kernels.merge_states import merge_states, merge_states_reference
 from tests.kernels.paged_batches import DEVICE, DTYPES, TOLERANCE
 
 

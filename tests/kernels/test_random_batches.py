@@ -8,9 +8,9 @@ import random
 import pytest
 import torch
 
-from kernels.paged_attention import paged_attention, paged_attention_reference
-from kernels.prefix_groups import describe_prefix_groups
-from kernels.shared_prefix_attention import shared_prefix_attention
+from triage_router.kernels.paged_attention import paged_attention, paged_attention_reference
+from triage_router.kernels.prefix_groups import describe_prefix_groups
+from triage_router.kernels.shared_prefix_attention import shared_prefix_attention
 from tests.kernels.paged_batches import DEVICE, DTYPES, TOLERANCE, make_batch
 
 # Six seeds keep the suite quick; TRIAGE_KERNEL_SEEDS=200 fuzzes harder after a kernel change.

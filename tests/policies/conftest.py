@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from policies.cost_model import CostModel
+from triage_router.policies.cost_model import CostModel
 
 # The paper's A100_4B coefficients.
 A100_4B = CostModel(

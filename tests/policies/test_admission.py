@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import pytest
 
-from policies.admission import AdmitAll, KvHeadroom
-from policies.catalog import DEFAULT_POLICY, make_admission, make_ordering
-from policies.cost_model import CostModel
-from policies.ordering import KvWeightedShortestJobFirst, WeightedShortestJobFirst
-from policies.request import Request
+from triage_router.policies.admission import AdmitAll, KvHeadroom
+from triage_router.policies.catalog import DEFAULT_POLICY, make_admission, make_ordering
+from triage_router.policies.cost_model import CostModel
+from triage_router.policies.ordering import KvWeightedShortestJobFirst, WeightedShortestJobFirst
+from triage_router.policies.request import Request
 
 
 def R(rid: str, prompt: int, out: int, done: int = 0, prio: int = 2) -> Request:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from policies.aging import Aged
-from policies.cost_model import CostModel
-from policies.ordering import PriorityJobFirst, Semantic, ShortestJobFirst
-from policies.queue import RequestQueue
-from policies.request import Request
+from triage_router.policies.aging import Aged
+from triage_router.policies.cost_model import CostModel
+from triage_router.policies.ordering import PriorityJobFirst, Semantic, ShortestJobFirst
+from triage_router.policies.queue import RequestQueue
+from triage_router.policies.request import Request
 
 
 def R(rid, prio, arrival, out=10):

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from policies.cost_model import CostModel
-from policies.request import Request
+from triage_router.policies.cost_model import CostModel
+from triage_router.policies.request import Request
 
 SIMPLE = CostModel(dc1=0.01, dc2=1.0, pc1=0.001, pc2=0.1, swap_s_per_token=0.5)
 

@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from policies.aging import Aged
-from policies.cost_model import CostModel
-from policies.fair_share import VirtualTokenCounter
-from policies.ordering import (
+from triage_router.policies.aging import Aged
+from triage_router.policies.cost_model import CostModel
+from triage_router.policies.fair_share import VirtualTokenCounter
+from triage_router.policies.ordering import (
     AppFifo, FirstComeFirstServed, MultiLevelQueue, PriorityJobFirst, Semantic,
     ShortestJobFirst, UrgentFirst, WeightedShortestJobFirst,
 )
-from policies.request import Request
+from triage_router.policies.request import Request
 
 
 def order(ordering, reqs, now=0.0):

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from policies.placement import (
+from triage_router.policies.placement import (
     BackendState, CacheAffinity, LeastLoad, PlacementRequest, PowerOfTwoChoices, QosAware,
     RoundRobin,
 )

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from policies.cost_model import CostModel
-from policies.preemption import (
+from triage_router.policies.cost_model import CostModel
+from triage_router.policies.preemption import (
     PreemptionMode, choose_mode, choose_victim, plan_evictions, victim_rank,
 )
-from policies.request import Request
+from triage_router.policies.request import Request
 
 
 def R(rid, prio, out, done=0):

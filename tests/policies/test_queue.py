@@ -5,12 +5,12 @@ import random
 
 import pytest
 
-from policies.aging import Aged
-from policies.cost_model import CostModel
-from policies.fair_share import VirtualTokenCounter
-from policies.ordering import FirstComeFirstServed, PriorityJobFirst, Semantic
-from policies.queue import RequestQueue
-from policies.request import Request
+from triage_router.policies.aging import Aged
+from triage_router.policies.cost_model import CostModel
+from triage_router.policies.fair_share import VirtualTokenCounter
+from triage_router.policies.ordering import FirstComeFirstServed, PriorityJobFirst, Semantic
+from triage_router.policies.queue import RequestQueue
+from triage_router.policies.request import Request
 
 
 def R(rid, prio=2, arrival=0.0, prompt=10, out=10, **kw):

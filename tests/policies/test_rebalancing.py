@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from policies.rebalancing import (
+from triage_router.policies.rebalancing import (
     Migration, ReplicaState, ResidentRequest, balance_pairs, specialise_by_cache_size, tier_for,
 )
 

@@ -5,13 +5,13 @@ import json
 
 import pytest
 
-from policies.cost_model import CostModel
-from policies.sim import cli
-from policies.sim.hardware import SETTINGS
-from policies.sim.replica import Replica, ReplicaConfig, SimSequence
-from policies.sim.simulator import SimConfig, simulate
-from policies.sim.workload import RealisticSpec, SimRequest, paper_workload, realistic_workload
-from policies.ordering import FirstComeFirstServed, Semantic
+from triage_router.policies.cost_model import CostModel
+from triage_router.policies.sim import cli
+from triage_router.policies.sim.hardware import SETTINGS
+from triage_router.policies.sim.replica import Replica, ReplicaConfig, SimSequence
+from triage_router.policies.sim.simulator import SimConfig, simulate
+from triage_router.policies.sim.workload import RealisticSpec, SimRequest, paper_workload, realistic_workload
+from triage_router.policies.ordering import FirstComeFirstServed, Semantic
 
 SMALL = paper_workload(seed=0, gap=0.01, maxcon=6, gap_num=8)
 
@@ -185,8 +185,8 @@ def test_qos_aware_keeps_the_critical_replica_for_p0() -> None:
 
 
 def test_grouped_admission_holds_one_free_slot_until_a_second_frees() -> None:
-    from policies.admission import KvHeadroom
-    from policies.ordering import ShortestJobFirst
+    from triage_router.policies.admission import KvHeadroom
+    from triage_router.policies.ordering import ShortestJobFirst
 
     cost = CostModel(dc1=0.0, dc2=1.0, pc1=0.0, pc2=0.01, swap_s_per_token=0.001)
     rep = Replica("r", ReplicaConfig(kv_blocks=100, batch_limit=2, block_tokens=10), cost,
@@ -207,8 +207,8 @@ def test_grouped_admission_holds_one_free_slot_until_a_second_frees() -> None:
 
 
 def test_headroom_admission_skips_a_request_whose_kv_would_not_fit() -> None:
-    from policies.admission import KvHeadroom
-    from policies.ordering import FirstComeFirstServed as Fifo
+    from triage_router.policies.admission import KvHeadroom
+    from triage_router.policies.ordering import FirstComeFirstServed as Fifo
 
     cost = CostModel(dc1=0.0, dc2=1.0, pc1=0.0, pc2=0.01, swap_s_per_token=0.001)
     rep = Replica("r", ReplicaConfig(kv_blocks=10, batch_limit=3, block_tokens=10), cost,
@@ -224,7 +224,7 @@ def test_headroom_admission_skips_a_request_whose_kv_would_not_fit() -> None:
 
 
 def test_headroom_counts_only_members_ranked_ahead_so_p0_still_gets_in() -> None:
-    from policies.admission import KvHeadroom
+    from triage_router.policies.admission import KvHeadroom
 
     cost = CostModel(dc1=0.0, dc2=1.0, pc1=0.0, pc2=0.01, swap_s_per_token=0.001)
     rep = Replica("r", ReplicaConfig(kv_blocks=10, batch_limit=4, block_tokens=10), cost,

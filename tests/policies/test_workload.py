@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import random
 
-from policies.sim.workload import (
+from triage_router.policies.sim.workload import (
     PredictorSpec, RealisticSpec, bucket_prediction, paper_workload, predictor_ready_times,
     realistic_workload,
 )

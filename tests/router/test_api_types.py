@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from router.api_types import decode_request
-from router.errors import BadRequest
+from triage_router.router.api_types import decode_request
+from triage_router.router.errors import BadRequest
 
 
 def test_unknown_fields_are_ignored_not_rejected() -> None:

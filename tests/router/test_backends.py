@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from router.backends import BackendPool
-from router.config import BackendConfig
+from triage_router.router.backends import BackendPool
+from triage_router.router.config import BackendConfig
 
 
 def _pool() -> BackendPool:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-TRIAGE = [sys.executable, "-m", "router.cli"]
+TRIAGE = [sys.executable, "-m", "triage_router.router.cli"]
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -63,7 +63,7 @@ def test_bad_config_names_file_and_key(tmp_path: Path) -> None:
 def test_engine_subcommand_hands_over_to_the_engine_process() -> None:
     result = subprocess.run([*TRIAGE, "engine", "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
-    assert result.stdout.startswith("usage: python -m engine_server")
+    assert result.stdout.startswith("usage: python -m triage_router.engine_server")
 
 
 def test_launch_is_only_for_engines(tmp_path: Path) -> None:

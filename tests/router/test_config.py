@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from router.config import ConfigError, load_config, parse_config, resolve_config_path
+from triage_router.router.config import ConfigError, load_config, parse_config, resolve_config_path
 
 
 def test_defaults_fill_every_option() -> None:

@@ -6,14 +6,14 @@ import asyncio
 
 import pytest
 
-from router.admission import Job
-from router.backends import BackendPool
-from router.config import Config, parse_config
-from router.dispatcher import Dispatcher
-from router.errors import NoHealthyBackend, QueueFull, QueueTimeout
-from router.fingerprint import PrefixFingerprint
-from router.load import LoadReport
-from router.metrics import RouterMetrics
+from triage_router.router.admission import Job
+from triage_router.router.backends import BackendPool
+from triage_router.router.config import Config, parse_config
+from triage_router.router.dispatcher import Dispatcher
+from triage_router.router.errors import NoHealthyBackend, QueueFull, QueueTimeout
+from triage_router.router.fingerprint import PrefixFingerprint
+from triage_router.router.load import LoadReport
+from triage_router.router.metrics import RouterMetrics
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import httpx
 import pytest
 import respx
 
-from router.config import EmbeddingTaggerConfig
-from router.embedding_tagger import EmbeddingClassifier, EmbeddingsClient, load_examples, parse_examples
-from router.model_tagger import NotReady
+from triage_router.router.config import EmbeddingTaggerConfig
+from triage_router.router.embedding_tagger import EmbeddingClassifier, EmbeddingsClient, load_examples, parse_examples
+from triage_router.router.model_tagger import NotReady
 
 URL = "http://embed.test"
 # A toy embedding: one axis per word, so the test knows every vector.

@@ -3,8 +3,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from router.api_types import decode_request
-from router.fingerprint import fingerprint, render_prompt
+from triage_router.router.api_types import decode_request
+from triage_router.router.fingerprint import fingerprint, render_prompt
 
 SYSTEM = "You are a careful assistant. " * 40  # ~1,200 characters: several blocks
 
@@ -80,7 +80,7 @@ def test_hashes_are_stable_across_processes() -> None:
     """Several router replicas (and restarts) must compute the same hashes."""
     body = '{"model": "m", "messages": [{"role": "system", "content": "%s"}]}' % SYSTEM
     code = (
-        "from router.api_types import decode_request; from router.fingerprint import fingerprint; "
+        "from triage_router.router.api_types import decode_request; from triage_router.router.fingerprint import fingerprint; "
         f"print(fingerprint(decode_request('chat', {body.encode()!r}), 64, 512).block_hashes)"
     )
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

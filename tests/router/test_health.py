@@ -6,9 +6,9 @@ import httpx
 import pytest
 import respx
 
-from router.backends import BackendPool
-from router.config import BackendConfig, UpstreamConfig
-from router.health import HealthProber
+from triage_router.router.backends import BackendPool
+from triage_router.router.config import BackendConfig, UpstreamConfig
+from triage_router.router.health import HealthProber
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from router.api_types import ChatCompletionRequest, ChatMessage, CompletionRequest
-from router.config import ApiKeyConfig, LengthConfig
-from router.context import PriorityDecision, RequestContext
-from router.length import LengthFeatures, LengthPredictor, features_of, prompt_bin, verbosity_cue
+from triage_router.router.api_types import ChatCompletionRequest, ChatMessage, CompletionRequest
+from triage_router.router.config import ApiKeyConfig, LengthConfig
+from triage_router.router.context import PriorityDecision, RequestContext
+from triage_router.router.length import LengthFeatures, LengthPredictor, features_of, prompt_bin, verbosity_cue
 
 
 def _features(**changes: object) -> LengthFeatures:
@@ -135,7 +135,7 @@ def test_features_of_a_request() -> None:
 
 
 def test_a_cached_prediction_is_refreshed_after_a_bounded_number_of_answers() -> None:
-    from router.length import REFRESH_OBSERVATIONS, LengthFeatures, LengthPredictor
+    from triage_router.router.length import REFRESH_OBSERVATIONS, LengthFeatures, LengthPredictor
 
     predictor = LengthPredictor()
     features = LengthFeatures("m", "chat", 2, "default", "", 20, None, "")

@@ -8,13 +8,13 @@ import httpx
 import pytest
 import respx
 
-from router.api_types import ChatCompletionRequest, ChatMessage
-from router.config import LlmTaggerConfig
-from router.context import PriorityDecision, RequestContext
-from router.llm_tagger import SYSTEM_PROMPT, LlmClassifier, read_answer
-from router.metrics import RouterMetrics
-from router.model_tagger import ModelTagger, RejectedAnswer
-from router.priority import DefaultPriority, PriorityResolver
+from triage_router.router.api_types import ChatCompletionRequest, ChatMessage
+from triage_router.router.config import LlmTaggerConfig
+from triage_router.router.context import PriorityDecision, RequestContext
+from triage_router.router.llm_tagger import SYSTEM_PROMPT, LlmClassifier, read_answer
+from triage_router.router.metrics import RouterMetrics
+from triage_router.router.model_tagger import ModelTagger, RejectedAnswer
+from triage_router.router.priority import DefaultPriority, PriorityResolver
 
 URL = "http://llm.test"
 

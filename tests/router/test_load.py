@@ -4,9 +4,9 @@ import httpx
 import pytest
 import respx
 
-from router.backends import BackendPool
-from router.config import BackendConfig
-from router.load import MetricsScraper, parse_metrics
+from triage_router.router.backends import BackendPool
+from triage_router.router.config import BackendConfig
+from triage_router.router.load import MetricsScraper, parse_metrics
 
 NEW_NAMES = """# HELP vllm:num_requests_running Number of requests in model execution batches.
 # TYPE vllm:num_requests_running gauge

@@ -4,13 +4,13 @@ import asyncio
 
 import pytest
 
-from router.api_types import ChatCompletionRequest, ChatMessage
-from router.config import ModelTaggerConfig
-from router.context import PriorityDecision, RequestContext
-from router.metrics import RouterMetrics
-from router.model_tagger import ModelTagger, NotReady, RejectedAnswer
-from router.priority import DefaultPriority, PriorityResolver
-from router.tag_cache import TagCache
+from triage_router.router.api_types import ChatCompletionRequest, ChatMessage
+from triage_router.router.config import ModelTaggerConfig
+from triage_router.router.context import PriorityDecision, RequestContext
+from triage_router.router.metrics import RouterMetrics
+from triage_router.router.model_tagger import ModelTagger, NotReady, RejectedAnswer
+from triage_router.router.priority import DefaultPriority, PriorityResolver
+from triage_router.router.tag_cache import TagCache
 
 
 def _ctx(text: str) -> RequestContext:

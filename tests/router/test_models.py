@@ -4,9 +4,9 @@ import httpx
 import pytest
 import respx
 
-from router.backends import BackendPool
-from router.config import BackendConfig
-from router.models import ModelCatalog
+from triage_router.router.backends import BackendPool
+from triage_router.router.config import BackendConfig
+from triage_router.router.models import ModelCatalog
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from router.prefix_homes import PrefixHomes
+from triage_router.router.prefix_homes import PrefixHomes
 
 
 def test_a_root_is_homed_where_it_was_last_sent() -> None:

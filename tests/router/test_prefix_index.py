@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from router.prefix_index import PrefixIndex
+from triage_router.router.prefix_index import PrefixIndex
 
 
 def test_match_counts_leading_blocks_only() -> None:

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import pytest
 
-from router.api_types import ChatCompletionRequest, ChatMessage
-from router.config import ApiKeyConfig
-from router.context import PriorityDecision, RequestContext
-from router.errors import BadRequest
-from router.priority import DefaultPriority, HeaderPriority, PriorityResolver
+from triage_router.router.api_types import ChatCompletionRequest, ChatMessage
+from triage_router.router.config import ApiKeyConfig
+from triage_router.router.context import PriorityDecision, RequestContext
+from triage_router.router.errors import BadRequest
+from triage_router.router.priority import DefaultPriority, HeaderPriority, PriorityResolver
 
 
 def _ctx(headers: dict[str, str], key: ApiKeyConfig | None = None) -> RequestContext:

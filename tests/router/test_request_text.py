@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from router.api_types import ChatCompletionRequest, ChatMessage, CompletionRequest
-from router.request_text import bounded, examined_texts, latest_user_text
+from triage_router.router.api_types import ChatCompletionRequest, ChatMessage, CompletionRequest
+from triage_router.router.request_text import bounded, examined_texts, latest_user_text
 
 
 def test_bounded_keeps_head_and_tail_within_the_limit() -> None:

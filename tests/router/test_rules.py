@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from router.api_types import ChatCompletionRequest, ChatMessage, CompletionRequest
-from router.config import ApiKeyConfig, ConfigError, RuleConfig, TaggingConfig, load_config, parse_config
-from router.context import PriorityDecision, PriorityShift, RequestContext, Shift
-from router.metrics import RouterMetrics
-from router.priority import DefaultPriority, HeaderPriority, PriorityResolver
-from router.rules import RulePriority, RuleSet
+from triage_router.router.api_types import ChatCompletionRequest, ChatMessage, CompletionRequest
+from triage_router.router.config import ApiKeyConfig, ConfigError, RuleConfig, TaggingConfig, load_config, parse_config
+from triage_router.router.context import PriorityDecision, PriorityShift, RequestContext, Shift
+from triage_router.router.metrics import RouterMetrics
+from triage_router.router.priority import DefaultPriority, HeaderPriority, PriorityResolver
+from triage_router.router.rules import RulePriority, RuleSet
 
 SHIPPED = Path(__file__).parents[2] / "config.toml"
 

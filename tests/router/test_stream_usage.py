@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 
-from router.stream_usage import UsageFilter, asks_for_usage, stream_options_with_usage
+from triage_router.router.stream_usage import UsageFilter, asks_for_usage, stream_options_with_usage
 
 
 def _event(payload: dict[str, object]) -> bytes:

@@ -5,13 +5,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from router.config import ConfigError, load_config, parse_config
-from router.embedding_tagger import EmbeddingClassifier
-from router.llm_tagger import LlmClassifier
-from router.metrics import RouterMetrics
-from router.model_tagger import ModelTagger
-from router.priority import HeaderPriority, build_resolver
-from router.rules import RulePriority
+from triage_router.router.config import ConfigError, load_config, parse_config
+from triage_router.router.embedding_tagger import EmbeddingClassifier
+from triage_router.router.llm_tagger import LlmClassifier
+from triage_router.router.metrics import RouterMetrics
+from triage_router.router.model_tagger import ModelTagger
+from triage_router.router.priority import HeaderPriority, build_resolver
+from triage_router.router.rules import RulePriority
 
 BACKEND = '[[backends]]\nname = "gpu"\nurl = "http://gpu:8000/"\napi_key = "sk-b"\n'
 

@@ -1,1 +1,0 @@
-"""Triage's own engine: paged KV cache, continuous batching, priority scheduling."""
