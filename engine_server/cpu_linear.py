@@ -20,8 +20,16 @@ _linear = torch.ops.mkldnn._linear_pointwise
 
 
 def packing_applies(device: torch.device, dtype: torch.dtype) -> bool:
-    """Only bf16 on the CPU: fp32 keeps torch's own GEMM, bit-identical to the reference."""
-    return device.type == "cpu" and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
+    """Only bf16 on the CPU: fp32 keeps torch's own GEMM, bit-identical to the reference.
+
+    oneDNN's bf16 GEMMs need AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT; on a CPU with neither (an
+    AVX2-only EPYC, say) packing would fail at load time, so such CPUs keep torch's own linears."""
+    return (
+        device.type == "cpu"
+        and dtype == torch.bfloat16
+        and torch.backends.mkldnn.is_available()
+        and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
 
 
 class PackedLinear(nn.Module):

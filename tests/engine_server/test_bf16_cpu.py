@@ -22,7 +22,7 @@ from tests.engine_server.conftest import save_tiny_checkpoint, tiny_engine
 from tests.engine_server.test_smollm2 import QUESTIONS, chat_ids
 
 pytestmark = pytest.mark.skipif(
-    not packing_applies(torch.device("cpu"), torch.bfloat16), reason="oneDNN is not available"
+    not packing_applies(torch.device("cpu"), torch.bfloat16), reason="this CPU has no oneDNN bf16 GEMM (needs AVX-512 or AVX-NE-CONVERT)"
 )
 
 PROMPTS = [[5, 17, 33, 9, 60, 2, 41], list(range(3, 30)), [11, 12]]
