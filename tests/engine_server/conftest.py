@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
@@ -69,13 +70,15 @@ def reference_greedy(hf_model, prompt: list[int], n: int) -> list[int]:
 def reference_generate(hf_model, prompt: list[int], n: int) -> list[int]:
     """Greedy decoding with transformers' own KV cache: cheaper for the real model. No EOS
     handling, so it runs n tokens like ignore_eos."""
+    # transformers 5.25 renamed `past_key_values` to `cache`, in and out; the old name goes in 5.40.
+    cache = "cache" if "cache" in inspect.signature(hf_model.forward).parameters else "past_key_values"
     out: list[int] = []
     with torch.no_grad():
         step = hf_model(torch.tensor([prompt]), use_cache=True)
         for _ in range(n):
             token = int(step.logits[0, -1].argmax())
             out.append(token)
-            step = hf_model(torch.tensor([[token]]), past_key_values=step.past_key_values, use_cache=True)
+            step = hf_model(torch.tensor([[token]]), **{cache: getattr(step, cache)}, use_cache=True)
     return out
 
 
