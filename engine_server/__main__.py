@@ -63,13 +63,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"triage engine: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
         return 1
     # Heavy imports after argument parsing, so that --help is instant.
-    import torch
-    import uvicorn
+    try:
+        import torch
+        import uvicorn
 
-    from triage_router.engine_server.embeddings import EmbeddingBatcher, SentenceEmbedder
-    from triage_router.engine_server.engine import DTYPES
-    from triage_router.engine_server.engine_client import EngineClient
-    from triage_router.engine_server.server import create_app
+        from triage_router.engine_server.embeddings import EmbeddingBatcher, SentenceEmbedder
+        from triage_router.engine_server.engine import DTYPES
+        from triage_router.engine_server.engine_client import EngineClient
+        from triage_router.engine_server.server import create_app
+    except ModuleNotFoundError as e:  # a base install: the router alone, without the engine extra
+        print(f"triage engine: cannot start: {e.name} is not installed: pip install 'triage-router[engine]'",
+              file=sys.stderr)
+        sock.close()
+        return 1
 
     engine = None
     try:

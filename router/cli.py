@@ -7,7 +7,7 @@ import os
 import sys
 
 from triage_router.router.config import ConfigError, load_config, resolve_config_path
-from triage_router.router.engine_launcher import EngineProcess
+from triage_router.router.engine_launcher import EngineProcess, require_engine_extra
 from triage_router.router.server import StartupError, bind_socket, serve, url_of
 
 
@@ -51,6 +51,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _exec_engine(engine_args: list[str]) -> int:
     """Our engine runs in its own process; the router never imports it."""
+    try:
+        require_engine_extra("`triage engine`")
+    except StartupError as error:
+        print(f"triage: error: {error}", file=sys.stderr)
+        return 2
     os.execv(sys.executable, [sys.executable, "-m", "triage_router.engine_server", *engine_args])
     return 1  # not reached: execv replaces this process
 

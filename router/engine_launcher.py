@@ -6,16 +6,51 @@ The router never imports the engine (it must start fast and stay free of torch):
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from importlib import metadata
 from urllib.parse import urlsplit
 
 import httpx
 
 from triage_router.router.config import BackendConfig
 from triage_router.router.server import StartupError
+
+
+DISTRIBUTION = "triage-router"
+ENGINE_EXTRA_INSTALL = "pip install 'triage-router[engine]'"
+
+
+def missing_engine_packages() -> list[str]:
+    """The distributions of our `engine` extra that are not installed.
+
+    Read from our own metadata, so the list stays the extra's, and checked without importing any
+    of them: a base install (the sidecar) has no torch, and must say so in one line rather than
+    with a traceback from the engine's first import.
+    """
+    missing = []
+    for requirement in metadata.requires(DISTRIBUTION) or []:
+        spec, _, marker = requirement.partition(";")
+        if not re.search(r"""extra\s*==\s*["']engine["']""", marker):
+            continue
+        name = re.match(r"[A-Za-z0-9._-]+", spec.strip())
+        assert name is not None, requirement
+        try:
+            metadata.distribution(name.group(0))
+        except metadata.PackageNotFoundError:
+            missing.append(name.group(0))
+    return missing
+
+
+def require_engine_extra(who: str) -> None:
+    """Stop with one line naming the extra to install, if our engine could not start here."""
+    missing = missing_engine_packages()
+    if missing:
+        raise StartupError(f"{who} needs the engine extra, which is not installed "
+                           f"(missing: {', '.join(missing)}): {ENGINE_EXTRA_INSTALL}")
 
 
 class EngineProcess:
@@ -29,6 +64,7 @@ class EngineProcess:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        require_engine_extra(f"backend {self.backend.name!r} (launch = true) runs our engine, which")
         # Its output goes to our terminal: model conversion and loading report their progress.
         self._process = subprocess.Popen(self.command)
 
