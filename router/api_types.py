@@ -73,8 +73,10 @@ def _raise(message: str, param: str | None) -> Any:
     raise BadRequest(message, param=param)
 
 
-def with_field(body: bytes, name: str, value: Any) -> bytes:
-    """The body with one top-level field set; everything else kept as the client sent it."""
+def with_fields(body: bytes, fields: dict[str, Any]) -> bytes:
+    """The body with these top-level fields set; everything else kept as the client sent it."""
+    if not fields:
+        return body
     document = msgspec.json.decode(body)
-    document[name] = value
+    document.update(fields)
     return msgspec.json.encode(document)

@@ -55,6 +55,10 @@ class BackendConfig(_Section):
     priority_map: Annotated[list[int], msgspec.Meta(min_length=5, max_length=5)] = msgspec.field(
         default_factory=lambda: [0, 1, 2, 3, 4]
     )
+    # scheduling = "priority", kind other than "engine": send priority_map[level] x 1,000,000 plus
+    # the predicted output tokens, so that the backend's own queue runs urgent work first and then
+    # the shortest predicted work (policies/backend_priority.py). false: the level's value alone.
+    priority_with_length: bool = True
     # Saturation thresholds (0 = no limit). When every candidate is saturated, requests wait in
     # the router's admission queue. `max_load` counts running + waiting requests: the backend's
     # own figure from /metrics when fresh, else this router's in-flight count.

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 
 from triage_router.router.admission import Job
-from triage_router.router.api_types import Endpoint, decode_request, with_field
+from triage_router.router.api_types import Endpoint, decode_request, with_fields
 from triage_router.router.auth import ApiKeys
 from triage_router.router.backends import Backend, BackendPool
 from triage_router.router.config import Config
@@ -39,6 +39,7 @@ from triage_router.router.metrics import NO_BACKEND, RouterMetrics
 from triage_router.router.priority import PriorityResolver
 from triage_router.router.stream_usage import UsageFilter, asks_for_usage, stream_options_with_usage
 from triage_router.router.upstream import HOP_BY_HOP_BYTES, UpstreamClient, forwarded_headers
+from triage_router.router.upstream_fields import scheduling_fields
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -244,13 +245,10 @@ class ProxyEndpoint:
         in_flight.inc()
         try:
             headers = forwarded_headers(ctx.headers, backend, ctx.request_id)
-            body = ctx.body
-            if backend.config.scheduling == "priority":
-                # Only backends that accept it: vLLM without --scheduling-policy priority
-                # answers a non-zero `priority` with 400.
-                body = with_field(body, "priority", backend.config.priority_map[job.priority])
+            fields = scheduling_fields(backend.config, job.priority, job.predicted_output_tokens)
             if self._adds_usage(ctx):
-                body = with_field(body, "stream_options", stream_options_with_usage(ctx.body))
+                fields["stream_options"] = stream_options_with_usage(ctx.body)
+            body = with_fields(ctx.body, fields)
             try:
                 response = await self.upstream.post(backend, self.upstream_path, headers, body)
             except (UpstreamUnreachable, UpstreamTimeout) as error:

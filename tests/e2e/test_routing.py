@@ -19,15 +19,36 @@ def test_priority_field_goes_only_to_priority_scheduling_backends(upstream: Fake
         f'[[backends]]\nname = "beta"\nurl = "{second_upstream.url}"\nmodels = ["big"]\n'
     )
     with running_proxy(config) as proxy:
-        httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"x-priority": "1"})
+        reply = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"x-priority": "1"})
         httpx.post(f"{proxy.url}/v1/chat/completions", json={**CHAT, "model": "big", "extra": [1]},
                    headers={"x-priority": "1"})
+    # The level's value dominates, the predicted output length orders work within the level.
+    predicted = int(reply.headers["x-triage-predicted-tokens"])
     sent_priority = upstream.requests[-1].json()
-    assert sent_priority["priority"] == -5 and sent_priority["messages"] == CHAT["messages"]
+    assert sent_priority["priority"] == -5 * 1_000_000 + predicted and sent_priority["messages"] == CHAT["messages"]
+    assert "predicted_output_tokens" not in sent_priority
     fcfs = second_upstream.requests[-1]
     assert "priority" not in fcfs.json() and fcfs.json()["extra"] == [1]
     # Untouched bytes for backends that need no change.
     assert fcfs.body == httpx.Request("POST", "/", json={**CHAT, "model": "big", "extra": [1]}).content
+
+
+def test_the_level_alone_goes_where_length_is_turned_off_and_our_engine_gets_the_prediction(
+    upstream: FakeUpstream, second_upstream: FakeUpstream
+) -> None:
+    config = (
+        f'[[backends]]\nname = "alpha"\nurl = "{upstream.url}"\nmodels = ["smol"]\n'
+        f'scheduling = "priority"\npriority_map = [-10, -5, 0, 5, 10]\npriority_with_length = false\n'
+        f'[[backends]]\nname = "beta"\nkind = "engine"\nurl = "{second_upstream.url}"\nmodels = ["big"]\n'
+        f'scheduling = "priority"\n'
+    )
+    with running_proxy(config) as proxy:
+        httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"x-priority": "3"})
+        reply = httpx.post(f"{proxy.url}/v1/chat/completions", json={**CHAT, "model": "big"}, headers={"x-priority": "3"})
+    assert upstream.requests[-1].json()["priority"] == 5
+    engine = second_upstream.requests[-1].json()
+    assert engine["priority"] == 3
+    assert engine["predicted_output_tokens"] == int(reply.headers["x-triage-predicted-tokens"]) > 0
 
 
 def test_placement_is_explained_on_request(upstream: FakeUpstream, second_upstream: FakeUpstream) -> None:
