@@ -41,6 +41,7 @@ class Job:
     session: str | None = None
     app: str = ""
     tenant: str = ""
+    model: str = ""
     output_tokens: int = 0
     computed_tokens: int = 0
     swapped_tokens: int = 0
@@ -92,7 +93,6 @@ class AdmissionQueue:
             # The client left. If a slot was already taken for it, the caller gives it back.
             self._forget(job)
             raise
-        self.metrics.child(self.metrics.queue_wait, str(job.priority)).observe(self.clock() - job.arrival)
         if not done:
             self._forget(job)
             self._count_rejection(job.priority, "timeout")

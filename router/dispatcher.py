@@ -84,6 +84,8 @@ class Dispatcher:
                 if placed is not None and placed.done() and not placed.cancelled() and placed.exception() is None:
                     self.release(self.backends[placed.result()], job)
                 raise
+        if not job.exclude:  # a retry's second placement is not queueing
+            self.metrics.child(self.metrics.queue_time, str(job.priority), job.model).observe(self.clock() - job.arrival)
         return self.backends[name]
 
     def release(self, backend: Backend, job: Job) -> None:

@@ -17,6 +17,14 @@ LENGTH_ERROR_BUCKETS = tuple(
     sorted({-(2**k) for k in range(2, 14)} | {0} | {2**k for k in range(2, 14)})
 )
 
+# vLLM's buckets for the same measurements, so that a dashboard compares the two directly.
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
+                40.0, 80.0, 160.0, 640.0, 2560.0)
+TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0,
+                80.0)
+E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0,
+               960.0, 1920.0, 7680.0)
+
 # The *_created series double the output and no dashboard reads them.
 disable_created_metrics()
 
@@ -53,9 +61,26 @@ class RouterMetrics:
         self.queue_length = Gauge(
             "triage_queue_length", "Requests waiting in the admission queue.", ["priority"], registry=r,
         )
-        self.queue_wait = Histogram(
-            "triage_queue_wait_seconds", "Time spent in the admission queue by requests that waited.",
-            ["priority"], buckets=LATENCY_BUCKETS, registry=r,
+        # Per priority and model, as vLLM names them (vllm:time_to_first_token_seconds, ...).
+        self.queue_time = Histogram(
+            "triage_request_queue_time_seconds",
+            "From request arrival at the admission step to its placement on a backend; 0 when one had room.",
+            ["priority", "model"], buckets=TTFT_BUCKETS, registry=r,
+        )
+        self.time_to_first_token = Histogram(
+            "triage_time_to_first_token_seconds",
+            "Streams only: from request arrival to the first event carrying generated text or a tool call "
+            "(an empty role-only chunk does not count).",
+            ["priority", "model"], buckets=TTFT_BUCKETS, registry=r,
+        )
+        self.time_per_output_token = Histogram(
+            "triage_time_per_output_token_seconds",
+            "Streams with usage: from the first token to the end, per completion token after the first.",
+            ["priority", "model"], buckets=TPOT_BUCKETS, registry=r,
+        )
+        self.e2e_latency = Histogram(
+            "triage_e2e_request_latency_seconds", "Answered requests: from arrival to the last byte sent.",
+            ["priority", "model"], buckets=E2E_BUCKETS, registry=r,
         )
         self.queue_rejections = Counter(
             "triage_queue_rejections", "Requests refused by the admission queue: full, shed or timeout.",

@@ -34,6 +34,7 @@ from triage_router.router.errors import (
     UpstreamUnreachable,
 )
 from triage_router.router.fingerprint import fingerprint
+from triage_router.router.first_token import carries_token
 from triage_router.router.length import LengthPredictor, features_of
 from triage_router.router.metrics import NO_BACKEND, RouterMetrics
 from triage_router.router.priority import PriorityResolver
@@ -203,6 +204,7 @@ class ProxyEndpoint:
             session=session,
             app=session or "",
             tenant=(ctx.api_key.name or ctx.api_key.key) if ctx.api_key is not None else "",
+            model=ctx.model,
         )
 
     async def _relay(self, ctx: RequestContext, send: Send) -> None:
@@ -298,6 +300,8 @@ class ProxyEndpoint:
             elapsed = time.perf_counter() - ctx.arrived_at
             self.metrics.child(self.metrics.time_to_first_byte, priority, backend.name).observe(elapsed)
             self.metrics.child(self.metrics.duration, priority, backend.name).observe(elapsed)
+            if response.status == 200:
+                self.metrics.child(self.metrics.e2e_latency, priority, ctx.model).observe(elapsed)
         if response.status < 500:
             backend.record_success()
         self.metrics.child(self.metrics.requests, self.endpoint, priority, backend.name, str(response.status)).inc()
@@ -309,6 +313,8 @@ class ProxyEndpoint:
         await send({"type": "http.response.start", "status": response.status,
                     "headers": self._head(response.raw_headers, ctx, backend, None)})
         first = True
+        first_token_at: float | None = None
+        completion_tokens: int | None = None
         # Holds back the usage event the router asked for on the client's behalf.
         usage_filter = UsageFilter() if self._adds_usage(ctx) else None
         try:
@@ -316,17 +322,22 @@ class ProxyEndpoint:
                 if usage_filter is not None:
                     chunk = usage_filter.feed(chunk)
                     if usage_filter.usage_event is not None:
-                        self._observe_length(ctx, usage_filter.usage_event)
+                        completion_tokens = self._observe_length(ctx, usage_filter.usage_event)
                         usage_filter.usage_event = None
                     if not chunk:
                         continue
                 elif b"completion_tokens" in chunk:
-                    self._observe_length(ctx, chunk)
+                    completion_tokens = self._observe_length(ctx, chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 if first:
                     first = False
                     self.metrics.child(self.metrics.time_to_first_byte, priority, backend.name).observe(
                         time.perf_counter() - ctx.arrived_at
+                    )
+                if first_token_at is None and carries_token(chunk):
+                    first_token_at = time.perf_counter()
+                    self.metrics.child(self.metrics.time_to_first_token, priority, ctx.model).observe(
+                        first_token_at - ctx.arrived_at
                     )
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             # Too late to retry or change the status: tell the client in the stream itself.
@@ -341,7 +352,14 @@ class ProxyEndpoint:
         if usage_filter is not None and (rest := usage_filter.flush()):
             await send({"type": "http.response.body", "body": rest, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-        self.metrics.child(self.metrics.duration, priority, backend.name).observe(time.perf_counter() - ctx.arrived_at)
+        ended = time.perf_counter()
+        self.metrics.child(self.metrics.duration, priority, backend.name).observe(ended - ctx.arrived_at)
+        if response.status == 200:
+            self.metrics.child(self.metrics.e2e_latency, priority, ctx.model).observe(ended - ctx.arrived_at)
+            if first_token_at is not None and completion_tokens is not None and completion_tokens > 1:
+                self.metrics.child(self.metrics.time_per_output_token, priority, ctx.model).observe(
+                    (ended - first_token_at) / (completion_tokens - 1)
+                )
 
     def _head(
         self,
@@ -383,14 +401,16 @@ class ProxyEndpoint:
     def _adds_usage(self, ctx: RequestContext) -> bool:
         return self.stream_usage and ctx.stream and not asks_for_usage(ctx.body)
 
-    def _observe_length(self, ctx: RequestContext, payload: bytes) -> None:
+    def _observe_length(self, ctx: RequestContext, payload: bytes) -> int | None:
+        """Teach the predictor the completion tokens in `payload`'s usage; returns them, if any."""
         if ctx.predicted is None:
-            return
+            return None
         tokens = self.predictor.observe_usage(ctx.predicted, payload)
         if tokens is not None:
             self.metrics.child(self.metrics.output_length_error, str(ctx.predicted.features.priority)).observe(
                 tokens - ctx.predicted.median
             )
+        return tokens
 
     async def reject(self, send: Send, error: TriageError) -> None:
         """Answer with an error before any routing (e.g. a wrong method)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 
 import httpx
 import openai
@@ -252,3 +253,60 @@ def test_unknown_paths_and_methods_answer_in_openai_shape(upstream: FakeUpstream
     assert wrong_method.status_code == 405 and _error(wrong_method)["code"] == "method_not_allowed"
     assert trailing_slash.status_code == 200
     assert upstream.requests[-1].path == "/v1/chat/completions"
+
+
+def metric_count(text: str, name: str, **labels: str) -> float:
+    """The value of one sample line, 0 if the series does not exist yet."""
+    wanted = name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+    for line in text.splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_time_to_first_token_waits_for_a_token_not_the_role_chunk(upstream: FakeUpstream) -> None:
+    upstream.mode, upstream.role_chunk_first = "stream_hold", True
+    with running_proxy(_backend(upstream)) as proxy:
+        with httpx.stream("POST", f"{proxy.url}/v1/chat/completions", json={**CHAT, "stream": True},
+                          headers={"x-priority": "3"}) as response:
+            lines = response.iter_lines()
+            assert '"content": ""' in next(lines)  # the role chunk reached the client...
+            held = httpx.get(f"{proxy.url}/metrics").text
+            upstream.release.set()
+            rest = [line for line in lines if line]
+        text = httpx.get(f"{proxy.url}/metrics").text
+    labels = {"priority": "3", "model": "smol"}
+    # ...yet no first token was counted until one came.
+    assert metric_count(held, "triage_time_to_first_token_seconds_count", **labels) == 0
+    assert metric_count(held, "triage_time_to_first_byte_seconds_count", backend="alpha", priority="3") == 1
+    assert rest[-1] == "data: [DONE]"
+    assert metric_count(text, "triage_time_to_first_token_seconds_count", **labels) == 1
+    # Three tokens with usage: one time-per-output-token sample.
+    assert metric_count(text, "triage_time_per_output_token_seconds_count", **labels) == 1
+    assert metric_count(text, "triage_e2e_request_latency_seconds_count", **labels) == 1
+    assert metric_count(text, "triage_request_queue_time_seconds_count", **labels) == 1
+
+
+def test_queue_time_is_recorded_for_a_request_that_waited(upstream: FakeUpstream) -> None:
+    upstream.mode = "stream_hold"
+    waited: list[httpx.Response] = []
+    with running_proxy(_backend(upstream) + "max_load = 1\n") as proxy:
+        with httpx.stream("POST", f"{proxy.url}/v1/chat/completions", json={**CHAT, "stream": True}) as holder:
+            held = holder.iter_lines()  # kept: a dropped generator closes the stream
+            assert next(held).startswith("data: ")
+            # The second request waits in the queue until the first one's slot comes back.
+            waiter = threading.Thread(target=lambda: waited.append(httpx.post(
+                f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"x-priority": "0"}, timeout=30)))
+            waiter.start()
+            for _ in range(10_000):
+                if metric_count(httpx.get(f"{proxy.url}/metrics").text, "triage_queue_length", priority="0") == 1:
+                    break
+            else:
+                raise AssertionError("the second request never queued")
+            upstream.release.set()
+            waiter.join(30)
+        text = httpx.get(f"{proxy.url}/metrics").text
+    assert waited and waited[0].status_code == 200
+    assert metric_count(text, "triage_request_queue_time_seconds_count", priority="0", model="smol") == 1
+    # It waited at least as long as the polls above took: not in the lowest bucket.
+    assert metric_count(text, "triage_request_queue_time_seconds_bucket", le="0.001", model="smol", priority="0") == 0

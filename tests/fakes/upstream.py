@@ -33,6 +33,9 @@ class FakeUpstream:
     mode: str = "ok"
     status: int = 503
     stream_chunks: int = 3
+    # Open a chat stream with a role-only chunk (`"content": ""`), as our engine does; in
+    # "stream_hold" mode the stream then pauses after it, before any token.
+    role_chunk_first: bool = False
     requests: list[ReceivedRequest] = field(default_factory=list)
     # Served at GET /metrics (scrapes are counted, not recorded in `requests`); None: 404.
     metrics_text: str | None = (
@@ -162,6 +165,15 @@ class FakeUpstream:
     async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: dict[str, Any]) -> bool:
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
         chat = "messages" in payload
+        hold_after_role = chat and self.role_chunk_first
+        if hold_after_role:
+            role = {"id": "cmpl-1", "object": "chat.completion.chunk", "created": 1, "model": payload["model"],
+                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+            await self._chunk(writer, b"data: " + json.dumps(role).encode() + b"\n\n")
+            if self.mode == "stream_hold":
+                await self._hold(reader)
+                if self.disconnected.is_set():
+                    return False
         for i in range(self.stream_chunks):
             if chat:
                 delta = {"role": "assistant", "content": f"tok{i} "} if i == 0 else {"content": f"tok{i} "}
@@ -171,7 +183,7 @@ class FakeUpstream:
             event = {"id": "cmpl-1", "object": "chat.completion.chunk" if chat else "text_completion",
                      "created": 1, "model": payload["model"], "choices": [choice]}
             await self._chunk(writer, b"data: " + json.dumps(event).encode() + b"\n\n")
-            if i == 0 and self.mode == "stream_hold":
+            if i == 0 and self.mode == "stream_hold" and not hold_after_role:
                 await self._hold(reader)
                 if self.disconnected.is_set():
                     return False
