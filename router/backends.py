@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from triage_router.policies.saturation import ConcurrencyEstimate, SaturationLimits
 from triage_router.router.config import BackendConfig
 from triage_router.router.fingerprint import CHARS_PER_TOKEN
 from triage_router.router.prefix_index import PrefixIndex
@@ -19,14 +20,19 @@ if TYPE_CHECKING:
 class Backend:
     """One upstream and what this router process knows of it."""
 
-    __slots__ = ("config", "name", "base_url", "in_flight", "in_flight_tokens", "consecutive_failures",
-                 "healthy", "load_report", "kv_capacity_tokens", "prefix_index", "_block_chars",
-                 "_index_capacity_factor")
+    __slots__ = ("config", "name", "base_url", "limits", "concurrency", "in_flight", "in_flight_tokens",
+                 "consecutive_failures", "healthy", "load_report", "kv_capacity_tokens", "prefix_index",
+                 "_block_chars", "_index_capacity_factor")
 
     def __init__(self, config: BackendConfig, block_chars: int, index_capacity_factor: float = 2.0) -> None:
         self.config = config
         self.name = config.name
         self.base_url = config.url
+        self.limits = SaturationLimits(config.max_load, config.max_waiting, config.max_kv_usage,
+                                       config.max_in_flight_tokens)
+        # With no explicit limits, how many requests it runs at once, as learned from its
+        # /metrics and its 429s (triage_router.policies.saturation).
+        self.concurrency = ConcurrencyEstimate()
         # Requests this router has sent there and not yet finished, and their tokens
         # (prompt + predicted output).
         self.in_flight = 0

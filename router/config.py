@@ -142,9 +142,12 @@ class AdmissionConfig(_Section):
     timeout_s: Annotated[list[float], msgspec.Meta(min_length=5, max_length=5)] = msgspec.field(
         default_factory=lambda: [30.0, 60.0, 120.0, 300.0, 600.0]
     )
-    # Fraction of each backend's max_load that a priority may not use, kept for more urgent work.
+    # Fraction of each backend's load limit (max_load, else its learned concurrency) that a
+    # priority may not use, kept free for more urgent work. By default the background levels 3
+    # and 4 leave an eighth and a quarter free, so that an urgent request finds a slot at once
+    # instead of waiting for a bulk stream to end; the default level 2 and above use it all.
     headroom: Annotated[list[float], msgspec.Meta(min_length=5, max_length=5)] = msgspec.field(
-        default_factory=lambda: [0.0, 0.0, 0.0, 0.0, 0.0]
+        default_factory=lambda: [0.0, 0.0, 0.0, 0.125, 0.25]
     )
     retry_after_s: PositiveInt = 1
     # Cost model for predicted remaining seconds (triage_router.policies.cost_model; paper's A100/7B fit).

@@ -25,6 +25,7 @@ from triage_router.policies.placement import (
     PowerOfTwoChoices,
     RoundRobin,
 )
+from triage_router.policies.saturation import BackendLoad, saturation
 from triage_router.router.admission import AdmissionQueue, Job
 from triage_router.router.backends import Backend, BackendPool
 from triage_router.router.config import Config, RoutingConfig
@@ -107,44 +108,30 @@ class Dispatcher:
     def on_load_update(self) -> None:
         for backend in self.backends.values():
             report = backend.load_report
-            if report is not None and report.kv_capacity_tokens:
+            if report is None:
+                continue
+            if report.kv_capacity_tokens:
                 backend.reported_capacity(report.kv_capacity_tokens)
+            backend.concurrency.observe_reading(report.running, report.waiting)
         self.pump()
+
+    def on_refusal(self, backend: Backend) -> None:
+        """The backend answered 429 to one of ours: it runs no more than it already had."""
+        backend.concurrency.observe_refusal(backend.in_flight - 1)
 
     def metrics_interval(self, backend: Backend) -> float:
         """How often to read `backend`'s /metrics: fast while a reading can hold a request back
         or let one go (a limit reads it and this router has requests on it or waiting), else
         slow, since each read costs the backend CPU and our own counts are current."""
-        limits = backend.config
-        reads_metrics = limits.max_load or limits.max_waiting or limits.max_kv_usage
-        if reads_metrics and (backend.in_flight or len(self.queue)):
+        if backend.limits.read_metrics and (backend.in_flight or len(self.queue)):
             return self.routing.metrics_fast_interval_s
         return self.routing.metrics_interval_s
 
-    def _load(self, backend: Backend, report: LoadReport | None) -> int:
+    @staticmethod
+    def _load(backend: Backend, report: LoadReport | None) -> BackendLoad:
         if report is None:
-            return backend.in_flight
-        # The reading lags by up to one interval; our own count covers what we sent since.
-        return max(backend.in_flight, round(report.running + report.waiting))
-
-    def _saturation(self, backend: Backend, job: Job, report: LoadReport | None) -> str | None:
-        limits = backend.config
-        if limits.max_load:
-            cap = limits.max_load * (1.0 - self.headroom[job.priority])
-            load = self._load(backend, report)
-            if load >= cap:
-                return f"load {load} of {cap:g} for priority {job.priority}"
-        if report is not None:
-            if limits.max_waiting and report.waiting >= limits.max_waiting:
-                return f"{report.waiting:g} waiting"
-            if limits.max_kv_usage and report.kv_usage >= limits.max_kv_usage:
-                return f"KV cache {report.kv_usage:.0%} used"
-        # An idle backend always takes one request, however large.
-        if limits.max_in_flight_tokens and backend.in_flight and (
-            backend.in_flight_tokens + job.tokens > limits.max_in_flight_tokens
-        ):
-            return f"{backend.in_flight_tokens} tokens in flight"
-        return None
+            return BackendLoad(backend.in_flight, backend.in_flight_tokens)
+        return BackendLoad(backend.in_flight, backend.in_flight_tokens, report.running, report.waiting, report.kv_usage)
 
     def _try_place(self, job: Job) -> str | None:
         """Choose a backend with room and take a slot on it; None if every candidate is full."""
@@ -156,23 +143,24 @@ class Dispatcher:
         matched_blocks: dict[str, int] = {}
         for name in sorted(job.candidates - job.exclude):
             backend = self.backends[name]
-            report = backend.fresh_report(now, self.routing.metrics_stale_s)
+            load = self._load(backend, backend.fresh_report(now, self.routing.metrics_stale_s))
             if backend.healthy:
-                reason = self._saturation(backend, job, report)
+                reason = saturation(backend.limits, load, backend.concurrency.limit, self.headroom[job.priority],
+                                    job.tokens)
                 if reason is not None:
-                    saturated[name] = reason
+                    saturated[name] = f"{reason} for priority {job.priority}"
                     continue
             matched = matched_blocks[name] = backend.prefix_index.match(blocks)
             states.append(BackendState(
                 name,
-                load=self._load(backend, report),
+                load=load.load,
                 in_flight_tokens=backend.in_flight_tokens,
                 prefix_match_tokens=matched * self.routing.block_chars // CHARS_PER_TOKEN,
                 cached_prefixes=backend.prefix_index.roots,
                 cached_tokens=backend.cached_tokens,
                 kv_capacity_tokens=backend.kv_capacity_tokens,
                 home=name == home,
-                kv_usage=report.kv_usage if report is not None else 0.0,
+                kv_usage=load.kv_usage or 0.0,
                 healthy=backend.healthy,
             ))
         placement = self._session_placement(job, states) if job.session else None

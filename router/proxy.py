@@ -269,6 +269,8 @@ class ProxyEndpoint:
     ) -> TriageError | _BufferedAnswer | None:
         priority = str(ctx.priority.priority)
         streaming = response.content_type == "text/event-stream"
+        if response.status == 429:
+            self.dispatcher.on_refusal(backend)
         try:
             if response.status in RETRYABLE_STATUSES:
                 body = await response.read()

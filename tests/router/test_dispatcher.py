@@ -281,3 +281,44 @@ async def test_a_cancelled_waiter_leaves_at_once_and_a_placed_one_gives_its_slot
     late.cancel()
     await asyncio.gather(late, return_exceptions=True)
     assert a.in_flight == 0 and a.in_flight_tokens == 0
+
+
+@pytest.mark.anyio
+async def test_with_no_limits_a_backend_seen_queueing_holds_background_work_in_the_router() -> None:
+    dispatcher, pool, clock = _setup(backends='[[backends]]\nname = "a"\nurl = "http://a"\n')
+    backend = _by_name(pool)["a"]
+    # Nothing known: everything goes through, as vLLM would take it.
+    jobs = [_job(dispatcher, priority=4, names=("a",)) for _ in range(6)]
+    for job in jobs:
+        assert (await dispatcher.acquire(job)).name == "a"
+    # vLLM's /metrics: 4 running, 2 waiting. It runs 4 at once.
+    backend.load_report = LoadReport(running=4, waiting=2, read_at=clock.now)
+    dispatcher.on_load_update()
+    assert backend.concurrency.limit == 4
+    for job in jobs[:3]:
+        dispatcher.release(backend, job)
+    backend.load_report = LoadReport(running=3, waiting=0, read_at=clock.now)
+    # Priority 4 may use 3 of the 4: the next one waits in the router...
+    waiting = asyncio.ensure_future(dispatcher.acquire(_job(dispatcher, priority=4, names=("a",))))
+    await asyncio.sleep(0)
+    assert not waiting.done() and len(dispatcher.queue) == 1
+    # ...while an urgent request takes the slot kept free for it at once.
+    assert (await dispatcher.acquire(_job(dispatcher, priority=0, names=("a",)))).name == "a"
+    waiting.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_429_teaches_the_concurrency_of_a_backend_without_metrics() -> None:
+    dispatcher, pool, _ = _setup(backends='[[backends]]\nname = "a"\nurl = "http://a"\n')
+    backend = _by_name(pool)["a"]
+    held = [_job(dispatcher, names=("a",)) for _ in range(3)]
+    for job in held:
+        await dispatcher.acquire(job)
+    dispatcher.on_refusal(backend)  # the third one was refused: two fit
+    assert backend.concurrency.limit == 2
+    dispatcher.release(backend, held[2])
+    waiting = asyncio.ensure_future(dispatcher.acquire(_job(dispatcher, names=("a",))))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    dispatcher.release(backend, held[0])
+    assert (await waiting).name == "a"

@@ -1,0 +1,123 @@
+"""Saturation: whether a backend should take one more request from this router now.
+
+A request that finds every candidate saturated waits in the router's admission queue, where the
+configured ordering decides who goes next. That queue only means something if backends are
+called saturated *before* they start queueing themselves: behind a vLLM that accepts everything,
+vLLM's own queue decides, in arrival order (or by the one integer it is sent).
+
+Two ways to be saturated:
+
+- **Explicit limits** (`SaturationLimits`, any of them non-zero): load (running + waiting), waiting
+  requests, KV-cache usage, tokens in flight. The user said where the line is.
+- **Learned concurrency**, the default when no limit is set: `ConcurrencyEstimate` learns how many
+  requests the backend runs at once from what it already shows, and the router stops sending at
+  that many. A backend whose /metrics show requests *waiting* is queueing: the number it was
+  *running* then is its concurrency. A backend that answers 429 refused one more than it had. With
+  no reading and no 429 yet, nothing is known and nothing is held back.
+
+Either way a request of priority p may use only `1 - headroom[p]` of the limit, so that room stays
+free for more urgent work: without it, an urgent request behind a full batch of bulk streams waits
+for one of them to finish, which on a busy vLLM is most of a long generation.
+
+The learned limit is read against this router's own in-flight count, which is current at every
+decision, so /metrics only needs reading often enough to notice a change of concurrency (each read
+costs a vLLM server 5-8 ms of CPU); a fresh reading's running + waiting counts too, for the load
+that other clients put there.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SaturationLimits:
+    """A backend's explicit limits; 0 means none."""
+
+    max_load: int = 0
+    max_waiting: int = 0
+    max_kv_usage: float = 0.0
+    max_in_flight_tokens: int = 0
+
+    @property
+    def any(self) -> bool:
+        return bool(self.max_load or self.max_waiting or self.max_kv_usage or self.max_in_flight_tokens)
+
+    @property
+    def read_metrics(self) -> bool:
+        """Whether a /metrics reading can decide this backend's saturation at once."""
+        return bool(self.max_load or self.max_waiting or self.max_kv_usage)
+
+
+@dataclass(frozen=True, slots=True)
+class BackendLoad:
+    """What the router knows of one backend's load at a decision."""
+
+    in_flight: int
+    in_flight_tokens: int
+    # From a fresh /metrics reading; None when there is none.
+    running: float | None = None
+    waiting: float | None = None
+    kv_usage: float | None = None
+
+    @property
+    def load(self) -> int:
+        """Running + waiting: the backend's own figure when fresh (it sees every client's work),
+        never less than what this router alone has sent since the reading."""
+        if self.running is None:
+            return self.in_flight
+        return max(self.in_flight, round(self.running + (self.waiting or 0.0)))
+
+
+class ConcurrencyEstimate:
+    """How many requests a backend runs at once, learned from its readings and refusals."""
+
+    __slots__ = ("limit",)
+
+    def __init__(self) -> None:
+        self.limit: int | None = None
+
+    def observe_reading(self, running: float, waiting: float) -> None:
+        if waiting >= 1 and running >= 1:
+            # Queueing while running this many: that is as many as it runs at once.
+            self.limit = max(1, math.floor(running))
+        elif self.limit is not None and running >= self.limit + 1:
+            # It ran more at once than we thought, and nothing waited: it has more room.
+            self.limit = math.floor(running)
+
+    def observe_refusal(self, in_flight: int) -> None:
+        """A 429 with `in_flight` requests of ours already there (the refused one not counted)."""
+        self.limit = max(1, in_flight if self.limit is None else min(self.limit, in_flight))
+
+
+def saturation(
+    limits: SaturationLimits,
+    load: BackendLoad,
+    learned_limit: int | None,
+    headroom: float,
+    request_tokens: int,
+) -> str | None:
+    """Why the backend should not take this request now, or None if it should.
+
+    `headroom` is the fraction of the load limit this request's priority may not use."""
+    if limits.any:
+        if limits.max_load:
+            cap = limits.max_load * (1.0 - headroom)
+            if load.load >= cap:
+                return f"load {load.load} of {cap:g}"
+        if limits.max_waiting and load.waiting is not None and load.waiting >= limits.max_waiting:
+            return f"{load.waiting:g} waiting"
+        if limits.max_kv_usage and load.kv_usage is not None and load.kv_usage >= limits.max_kv_usage:
+            return f"KV cache {load.kv_usage:.0%} used"
+        # An idle backend always takes one request, however large.
+        if limits.max_in_flight_tokens and load.in_flight and (
+            load.in_flight_tokens + request_tokens > limits.max_in_flight_tokens
+        ):
+            return f"{load.in_flight_tokens} tokens in flight"
+        return None
+    if learned_limit is not None:
+        cap = learned_limit * (1.0 - headroom)
+        if load.load >= cap:
+            return f"load {load.load} of {cap:g} (learned concurrency {learned_limit})"
+    return None

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from triage_router.policies.saturation import BackendLoad, ConcurrencyEstimate, SaturationLimits, saturation
+
+NO_LIMITS = SaturationLimits()
+
+
+def test_nothing_is_held_back_until_a_concurrency_is_known() -> None:
+    assert saturation(NO_LIMITS, BackendLoad(500, 10**6), None, 0.25, 100) is None
+
+
+def test_a_backend_queueing_shows_its_concurrency() -> None:
+    estimate = ConcurrencyEstimate()
+    estimate.observe_reading(running=10, waiting=0)
+    assert estimate.limit is None  # running without queueing says nothing about the limit
+    estimate.observe_reading(running=16, waiting=8)
+    assert estimate.limit == 16
+    # Starting up (nothing running yet while requests wait) teaches nothing.
+    estimate.observe_reading(running=0, waiting=3)
+    assert estimate.limit == 16
+    # Running more than thought, with nothing waiting: it has more room.
+    estimate.observe_reading(running=20, waiting=0)
+    assert estimate.limit == 20
+    estimate.observe_reading(running=12, waiting=2)
+    assert estimate.limit == 12
+
+
+def test_a_refusal_caps_the_concurrency_at_what_it_already_had() -> None:
+    estimate = ConcurrencyEstimate()
+    estimate.observe_refusal(in_flight=6)
+    assert estimate.limit == 6
+    estimate.observe_refusal(in_flight=9)  # a later refusal never raises it
+    assert estimate.limit == 6
+    estimate.observe_refusal(in_flight=0)
+    assert estimate.limit == 1
+
+
+def test_background_levels_leave_headroom_for_urgent_work_under_a_learned_limit() -> None:
+    busy = BackendLoad(in_flight=12, in_flight_tokens=0)
+    assert saturation(NO_LIMITS, busy, 16, 0.25, 10) == "load 12 of 12 (learned concurrency 16)"
+    assert saturation(NO_LIMITS, busy, 16, 0.0, 10) is None
+    assert saturation(NO_LIMITS, BackendLoad(16, 0), 16, 0.0, 10) is not None
+
+
+def test_a_fresh_reading_counts_other_clients_load() -> None:
+    shared = BackendLoad(in_flight=2, in_flight_tokens=0, running=16, waiting=3)
+    assert shared.load == 19
+    assert saturation(NO_LIMITS, shared, 16, 0.0, 10) is not None
+    # Never less than what this router alone sent since the reading.
+    assert BackendLoad(in_flight=5, in_flight_tokens=0, running=1, waiting=0).load == 5
+
+
+def test_explicit_limits_override_the_learned_concurrency() -> None:
+    limits = SaturationLimits(max_load=100)
+    assert saturation(limits, BackendLoad(20, 0), 16, 0.0, 10) is None
+    assert saturation(limits, BackendLoad(75, 0), 16, 0.25, 10) == "load 75 of 75"
+    waiting = SaturationLimits(max_waiting=2)
+    assert saturation(waiting, BackendLoad(1, 0, running=4, waiting=2), None, 0.0, 10) == "2 waiting"
+    kv = SaturationLimits(max_kv_usage=0.9)
+    assert saturation(kv, BackendLoad(1, 0, running=4, waiting=0, kv_usage=0.95), None, 0.0, 10) == "KV cache 95% used"
+
+
+def test_an_idle_backend_takes_one_request_however_many_tokens() -> None:
+    limits = SaturationLimits(max_in_flight_tokens=1000)
+    assert saturation(limits, BackendLoad(0, 0), None, 0.0, 5000) is None
+    assert saturation(limits, BackendLoad(1, 800), None, 0.0, 300) == "800 tokens in flight"
