@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from triage_router.policies.catalog import make_ordering
 from triage_router.policies.cost_model import CostModel
+from triage_router.policies.fair_share import fair_share_of
 from triage_router.policies.queue import RequestQueue
 from triage_router.router.config import AdmissionConfig
 from triage_router.router.errors import QueueFull, QueueTimeout
@@ -64,6 +65,9 @@ class AdmissionQueue:
         self.metrics = metrics
         self.clock = clock
         self._cost = cost_model(config)
+        # One ordering for every queue: a fair share's counters are per tenant, not per queue.
+        self._ordering = make_ordering(config.ordering, self._cost, config.aging_bound_s)
+        self.fair_share = fair_share_of(self._ordering)
         self._queues: dict[frozenset[str], RequestQueue[Job]] = {}
         # Waiting jobs per priority in arrival order: the shedding order.
         self._by_priority: list[dict[str, Job]] = [{} for _ in range(PRIORITY_LEVELS)]
@@ -79,9 +83,7 @@ class AdmissionQueue:
         self._make_room(job)
         queue = self._queues.get(job.candidates)
         if queue is None:
-            queue = self._queues[job.candidates] = RequestQueue(
-                make_ordering(self.config.ordering, self._cost, self.config.aging_bound_s)
-            )
+            queue = self._queues[job.candidates] = RequestQueue(self._ordering)
         job.placed = asyncio.get_running_loop().create_future()
         queue.push(job, self.clock())
         self._by_priority[job.priority][job.request_id] = job
@@ -113,7 +115,8 @@ class AdmissionQueue:
                 backend = place(job)
                 if backend is None:
                     break
-                queue.pop(now)
+                # By id, not pop(): placing charges a fair share, which may reorder the queue.
+                queue.remove(job.request_id)
                 del self._by_priority[job.priority][job.request_id]
                 self._gauge(job.priority)
                 assert job.placed is not None

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from triage_router.router.config import ApiKeyConfig
 from triage_router.router.errors import Unauthorized
+
+# A tenant header's value is a label in tables and metrics: bounded.
+MAX_TENANT_CHARS = 128
 
 
 class ApiKeys:
@@ -27,3 +32,13 @@ class ApiKeys:
         if entry is None:
             raise Unauthorized("incorrect API key provided")
         return entry
+
+
+def tenant_of(api_key: ApiKeyConfig | None, headers: dict[str, str], tenant_header: str) -> str:
+    """Who a request belongs to, for fair share, rules and length prediction: the API key's name;
+    an unnamed key's fingerprint; with no key, the tenant header; else "" (anonymous). Never the
+    raw key, which would then sit in memory tables and debug output, and never a header a keyed
+    client could set to pass for another tenant."""
+    if api_key is not None:
+        return api_key.name or "key-" + hashlib.blake2b(api_key.key.encode(), digest_size=6).hexdigest()
+    return headers.get(tenant_header, "")[:MAX_TENANT_CHARS] if tenant_header else ""

@@ -150,6 +150,9 @@ class AdmissionConfig(_Section):
         default_factory=lambda: [0.0, 0.0, 0.0, 0.125, 0.25]
     )
     retry_after_s: PositiveInt = 1
+    # Whose request it is, for ordering = "vtc", rules' `tenants` and length prediction, when the
+    # request carries no API key (a key's name always wins, so a keyed client cannot pose as another).
+    tenant_header: str = "x-tenant-id"
     # Cost model for predicted remaining seconds (triage_router.policies.cost_model; paper's A100/7B fit).
     decode_c1: float = 1.34911080e-08
     decode_c2: float = 1.330198e-02

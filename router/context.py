@@ -66,6 +66,8 @@ class RequestContext:
     request: ChatCompletionRequest | CompletionRequest
     api_key: ApiKeyConfig | None
     arrived_at: float
+    # Who the request belongs to (router/auth.py, tenant_of): never the raw key.
+    tenant: str = ""
     priority: PriorityDecision | None = field(default=None)
     # Completion tokens expected, set before dispatch; the predictor learns from the answer.
     predicted: LengthPrediction | None = field(default=None)

@@ -115,6 +115,11 @@ class Dispatcher:
             backend.concurrency.observe_reading(report.running, report.waiting)
         self.pump()
 
+    def on_output(self, tenant: str, predicted_output_tokens: int, completion_tokens: int) -> None:
+        """An answer reported its length: correct the fair-share charge made on the prediction."""
+        if self.queue.fair_share is not None:
+            self.queue.fair_share.charge(tenant, output_tokens=completion_tokens - predicted_output_tokens)
+
     def on_refusal(self, backend: Backend) -> None:
         """The backend answered 429 to one of ours: it runs no more than it already had."""
         backend.concurrency.observe_refusal(backend.in_flight - 1)
@@ -172,6 +177,9 @@ class Dispatcher:
         backend = self.backends[placement.backend]
         backend.in_flight += 1
         backend.in_flight_tokens += job.tokens
+        if self.queue.fair_share is not None:
+            # Charged on the prediction now, corrected when the answer reports its real length.
+            self.queue.fair_share.charge(job.tenant, job.prompt_tokens, job.predicted_output_tokens)
         backend.prefix_index.insert(blocks)
         # A root gets a home once a request shows that its prompts share more than the root
         # block (a useful match), so that prompts alike only in their first block (a short

@@ -141,7 +141,7 @@ def features_of(ctx: RequestContext, prompt_tokens: int) -> LengthFeatures:
         kind=request_kind(ctx),
         priority=ctx.priority.priority,
         source=ctx.priority.source,
-        tenant=(ctx.api_key.name or ctx.api_key.key) if ctx.api_key is not None else "",
+        tenant=ctx.tenant,
         prompt_tokens=prompt_tokens,
         max_tokens=ctx.request.output_limit,
         cue=verbosity_cue(latest_user_text(ctx.request, CUE_CHARS)),

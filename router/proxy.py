@@ -20,7 +20,7 @@ import aiohttp
 
 from triage_router.router.admission import Job
 from triage_router.router.api_types import Endpoint, decode_request, with_fields
-from triage_router.router.auth import ApiKeys
+from triage_router.router.auth import ApiKeys, tenant_of
 from triage_router.router.backends import Backend, BackendPool
 from triage_router.router.config import Config
 from triage_router.router.context import PriorityDecision, RequestContext
@@ -147,6 +147,7 @@ class ProxyEndpoint:
         self.routing = config.routing
         self.max_body = config.server.max_body_bytes
         self.max_attempts = config.upstream.max_attempts
+        self.tenant_header = config.admission.tenant_header
         self.failure_threshold = config.upstream.failure_threshold
         self.stream_usage = config.length.stream_usage
 
@@ -161,7 +162,8 @@ class ProxyEndpoint:
             api_key = self.api_keys.authenticate(headers)
             body = await read_body(receive, self.max_body)
             request = decode_request(self.endpoint, body)
-            ctx = RequestContext(request_id, self.endpoint, headers, body, request, api_key, arrived)
+            ctx = RequestContext(request_id, self.endpoint, headers, body, request, api_key, arrived,
+                                 tenant_of(api_key, headers, self.tenant_header))
             ctx.priority = await self.resolver.resolve(ctx)
         except ClientGone:
             return
@@ -203,7 +205,7 @@ class ProxyEndpoint:
             frozenset(backend.name for backend in candidates),
             session=session,
             app=session or "",
-            tenant=(ctx.api_key.name or ctx.api_key.key) if ctx.api_key is not None else "",
+            tenant=ctx.tenant,
             model=ctx.model,
         )
 
@@ -409,6 +411,7 @@ class ProxyEndpoint:
             return None
         tokens = self.predictor.observe_usage(ctx.predicted, payload)
         if tokens is not None:
+            self.dispatcher.on_output(ctx.tenant, ctx.predicted.median, tokens)
             self.metrics.child(self.metrics.output_length_error, str(ctx.predicted.features.priority)).observe(
                 tokens - ctx.predicted.median
             )

@@ -116,7 +116,7 @@ class RuleSet:
         return not any(self._search(rule, m, texts) for m in rule.exclude)
 
     def evaluate(self, ctx: RequestContext) -> PriorityDecision | PriorityShift | None:
-        tenant = (ctx.api_key.name or ctx.api_key.key) if ctx.api_key is not None else ""
+        tenant = ctx.tenant
         shifts: list[Shift] = []
         shifted_by: list[str] = []
         seen: dict[tuple[tuple[str, ...], bool], list[tuple[str, str]]] = {}

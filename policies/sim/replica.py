@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from triage_router.policies.admission import Admission, AdmitAll
 from triage_router.policies.catalog import AnyOrdering
 from triage_router.policies.cost_model import CostModel
-from triage_router.policies.fair_share import VirtualTokenCounter
+from triage_router.policies.fair_share import fair_share_of
 from triage_router.policies.ordering import Key
 from triage_router.policies.preemption import PreemptionMode, choose_mode, plan_evictions
 from triage_router.policies.queue import RequestQueue
@@ -115,9 +115,7 @@ class Replica:
         self.paused: dict[str, SimSequence] = {}  # queued requests still holding KV blocks
         self.prefixes: OrderedDict[str, None] = OrderedDict()
         self.stats = ReplicaStats()
-        inner = getattr(ordering, "inner", None)
-        fair = ordering if isinstance(ordering, VirtualTokenCounter) else inner
-        self._fair = fair if isinstance(fair, VirtualTokenCounter) else None
+        self._fair = fair_share_of(ordering)
         # VTC orders admissions. Its counters move with every token served, so re-ranking the
         # running batch by them each iteration displaces requests back and forth (measured:
         # 3x lower throughput). Fair share decides who is admitted, never who is displaced.

@@ -322,3 +322,29 @@ async def test_a_429_teaches_the_concurrency_of_a_backend_without_metrics() -> N
     assert not waiting.done()
     dispatcher.release(backend, held[0])
     assert (await waiting).name == "a"
+
+
+@pytest.mark.anyio
+async def test_vtc_serves_a_light_tenant_before_the_rest_of_a_heavy_tenants_burst_because_it_charges() -> None:
+    dispatcher, pool, _ = _setup('[admission]\nordering = "vtc"\n',
+                                 backends='[[backends]]\nname = "a"\nurl = "http://a"\nmax_load = 1\n')
+    backend = _by_name(pool)["a"]
+    running = _job(dispatcher, names=("a",))
+    running.tenant = "alpha"
+    await dispatcher.acquire(running)
+    jobs = [_job(dispatcher, names=("a",)) for _ in range(4)]
+    for job in jobs[:3]:
+        job.tenant = "alpha"
+    jobs[3].tenant = "beta"
+    waiters = [asyncio.ensure_future(dispatcher.acquire(job)) for job in jobs]
+    await asyncio.sleep(0)
+    assert len(dispatcher.queue) == 4
+    # Beta was lifted to alpha's counter when it queued (VTC's lift), so alpha, first by name,
+    # goes next; but alpha is charged for it, so beta comes before the rest of alpha's burst.
+    # Uncharged, every counter stays 0 and alpha's whole burst would go first.
+    dispatcher.release(backend, running)
+    assert [job.placed is not None and job.placed.done() for job in jobs] == [True, False, False, False]
+    dispatcher.release(backend, jobs[0])
+    assert [job.placed is not None and job.placed.done() for job in jobs] == [True, False, False, True]
+    for waiter in waiters:
+        waiter.cancel()

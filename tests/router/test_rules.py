@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from triage_router.router.api_types import ChatCompletionRequest, ChatMessage, CompletionRequest
+from triage_router.router.auth import tenant_of
 from triage_router.router.config import ApiKeyConfig, ConfigError, RuleConfig, TaggingConfig, load_config, parse_config
 from triage_router.router.context import PriorityDecision, PriorityShift, RequestContext, Shift
 from triage_router.router.metrics import RouterMetrics
@@ -21,7 +22,8 @@ def _chat(*turns: tuple[str, str], model: str = "smol", stream: bool = False) ->
 def _ctx(request: ChatCompletionRequest | CompletionRequest, headers: dict[str, str] | None = None,
          key: ApiKeyConfig | None = None) -> RequestContext:
     endpoint = "chat" if isinstance(request, ChatCompletionRequest) else "completions"
-    return RequestContext("r1", endpoint, headers or {}, b"{}", request, key, 0.0)
+    headers = headers or {}
+    return RequestContext("r1", endpoint, headers, b"{}", request, key, 0.0, tenant_of(key, headers, "x-tenant-id"))
 
 
 def _rules(*rules: RuleConfig, metrics: RouterMetrics | None = None, **tagging: float) -> RuleSet:
