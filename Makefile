@@ -63,7 +63,10 @@ test-latest:
 	rm -rf $(LATEST_VENV) && python3 -m venv $(LATEST_VENV)
 	$(LATEST_VENV)/bin/python -m pip install -q --upgrade pip setuptools
 	$(call install_torch,$(LATEST_VENV)/bin/python)
-	$(LATEST_VENV)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[engine,dev,sim]'
+	# Pinned, or the eager upgrade takes the newest torch that pyproject.toml allows (a CUDA build).
+	echo '$(TORCH)' > $(LATEST_VENV)/torch.txt
+	$(LATEST_VENV)/bin/python -m pip install -q --upgrade --upgrade-strategy eager \
+		--constraint $(LATEST_VENV)/torch.txt -e '.[engine,dev,sim]'
 	$(LATEST_VENV)/bin/python -m pip install -q --no-deps $(MODELS)
 	$(LATEST_VENV)/bin/python -m pip list --format=freeze > $(LATEST_VENV)/versions.txt
 	$(LATEST_VENV)/bin/python -m pytest -q
