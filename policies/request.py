@@ -26,6 +26,10 @@ class Priority(IntEnum):
     BACKGROUND = 4
 
 
+# How many levels the scale has: 0 (CRITICAL) .. 4 (BACKGROUND).
+PRIORITY_LEVELS = len(Priority)
+
+
 class RequestState(Protocol):
     """What an ordering may read about a request. Token counts are in tokens, times in seconds.
 

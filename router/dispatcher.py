@@ -92,6 +92,8 @@ class Dispatcher:
     def release(self, backend: Backend, job: Job) -> None:
         backend.in_flight -= 1
         backend.in_flight_tokens -= job.tokens
+        backend.in_flight_by_priority[job.priority] -= 1
+        backend.releases += 1
         self._decisions.pop(job.request_id, None)
         self.pump()
 
@@ -110,6 +112,9 @@ class Dispatcher:
             report = backend.load_report
             if report is None:
                 continue
+            if report.read_at != backend.reading_seen_at:
+                backend.reading_seen_at = report.read_at
+                backend.releases_at_reading = backend.releases
             if report.kv_capacity_tokens:
                 backend.reported_capacity(report.kv_capacity_tokens)
             backend.concurrency.observe_reading(report.running, report.waiting)
@@ -133,10 +138,12 @@ class Dispatcher:
         return self.routing.metrics_interval_s
 
     @staticmethod
-    def _load(backend: Backend, report: LoadReport | None) -> BackendLoad:
+    def _load(backend: Backend, report: LoadReport | None, priority: int) -> BackendLoad:
+        ahead = backend.in_flight_at_least_as_urgent_as(priority) if backend.orders_by_priority else None
         if report is None:
-            return BackendLoad(backend.in_flight, backend.in_flight_tokens)
-        return BackendLoad(backend.in_flight, backend.in_flight_tokens, report.running, report.waiting, report.kv_usage)
+            return BackendLoad(backend.in_flight, backend.in_flight_tokens, in_flight_ahead=ahead)
+        return BackendLoad(backend.in_flight, backend.in_flight_tokens, report.running, report.waiting,
+                           report.kv_usage, backend.releases - backend.releases_at_reading, ahead)
 
     def _try_place(self, job: Job) -> str | None:
         """Choose a backend with room and take a slot on it; None if every candidate is full."""
@@ -148,7 +155,7 @@ class Dispatcher:
         matched_blocks: dict[str, int] = {}
         for name in sorted(job.candidates - job.exclude):
             backend = self.backends[name]
-            load = self._load(backend, backend.fresh_report(now, self.routing.metrics_stale_s))
+            load = self._load(backend, backend.fresh_report(now, self.routing.metrics_stale_s), job.priority)
             if backend.healthy:
                 reason = saturation(backend.limits, load, backend.concurrency.limit, self.headroom[job.priority],
                                     job.tokens)
@@ -177,6 +184,7 @@ class Dispatcher:
         backend = self.backends[placement.backend]
         backend.in_flight += 1
         backend.in_flight_tokens += job.tokens
+        backend.in_flight_by_priority[job.priority] += 1
         if self.queue.fair_share is not None:
             # Charged on the prediction now, corrected when the answer reports its real length.
             self.queue.fair_share.charge(job.tenant, job.prompt_tokens, job.predicted_output_tokens)

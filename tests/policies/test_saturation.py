@@ -64,3 +64,21 @@ def test_an_idle_backend_takes_one_request_however_many_tokens() -> None:
     limits = SaturationLimits(max_in_flight_tokens=1000)
     assert saturation(limits, BackendLoad(0, 0), None, 0.0, 5000) is None
     assert saturation(limits, BackendLoad(1, 800), None, 0.0, 300) == "800 tokens in flight"
+
+
+def test_requests_of_ours_that_ended_since_the_reading_no_longer_count() -> None:
+    # The reading saw our one request running; it has ended since.
+    stale = BackendLoad(in_flight=0, in_flight_tokens=0, running=1, waiting=0, released_since_reading=1)
+    assert stale.load == 0
+    assert saturation(NO_LIMITS, stale, 1, 0.0, 10) is None
+
+
+def test_on_a_priority_backend_an_urgent_request_counts_only_the_load_ahead_of_it() -> None:
+    # 24 bulk requests of ours there (sent before the limit was learned), none as urgent as this.
+    bulk = BackendLoad(in_flight=24, in_flight_tokens=0, running=16, waiting=8, in_flight_ahead=0)
+    assert bulk.load == 24 and bulk.load_ahead == 0
+    assert saturation(NO_LIMITS, bulk, 16, 0.0, 10) is None
+    # Other clients' load has unknown priorities: it counts as ahead.
+    shared = BackendLoad(in_flight=4, in_flight_tokens=0, running=16, waiting=4, in_flight_ahead=0)
+    assert shared.load_ahead == 16
+    assert saturation(NO_LIMITS, shared, 16, 0.0, 10) is not None

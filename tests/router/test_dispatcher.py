@@ -348,3 +348,42 @@ async def test_vtc_serves_a_light_tenant_before_the_rest_of_a_heavy_tenants_burs
     assert [job.placed is not None and job.placed.done() for job in jobs] == [True, False, False, True]
     for waiter in waiters:
         waiter.cancel()
+
+
+@pytest.mark.anyio
+async def test_on_a_priority_backend_bulk_work_already_there_does_not_hold_an_urgent_request() -> None:
+    dispatcher, pool, clock = _setup(backends='[[backends]]\nname = "a"\nurl = "http://a"\nscheduling = "priority"\n')
+    backend = _by_name(pool)["a"]
+    for _ in range(6):
+        await dispatcher.acquire(_job(dispatcher, priority=4, names=("a",)))
+    backend.load_report = LoadReport(running=4, waiting=2, read_at=clock.now)
+    dispatcher.on_load_update()
+    assert backend.concurrency.limit == 4
+    # More bulk waits in the router...
+    bulk = asyncio.ensure_future(dispatcher.acquire(_job(dispatcher, priority=4, names=("a",))))
+    await asyncio.sleep(0)
+    assert not bulk.done()
+    # ...but an urgent request goes straight on: vLLM's queue puts it before the six.
+    assert (await dispatcher.acquire(_job(dispatcher, priority=0, names=("a",)))).name == "a"
+    bulk.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_request_that_ended_after_the_reading_frees_its_slot_at_once() -> None:
+    dispatcher, pool, clock = _setup(backends='[[backends]]\nname = "a"\nurl = "http://a"\n')
+    backend = _by_name(pool)["a"]
+    first, second = _job(dispatcher, names=("a",)), _job(dispatcher, names=("a",))
+    await dispatcher.acquire(first)
+    await dispatcher.acquire(second)
+    # The backend runs one at a time: ours, with our other one waiting.
+    backend.load_report = LoadReport(running=1, waiting=1, read_at=clock.now)
+    dispatcher.on_load_update()
+    assert backend.concurrency.limit == 1
+    third = asyncio.ensure_future(dispatcher.acquire(_job(dispatcher, names=("a",))))
+    await asyncio.sleep(0)
+    dispatcher.release(backend, first)
+    await asyncio.sleep(0)
+    assert not third.done()  # the second now runs
+    # No new reading yet, and it still says two there: both ours, both ended.
+    dispatcher.release(backend, second)
+    assert (await third).name == "a"
