@@ -152,7 +152,8 @@ def wait_ready(proc: Proc, path: str, timeout: float) -> None:
 
 
 def start_vllm(name: str, model_dir: Path, port: int, cpu: str, logs: Path, *, blocks: int | None = 48,
-               max_num_seqs: int | None = None, max_model_len: int = 4096, extra_args: list[str] | None = None) -> Proc:
+               max_num_seqs: int | None = None, max_model_len: int = 4096, extra_args: list[str] | None = None,
+               dtype: str = "bfloat16") -> Proc:
     env = dict(os.environ)
     env.update(
         VLLM_CPU_OMP_THREADS_BIND=cpu,
@@ -167,7 +168,7 @@ def start_vllm(name: str, model_dir: Path, port: int, cpu: str, logs: Path, *, b
     )
     argv = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
             "--served-model-name", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port),
-            "--enable-prefix-caching", "--scheduling-policy", "priority", "--dtype", "bfloat16",
+            "--enable-prefix-caching", "--scheduling-policy", "priority", "--dtype", dtype,
             "--max-model-len", str(max_model_len), "--disable-uvicorn-access-log"]
     if blocks is not None:
         argv += ["--num-gpu-blocks-override", str(blocks)]
