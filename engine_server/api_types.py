@@ -29,6 +29,8 @@ class _Sampling(Struct, kw_only=True):
     # router's output-length prediction.
     priority: int | None = None
     predicted_output_tokens: int | None = None
+    # Who the request belongs to, for `--ordering vtc` (the router sends its tenant).
+    tenant: str | None = None
 
 
 class ChatCompletionRequest(_Sampling, kw_only=True):

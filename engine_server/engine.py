@@ -166,7 +166,7 @@ class LLMEngine:
 
     def add_request(
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams, *, priority: int = 2,
-        arrival_time: float | None = None, predicted_output_len: int | None = None,
+        arrival_time: float | None = None, predicted_output_len: int | None = None, tenant: str = "",
     ) -> Sequence:
         if request_id in self.seqs:
             raise RequestRejected(f"duplicate request id {request_id!r}")
@@ -176,6 +176,7 @@ class LLMEngine:
         seq = Sequence(
             request_id, prompt_token_ids, params, priority=priority,
             arrival_time=now if arrival_time is None else arrival_time, predicted_output_len=predicted_output_len,
+            tenant=tenant,
         )
         seq.arrival_step = self.num_steps
         self.seqs[request_id] = seq

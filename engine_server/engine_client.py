@@ -110,14 +110,14 @@ class EngineClient:
 
     async def generate(
         self, request_id: str, prompt_token_ids: list[int], params: SamplingParams, *, priority: int = 2,
-        predicted_output_len: int | None = None,
+        predicted_output_len: int | None = None, tenant: str = "",
     ) -> AsyncIterator[RequestOutput]:
         """Stream the request's outputs. Leaving the iterator early aborts the request."""
         if not self.alive:
             raise EngineUnavailable("the engine is not running")
         stream: asyncio.Queue[Any] = asyncio.Queue()
         self._streams[request_id] = stream
-        self._outbox.put(("add", request_id, prompt_token_ids, params, priority, predicted_output_len))
+        self._outbox.put(("add", request_id, prompt_token_ids, params, priority, predicted_output_len, tenant))
         finished = False
         try:
             while True:

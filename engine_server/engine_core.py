@@ -6,7 +6,7 @@ with the step loop for the GIL. Each of the ~1,000 small tensor ops of a step re
 retakes the GIL, so sharing it with a busy event loop stretched a batch-32 decode step from
 about 50 ms to 85 ms. The same loop also runs in a thread for tests and embedding.
 
-Messages in: ("add", request_id, prompt_token_ids, params, priority, predicted_output_len),
+Messages in: ("add", request_id, prompt_token_ids, params, priority, predicted_output_len, tenant),
 ("abort", request_id), ("stop",). Messages out: ("ready", limits, stats) or
 ("failed", reason) once at start-up, then ("step", outputs, failures, stats) after every step
 and after every batch of messages that changed something, where failures are
@@ -71,9 +71,10 @@ class EngineCore:
 
     def _apply(self, msg: tuple[Any, ...], outputs: list[RequestOutput], failures: list[Failure]) -> None:
         if msg[0] == "add":
-            _, request_id, ids, params, priority, predicted = msg
+            _, request_id, ids, params, priority, predicted, tenant = msg
             try:
-                self.engine.add_request(request_id, ids, params, priority=priority, predicted_output_len=predicted)
+                self.engine.add_request(request_id, ids, params, priority=priority, predicted_output_len=predicted,
+                                        tenant=tenant)
             except RequestRejected as e:
                 failures.append((request_id, "rejected", str(e)))
         elif msg[0] == "abort":

@@ -23,6 +23,7 @@ from triage_router.policies.admission import Admission, AdmitAll
 from triage_router.policies.cost_model import CostModel
 from triage_router.policies.ordering import Ordering
 from triage_router.policies.preemption import PreemptionMode, choose_mode, choose_victim, plan_evictions, victim_rank
+from triage_router.policies.fair_share import fair_share_of
 from triage_router.policies.queue import RequestQueue
 
 from triage_router.engine_server.kv_cache import KVCacheManager
@@ -61,6 +62,8 @@ class Scheduler:
         self.rank_ordering: Ordering = getattr(ordering, "inner", ordering)
         self.cost = cost
         self.waiting: RequestQueue[Sequence] = RequestQueue(ordering)  # WAITING and SWAPPED
+        # A fair share (vtc) is charged for every token scheduled, as the simulator charges it.
+        self.fair_share = fair_share_of(ordering)
         self.running: list[Sequence] = []
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
@@ -115,6 +118,13 @@ class Scheduler:
         for s in out.scheduled:
             if s.seq.first_scheduled_time is None:
                 s.seq.first_scheduled_time = now
+        if self.fair_share is not None:
+            for s in out.scheduled:
+                # One token past a computed prompt is a decode; anything else (a prompt, or a
+                # recompute after preemption) is prefill, charged at the prompt weight.
+                decode = s.num_tokens == 1 and s.seq.num_computed_tokens >= s.seq.num_prompt_tokens
+                self.fair_share.charge(s.seq.tenant, prompt_tokens=0 if decode else s.num_tokens,
+                                       output_tokens=1 if decode else 0)
         return out
 
     def _preempt_for_urgent(self, now: float, out: SchedulerOutput) -> None:

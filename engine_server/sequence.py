@@ -58,8 +58,10 @@ class Sequence:
         priority: int = 2,
         arrival_time: float = 0.0,
         predicted_output_len: int | None = None,
+        tenant: str = "",
     ) -> None:
         self.request_id = request_id
+        self.tenant = tenant  # fair share (vtc) charges it
         self.token_ids = list(prompt_token_ids)
         self.num_prompt_tokens = len(prompt_token_ids)
         self.params = params
@@ -133,4 +135,3 @@ class Sequence:
         return self.num_computed_tokens if self.status == SequenceStatus.SWAPPED else 0
 
     app: str = ""
-    tenant: str = ""

@@ -67,6 +67,7 @@ class _Generation(msgspec.Struct):
     params: SamplingParams
     priority: int
     predicted: int | None
+    tenant: str
     stream: bool
     include_usage: bool
     n: int = 1  # choices; each is its own sequence (they share the prompt's cached blocks)
@@ -149,7 +150,7 @@ class EngineServer:
         params = self._sampling(body, prompt_ids, max_tokens, top)
         return _Generation(
             request_id=f"{prefix}-{uuid.uuid4().hex}", prompt_ids=prompt_ids, params=params, priority=priority,
-            predicted=body.predicted_output_tokens, stream=body.stream,
+            predicted=body.predicted_output_tokens, tenant=body.tenant or "", stream=body.stream,
             include_usage=bool(body.stream_options and body.stream_options.include_usage), n=body.n,
         )
 
@@ -205,7 +206,8 @@ class EngineServer:
         sequences; with a seed, choice i samples with seed + i so that the choices differ."""
         if gen.n == 1:
             async for out in self.engine.generate(
-                gen.request_id, gen.prompt_ids, gen.params, priority=gen.priority, predicted_output_len=gen.predicted
+                gen.request_id, gen.prompt_ids, gen.params, priority=gen.priority, predicted_output_len=gen.predicted,
+                tenant=gen.tenant,
             ):
                 yield 0, out
             return
@@ -218,7 +220,7 @@ class EngineServer:
             try:
                 async for out in self.engine.generate(
                     f"{gen.request_id}-{index}", gen.prompt_ids, params, priority=gen.priority,
-                    predicted_output_len=gen.predicted,
+                    predicted_output_len=gen.predicted, tenant=gen.tenant,
                 ):
                     merged.put_nowait((index, out))
             except Exception as e:

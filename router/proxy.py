@@ -249,7 +249,7 @@ class ProxyEndpoint:
         in_flight.inc()
         try:
             headers = forwarded_headers(ctx.headers, backend, ctx.request_id)
-            fields = scheduling_fields(backend.config, job.priority, job.predicted_output_tokens)
+            fields = scheduling_fields(backend.config, job.priority, job.predicted_output_tokens, job.tenant)
             if self._adds_usage(ctx):
                 fields["stream_options"] = stream_options_with_usage(ctx.body)
             body = with_fields(ctx.body, fields)

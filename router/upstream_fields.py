@@ -7,6 +7,7 @@
   gets the level's value alone, since it reads the prediction itself.
 - `predicted_output_tokens`, for our engine on every request: without it the engine can only
   assume `max_tokens`, and its shortest-remaining-work ordering would be blind.
+- `tenant`, for our engine, when the request has one: its `--ordering vtc` charges it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from triage_router.policies.backend_priority import composite_priority
 from triage_router.router.config import BackendConfig
 
 
-def scheduling_fields(backend: BackendConfig, level: int, predicted_output_tokens: int) -> dict[str, Any]:
+def scheduling_fields(backend: BackendConfig, level: int, predicted_output_tokens: int, tenant: str) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     if backend.scheduling == "priority":
         value = backend.priority_map[level]
@@ -26,4 +27,6 @@ def scheduling_fields(backend: BackendConfig, level: int, predicted_output_token
         fields["priority"] = value
     if backend.kind == "engine":
         fields["predicted_output_tokens"] = predicted_output_tokens
+        if tenant:
+            fields["tenant"] = tenant
     return fields

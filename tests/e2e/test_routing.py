@@ -33,7 +33,7 @@ def test_priority_field_goes_only_to_priority_scheduling_backends(upstream: Fake
     assert fcfs.body == httpx.Request("POST", "/", json={**CHAT, "model": "big", "extra": [1]}).content
 
 
-def test_the_level_alone_goes_where_length_is_turned_off_and_our_engine_gets_the_prediction(
+def test_the_level_alone_goes_where_length_is_turned_off_and_our_engine_gets_prediction_and_tenant(
     upstream: FakeUpstream, second_upstream: FakeUpstream
 ) -> None:
     config = (
@@ -44,11 +44,14 @@ def test_the_level_alone_goes_where_length_is_turned_off_and_our_engine_gets_the
     )
     with running_proxy(config) as proxy:
         httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"x-priority": "3"})
-        reply = httpx.post(f"{proxy.url}/v1/chat/completions", json={**CHAT, "model": "big"}, headers={"x-priority": "3"})
+        reply = httpx.post(f"{proxy.url}/v1/chat/completions", json={**CHAT, "model": "big"},
+                           headers={"x-priority": "3", "x-tenant-id": "acme"})
     assert upstream.requests[-1].json()["priority"] == 5
     engine = second_upstream.requests[-1].json()
     assert engine["priority"] == 3
     assert engine["predicted_output_tokens"] == int(reply.headers["x-triage-predicted-tokens"]) > 0
+    assert engine["tenant"] == "acme"  # for the engine's own fair share
+    assert "tenant" not in upstream.requests[-1].json()
 
 
 def test_placement_is_explained_on_request(upstream: FakeUpstream, second_upstream: FakeUpstream) -> None:

@@ -176,3 +176,19 @@ def test_kv_headroom_admission_holds_back_what_the_batch_will_need(tiny_llama, o
     assert (newcomer.status == SequenceStatus.RUNNING) is admitted
     drain(engine)
     assert newcomer.is_finished
+
+
+def test_vtc_charges_every_scheduled_token_so_a_light_tenant_is_not_starved(tiny_llama):
+    engine = tiny_engine(tiny_llama, block_size=4, num_gpu_blocks=64, max_num_seqs=1, ordering="vtc")
+    heavy = [engine.add_request(f"h{i}", SHORT, greedy(4), tenant="heavy") for i in range(3)]
+    light = engine.add_request("light", SHORT, greedy(4), tenant="light")
+    order = []
+    while engine.has_work():
+        engine.step()
+        for seq in [*heavy, light]:
+            if seq.is_finished and seq.request_id not in order:
+                order.append(seq.request_id)
+    # Uncharged, both counters stay 0 and "heavy" (first by name) would run all three first.
+    assert order.index("light") < 2
+    fair = engine.scheduler.fair_share
+    assert fair is not None and fair.counter("heavy") > fair.counter("light") > 0
