@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from triage_router.policies.catalog import make_admission, make_ordering
 from triage_router.policies.cost_model import CostModel
+from triage_router.policies.request import DEFAULT_PRIORITY
 
 from triage_router.engine_server import cpu_ops
 from triage_router.engine_server.attention import make_attention_backend
@@ -165,7 +166,7 @@ class LLMEngine:
     # --- requests -----------------------------------------------------------------------
 
     def add_request(
-        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams, *, priority: int = 2,
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams, *, priority: int = DEFAULT_PRIORITY,
         arrival_time: float | None = None, predicted_output_len: int | None = None, tenant: str = "",
     ) -> Sequence:
         if request_id in self.seqs:

@@ -19,6 +19,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from triage_router.policies.request import DEFAULT_PRIORITY
+
 from triage_router.engine_server.checkpoint import load_tokenizer, resolve_model_dir
 from triage_router.engine_server.config import EngineConfig
 from triage_router.engine_server.engine import EngineLimits, LLMEngine, RequestOutput, RequestRejected
@@ -109,7 +111,7 @@ class EngineClient:
         self._conn.close()
 
     async def generate(
-        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams, *, priority: int = 2,
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams, *, priority: int = DEFAULT_PRIORITY,
         predicted_output_len: int | None = None, tenant: str = "",
     ) -> AsyncIterator[RequestOutput]:
         """Stream the request's outputs. Leaving the iterator early aborts the request."""

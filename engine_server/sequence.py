@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from triage_router.policies.request import DEFAULT_PRIORITY
+
 from triage_router.engine_server.block_pool import Block
 
 
@@ -55,7 +57,7 @@ class Sequence:
         prompt_token_ids: list[int],
         params: SamplingParams,
         *,
-        priority: int = 2,
+        priority: int = DEFAULT_PRIORITY,
         arrival_time: float = 0.0,
         predicted_output_len: int | None = None,
         tenant: str = "",

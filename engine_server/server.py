@@ -14,6 +14,8 @@ from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException
 from litestar.response import Stream
 
+from triage_router.policies.request import DEFAULT_PRIORITY, LEAST_URGENT, MOST_URGENT
+
 from triage_router.engine_server.api_types import (
     ChatChoice,
     ChatChunkChoice,
@@ -56,7 +58,6 @@ from triage_router.engine_server.sequence import SamplingParams, TokenLogprob
 
 MAX_TOP_LOGPROBS = 20
 MAX_N = 16
-DEFAULT_PRIORITY = 2
 
 
 class _Generation(msgspec.Struct):
@@ -109,8 +110,8 @@ class EngineServer:
                 value = int(header)
             except ValueError:
                 raise BadRequest("the x-priority header must be an integer 0..4", param="x-priority") from None
-        if not 0 <= value <= 4:
-            raise BadRequest("priority must be between 0 (most urgent) and 4", param="priority")
+        if not MOST_URGENT <= value <= LEAST_URGENT:
+            raise BadRequest(f"priority must be between {MOST_URGENT} (most urgent) and {LEAST_URGENT}", param="priority")
         return value
 
     def _sampling(self, body: Any, prompt_ids: list[int], max_tokens: int | None, top_logprobs: int | None) -> SamplingParams:

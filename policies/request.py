@@ -26,8 +26,11 @@ class Priority(IntEnum):
     BACKGROUND = 4
 
 
-# How many levels the scale has: 0 (CRITICAL) .. 4 (BACKGROUND).
+# The scale, defined here once for the router, the engine and the simulator.
+MOST_URGENT = int(min(Priority))
+LEAST_URGENT = int(max(Priority))
 PRIORITY_LEVELS = len(Priority)
+DEFAULT_PRIORITY = int(Priority.NORMAL)
 
 
 class RequestState(Protocol):

@@ -19,12 +19,11 @@ from triage_router.policies.catalog import make_ordering
 from triage_router.policies.cost_model import CostModel
 from triage_router.policies.fair_share import fair_share_of
 from triage_router.policies.queue import RequestQueue
+from triage_router.policies.request import PRIORITY_LEVELS
 from triage_router.router.config import AdmissionConfig
 from triage_router.router.errors import QueueFull, QueueTimeout
 from triage_router.router.fingerprint import PrefixFingerprint
 from triage_router.router.metrics import RouterMetrics
-
-PRIORITY_LEVELS = 5
 
 
 @dataclass(eq=False, slots=True)

@@ -15,8 +15,13 @@ import msgspec
 import regex
 
 from triage_router.policies.catalog import policy_names
+from triage_router.policies.request import DEFAULT_PRIORITY, LEAST_URGENT, MOST_URGENT, PRIORITY_LEVELS
 
-PriorityLevel = Annotated[int, msgspec.Meta(ge=0, le=4)]
+PriorityLevel = Annotated[int, msgspec.Meta(ge=MOST_URGENT, le=LEAST_URGENT)]
+# One value per level, most urgent first.
+PerLevel = msgspec.Meta(min_length=PRIORITY_LEVELS, max_length=PRIORITY_LEVELS)
+# How many levels a rule may move a request.
+LevelShift = Annotated[int, msgspec.Meta(ge=0, le=LEAST_URGENT - MOST_URGENT)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 
@@ -52,7 +57,7 @@ class BackendConfig(_Section):
     # "priority": a vLLM started with --scheduling-policy priority (it accepts `priority`).
     scheduling: Literal["fcfs", "priority"] = "fcfs"
     # The `priority` value sent for Triage's levels 0..4 (lower = earlier, as in vLLM).
-    priority_map: Annotated[list[int], msgspec.Meta(min_length=5, max_length=5)] = msgspec.field(
+    priority_map: Annotated[list[int], PerLevel] = msgspec.field(
         default_factory=lambda: [0, 1, 2, 3, 4]
     )
     # scheduling = "priority", kind other than "engine": send priority_map[level] x 1,000,000 plus
@@ -136,17 +141,17 @@ class AdmissionConfig(_Section):
     aging_bound_s: PositiveFloat = 60.0
     # Queue limits: all priorities together, then per priority 0..4.
     max_queued: Annotated[int, msgspec.Meta(ge=0)] = 1024
-    max_queued_per_priority: Annotated[list[int], msgspec.Meta(min_length=5, max_length=5)] = msgspec.field(
-        default_factory=lambda: [1024] * 5
+    max_queued_per_priority: Annotated[list[int], PerLevel] = msgspec.field(
+        default_factory=lambda: [1024] * PRIORITY_LEVELS
     )
-    timeout_s: Annotated[list[float], msgspec.Meta(min_length=5, max_length=5)] = msgspec.field(
+    timeout_s: Annotated[list[float], PerLevel] = msgspec.field(
         default_factory=lambda: [30.0, 60.0, 120.0, 300.0, 600.0]
     )
     # Fraction of each backend's load limit (max_load, else its learned concurrency) that a
     # priority may not use, kept free for more urgent work. By default the background levels 3
     # and 4 leave an eighth and a quarter free, so that an urgent request finds a slot at once
     # instead of waiting for a bulk stream to end; the default level 2 and above use it all.
-    headroom: Annotated[list[float], msgspec.Meta(min_length=5, max_length=5)] = msgspec.field(
+    headroom: Annotated[list[float], PerLevel] = msgspec.field(
         default_factory=lambda: [0.0, 0.0, 0.0, 0.125, 0.25]
     )
     retry_after_s: PositiveInt = 1
@@ -162,7 +167,7 @@ class AdmissionConfig(_Section):
 
 
 class PriorityConfig(_Section):
-    default: PriorityLevel = 2
+    default: PriorityLevel = DEFAULT_PRIORITY
     header: str = "x-priority"
 
 
@@ -176,8 +181,8 @@ class RuleConfig(_Section):
     name: str
     priority: PriorityLevel | None = None
     # Levels toward 0 (more urgent) or toward 4; applied to whatever sets the level.
-    raise_: Annotated[int, msgspec.Meta(ge=0, le=4)] = msgspec.field(default=0, name="raise")
-    lower: Annotated[int, msgspec.Meta(ge=0, le=4)] = 0
+    raise_: LevelShift = msgspec.field(default=0, name="raise")
+    lower: LevelShift = 0
     # A shift does not go past this level (and leaves a level already past it alone).
     stop_at: PriorityLevel | None = None
     # Case-insensitive whole words or phrases, and regular expressions (the `regex` dialect,

@@ -21,13 +21,14 @@ from pathlib import Path
 
 import httpx
 
+from triage_router.policies.request import LEAST_URGENT, MOST_URGENT
 from triage_router.router.config import EmbeddingTaggerConfig
 from triage_router.router.model_tagger import NotReady, RejectedAnswer
 
 log = logging.getLogger("triage.tagging")
 
 Vector = list[float]
-LEVELS = range(5)
+LEVELS = range(MOST_URGENT, LEAST_URGENT + 1)
 
 
 def shipped_examples() -> str:

@@ -18,10 +18,11 @@ from typing import Any
 import httpx
 import regex
 
+from triage_router.policies.request import LEAST_URGENT, MOST_URGENT
 from triage_router.router.config import LlmTaggerConfig
 from triage_router.router.model_tagger import RejectedAnswer
 
-LABELS = ("0", "1", "2", "3", "4")
+LABELS = tuple(str(level) for level in range(MOST_URGENT, LEAST_URGENT + 1))
 
 SYSTEM_PROMPT = """You rate how urgently a request sent to an AI assistant must be served.
 Levels:

@@ -21,6 +21,7 @@ import logging
 import time
 from typing import Protocol
 
+from triage_router.policies.request import LEAST_URGENT, MOST_URGENT
 from triage_router.router.config import ModelTaggerConfig
 from triage_router.router.context import PriorityDecision, RequestContext
 from triage_router.router.metrics import RouterMetrics
@@ -102,7 +103,7 @@ class ModelTagger:
             return self._fallback("error")
         finally:
             self.in_flight -= 1
-        if answer is not None and not (isinstance(answer, int) and 0 <= answer <= 4):
+        if answer is not None and not (isinstance(answer, int) and MOST_URGENT <= answer <= LEAST_URGENT):
             return self._fallback("rejected")
         self.cache.put(key, answer)
         return self._bounded(answer)

@@ -17,6 +17,7 @@ from typing import Protocol
 
 import httpx
 
+from triage_router.policies.request import LEAST_URGENT, MOST_URGENT
 from triage_router.router.config import Config, EmbeddingTaggerConfig, LlmTaggerConfig, ModelTaggerConfig
 from triage_router.router.context import PriorityDecision, PriorityShift, RequestContext
 from triage_router.router.embedding_tagger import EmbeddingClassifier, EmbeddingsClient
@@ -26,8 +27,6 @@ from triage_router.router.metrics import RouterMetrics
 from triage_router.router.model_tagger import Classifier, ModelTagger
 from triage_router.router.rules import RulePriority, RuleSet
 
-MOST_URGENT = 0
-LEAST_URGENT = 4
 
 
 class PriorityStep(Protocol):
