@@ -2,7 +2,7 @@
 
 aiohttp rather than httpx here: on this 2-core machine a litestar proxy relaying through
 httpx's pool topped out near 800 req/s at concurrency 32, and near 6,500 through aiohttp
-(shared/ARCHITECTURE.md, encode/httpx#3215). The control plane (probes, listings) keeps httpx.
+(a minimal litestar proxy in front of a static nginx; encode/httpx#3215). The control plane (probes, listings) keeps httpx.
 """
 
 from __future__ import annotations
