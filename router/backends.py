@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from triage_router.policies.request import PRIORITY_LEVELS
 from triage_router.policies.saturation import ConcurrencyEstimate, SaturationLimits
 from triage_router.router.config import BackendConfig
 from triage_router.router.fingerprint import CHARS_PER_TOKEN
+from triage_router.router.load_report import LoadReport
 from triage_router.router.prefix_index import PrefixIndex
 
 # Assumed KV capacity when neither the config nor the backend's /metrics gives one.
 DEFAULT_KV_CAPACITY_TOKENS = 65536
-
-if TYPE_CHECKING:
-    from triage_router.router.load import LoadReport
 
 
 class Backend:
     """One upstream and what this router process knows of it."""
 
     __slots__ = ("config", "name", "base_url", "limits", "concurrency", "in_flight", "in_flight_tokens",
-                 "in_flight_by_priority", "releases", "releases_at_reading", "reading_seen_at", "consecutive_failures", "healthy",
-                 "load_report", "kv_capacity_tokens", "prefix_index", "_block_chars", "_index_capacity_factor")
+                 "in_flight_by_priority", "releases", "releases_at_reading", "reading_seen_at",
+                 "consecutive_failures", "healthy", "load_report", "kv_capacity_tokens", "prefix_index",
+                 "_block_chars", "_index_capacity_factor")
 
     def __init__(self, config: BackendConfig, block_chars: int, index_capacity_factor: float = 2.0) -> None:
         self.config = config

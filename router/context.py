@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from triage_router.router.api_types import ChatCompletionRequest, CompletionRequest, Endpoint
 from triage_router.router.config import ApiKeyConfig
-
-if TYPE_CHECKING:
-    from triage_router.router.length import LengthPrediction
+from triage_router.router.length import LengthPrediction
 
 
 @dataclass(slots=True)

@@ -31,7 +31,7 @@ from triage_router.router.backends import Backend, BackendPool
 from triage_router.router.config import Config, RoutingConfig
 from triage_router.router.errors import NoHealthyBackend
 from triage_router.router.fingerprint import CHARS_PER_TOKEN
-from triage_router.router.load import LoadReport
+from triage_router.router.load_report import LoadReport
 from triage_router.router.metrics import RouterMetrics
 from triage_router.router.prefix_homes import PrefixHomes
 

@@ -29,14 +29,8 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from triage_router.router.api_types import ChatCompletionRequest
 from triage_router.router.config import LengthConfig
-from triage_router.router.request_text import latest_user_text
-
-if TYPE_CHECKING:
-    from triage_router.router.context import RequestContext
 
 log = logging.getLogger("triage.length")
 
@@ -116,36 +110,6 @@ class LengthFeatures:
             ("level-cue", self.model, self.kind, level, self.cue),
             ("source-cue-prompt", self.model, self.kind, self.source, self.cue, p),
         ]
-
-
-# The cue is read from this much of the latest user turn.
-CUE_CHARS = 2000
-
-
-def request_kind(ctx: RequestContext) -> str:
-    request = ctx.request
-    if not isinstance(request, ChatCompletionRequest):
-        return "completion"
-    if request.tools:
-        return "tools"
-    response_format = request.response_format
-    if isinstance(response_format, dict) and str(response_format.get("type", "")).startswith("json"):
-        return "json"
-    return "chat"
-
-
-def features_of(ctx: RequestContext, prompt_tokens: int) -> LengthFeatures:
-    assert ctx.priority is not None
-    return LengthFeatures(
-        model=ctx.model,
-        kind=request_kind(ctx),
-        priority=ctx.priority.priority,
-        source=ctx.priority.source,
-        tenant=ctx.tenant,
-        prompt_tokens=prompt_tokens,
-        max_tokens=ctx.request.output_limit,
-        cue=verbosity_cue(latest_user_text(ctx.request, CUE_CHARS)),
-    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,8 @@ from triage_router.router.errors import (
 )
 from triage_router.router.fingerprint import fingerprint
 from triage_router.router.first_token import carries_token
-from triage_router.router.length import LengthPredictor, features_of
+from triage_router.router.length import LengthPredictor
+from triage_router.router.length_features import features_of
 from triage_router.router.metrics import NO_BACKEND, RouterMetrics
 from triage_router.router.priority import PriorityResolver
 from triage_router.router.stream_usage import UsageFilter, asks_for_usage, stream_options_with_usage

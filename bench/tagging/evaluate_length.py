@@ -32,7 +32,8 @@ from triage_router.router.api_types import ChatCompletionRequest, ChatMessage  #
 from triage_router.router.config import LengthConfig  # noqa: E402
 from triage_router.router.context import PriorityDecision, RequestContext  # noqa: E402
 from triage_router.router.fingerprint import fingerprint  # noqa: E402
-from triage_router.router.length import LengthPredictor, features_of  # noqa: E402
+from triage_router.router.length import LengthPredictor  # noqa: E402
+from triage_router.router.length_features import features_of  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "priority_prompts.jsonl"
 PIPELINE = "rules+embedding"

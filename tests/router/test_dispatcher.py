@@ -12,7 +12,7 @@ from triage_router.router.config import Config, parse_config
 from triage_router.router.dispatcher import Dispatcher
 from triage_router.router.errors import NoHealthyBackend, QueueFull, QueueTimeout
 from triage_router.router.fingerprint import PrefixFingerprint
-from triage_router.router.load import LoadReport
+from triage_router.router.load_report import LoadReport
 from triage_router.router.metrics import RouterMetrics
 
 

@@ -8,7 +8,8 @@ import pytest
 from triage_router.router.api_types import ChatCompletionRequest, ChatMessage, CompletionRequest
 from triage_router.router.config import ApiKeyConfig, LengthConfig
 from triage_router.router.context import PriorityDecision, RequestContext
-from triage_router.router.length import LengthFeatures, LengthPredictor, features_of, prompt_bin, verbosity_cue
+from triage_router.router.length import LengthFeatures, LengthPredictor, prompt_bin, verbosity_cue
+from triage_router.router.length_features import features_of
 
 
 def _features(**changes: object) -> LengthFeatures:

@@ -6,7 +6,8 @@ import respx
 
 from triage_router.router.backends import BackendPool
 from triage_router.router.config import BackendConfig
-from triage_router.router.load import MetricsScraper, parse_metrics
+from triage_router.router.load import MetricsScraper
+from triage_router.router.load_report import parse_metrics
 
 NEW_NAMES = """# HELP vllm:num_requests_running Number of requests in model execution batches.
 # TYPE vllm:num_requests_running gauge
