@@ -36,6 +36,7 @@ before it learned the limit only makes it wait behind that work: measured on vLL
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 
@@ -99,24 +100,36 @@ class BackendLoad:
 
 
 class ConcurrencyEstimate:
-    """How many requests a backend runs at once, learned from its readings and refusals."""
+    """How many requests a backend runs at once, learned from its readings and refusals.
 
-    __slots__ = ("limit",)
+    One reading can mislead: a request that has just arrived shows as waiting until the
+    backend's next step even while slots are free, so a reading taken then shows fewer running
+    than the backend can run. The estimate is therefore the most running seen in the last
+    `window` readings that showed a queue (or showed more running than the estimate): one such
+    reading cannot lower it, a backend that really runs fewer now lowers it within `window`
+    queueing readings. (A single reading's count measured the limit at 1 against vLLM's 4 once,
+    and the router, holding at that limit, never saw a reading that could raise it again.)
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("limit", "_recent")
+
+    def __init__(self, window: int = 8) -> None:
         self.limit: int | None = None
+        self._recent: deque[int] = deque(maxlen=window)
 
     def observe_reading(self, running: float, waiting: float) -> None:
-        if waiting >= 1 and running >= 1:
-            # Queueing while running this many: that is as many as it runs at once.
-            self.limit = max(1, math.floor(running))
-        elif self.limit is not None and running >= self.limit + 1:
-            # It ran more at once than we thought, and nothing waited: it has more room.
-            self.limit = math.floor(running)
+        queueing = waiting >= 1 and running >= 1
+        # Running more than thought, with nothing waiting: it has more room.
+        grew = self.limit is not None and running >= self.limit + 1
+        if queueing or grew:
+            self._recent.append(math.floor(running))
+            self.limit = max(self._recent)
 
     def observe_refusal(self, in_flight: int) -> None:
         """A 429 with `in_flight` requests of ours already there (the refused one not counted)."""
         self.limit = max(1, in_flight if self.limit is None else min(self.limit, in_flight))
+        self._recent.clear()
+        self._recent.append(self.limit)
 
 
 def saturation(

@@ -21,8 +21,18 @@ def test_a_backend_queueing_shows_its_concurrency() -> None:
     # Running more than thought, with nothing waiting: it has more room.
     estimate.observe_reading(running=20, waiting=0)
     assert estimate.limit == 20
-    estimate.observe_reading(running=12, waiting=2)
-    assert estimate.limit == 12
+
+
+def test_one_reading_taken_as_a_request_arrives_does_not_lower_the_concurrency() -> None:
+    estimate = ConcurrencyEstimate(window=8)
+    estimate.observe_reading(running=4, waiting=8)
+    # A request that just arrived shows as waiting until the next step, while slots are free.
+    estimate.observe_reading(running=1, waiting=1)
+    assert estimate.limit == 4
+    # A backend that really runs fewer now shows it reading after reading.
+    for _ in range(8):
+        estimate.observe_reading(running=2, waiting=3)
+    assert estimate.limit == 2
 
 
 def test_a_refusal_caps_the_concurrency_at_what_it_already_had() -> None:
