@@ -5,11 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from triage_router.router.api_types import ChatCompletionRequest, ChatMessage, CompletionRequest
-from triage_router.router.config import ApiKeyConfig, LengthConfig
-from triage_router.router.context import PriorityDecision, RequestContext
+from triage_router.router.config import LengthConfig
 from triage_router.router.length import LengthFeatures, LengthPredictor, prompt_bin, verbosity_cue
-from triage_router.router.length_features import features_of
 
 
 def _features(**changes: object) -> LengthFeatures:
@@ -120,20 +117,6 @@ def test_verbosity_cue(text: str, cue: str) -> None:
 
 def test_prompt_bins_grow_by_powers_of_four() -> None:
     assert [prompt_bin(n) for n in (1, 16, 17, 64, 65, 1024, 5000)] == ["p0", "p0", "p1", "p1", "p2", "p3", "p4"]
-
-
-def test_features_of_a_request() -> None:
-    tools = ChatCompletionRequest("smol", [ChatMessage("user", "briefly, the weather?")], tools=[{"type": "function"}],
-                                  max_tokens=50)
-    ctx = RequestContext("r", "chat", {}, b"{}", tools, ApiKeyConfig(key="k", name="team"), 0.0, tenant="team",
-                         priority=PriorityDecision(1, "rule:x"))
-    assert features_of(ctx, 12) == LengthFeatures("smol", "tools", 1, "rule:x", "team", 12, 50, "short")
-    json_mode = ChatCompletionRequest("smol", [ChatMessage("user", "hi")], response_format={"type": "json_object"})
-    ctx = RequestContext("r", "chat", {}, b"{}", json_mode, None, 0.0, priority=PriorityDecision(2, "default"))
-    assert features_of(ctx, 3).kind == "json"
-    ctx = RequestContext("r", "completions", {}, b"{}", CompletionRequest("smol", "x"), None, 0.0,
-                         priority=PriorityDecision(4, "llm"))
-    assert features_of(ctx, 3).kind == "completion"
 
 
 def test_a_cached_prediction_is_refreshed_after_a_bounded_number_of_answers() -> None:
