@@ -9,6 +9,7 @@ tests can check that the proxy cancels upstream work.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from dataclasses import dataclass, field
@@ -205,7 +206,12 @@ class FakeUpstream:
             self.disconnected.set()
             self.release.set()  # frees the executor thread
         else:
+            # Wait for the cancelled read to finish: the connection may carry the next request,
+            # and a second reader on it raises "readuntil() called while another coroutine is
+            # already waiting".
             eof.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await eof
 
     @staticmethod
     async def _chunk(writer: asyncio.StreamWriter, data: bytes) -> None:
