@@ -41,7 +41,6 @@ import asyncio
 import json
 import random
 import re
-import socket
 import statistics
 import sys
 import tempfile
@@ -51,10 +50,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
+from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mixed_burst import MODEL, RESULTS, ROOT, TriageProcess  # noqa: E402
+from mixed_burst import MODEL, RESULTS, ROOT, FakeVllm, Served, TriageProcess, idle_s  # noqa: E402
 
 TARGET_RATIO = 0.5
 HEAVY, LIGHT, WARMUP = "heavy", "light", "warmup"  # "heavy" and "light": same length, same prompt size
@@ -83,92 +82,10 @@ class Outcome:
     error: str = ""
 
 
-@dataclass(slots=True)
-class Served:
-    tenant: str
-    index: int
-    arrived: float
-    start: float
-    end: float
-
-
-class FcfsBackend:
-    """A vLLM whose batch is full: one request at a time, first come first served, each for
-    `max_tokens` x `s_per_token`; it notes whose request it served and when."""
-
-    def __init__(self, s_per_token: float) -> None:
-        self.s_per_token = s_per_token
-        # asyncio.Lock wakes its waiters in FIFO order and a newcomer cannot overtake them: FCFS.
-        self._lock = asyncio.Lock()
-        self.running = 0
-        self.waiting = 0
-        self.peak_waiting = 0
-        self.served: list[Served] = []
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.add_routes([
-            web.post("/v1/chat/completions", self._chat),
-            web.get("/metrics", self._metrics),
-            web.get("/health", self._health),
-            web.get("/v1/models", self._models),
-        ])
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        sock = socket.socket()  # bound here, so the port is ours before anyone else can take it
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(1024)
-        await web.SockSite(self._runner, sock).start()
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _chat(self, request: web.Request) -> web.Response:
-        arrived = time.perf_counter()
-        body = await request.json()
-        max_tokens = int(body.get("max_tokens") or 16)
-        prompt = str(body["messages"][0]["content"])
-        match = PROMPT_RE.match(prompt)
-        tenant, index = (match.group(1), int(match.group(2))) if match else ("?", -1)
-        self.waiting += 1
-        self.peak_waiting = max(self.peak_waiting, self.waiting - (0 if self.running else 1))
-        try:
-            await self._lock.acquire()
-        finally:
-            self.waiting -= 1
-        start = time.perf_counter()
-        try:
-            self.running = 1
-            await asyncio.sleep(max_tokens * self.s_per_token)
-        finally:
-            self.running = 0
-            self._lock.release()
-            self.served.append(Served(tenant, index, arrived, start, time.perf_counter()))
-        prompt_tokens = max(1, len(prompt) // 4)
-        return web.json_response({
-            "id": f"chatcmpl-{len(self.served)}", "object": "chat.completion", "created": int(time.time()),
-            "model": MODEL,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": " ".join(["tok"] * max_tokens)},
-                         "finish_reason": "length"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": max_tokens,
-                      "total_tokens": prompt_tokens + max_tokens},
-        })
-
-    async def _metrics(self, request: web.Request) -> web.Response:
-        label = f'{{model_name="{MODEL}"}}'
-        return web.Response(text=(f"vllm:num_requests_running{label} {self.running}\n"
-                                  f"vllm:num_requests_waiting{label} {self.waiting}\n"
-                                  f"vllm:kv_cache_usage_perc{label} 0.0\n"), content_type="text/plain")
-
-    async def _health(self, request: web.Request) -> web.Response:
-        return web.Response()
-
-    async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": MODEL, "object": "model"}]})
+def tenant_of(served: Served) -> str:
+    """The tenant a served request came from, read from its prompt's tag."""
+    match = PROMPT_RE.match(served.prompt)
+    return match.group(1) if match else "?"
 
 
 class OrderedTriage(TriageProcess):
@@ -244,13 +161,13 @@ def tenant_summary(outcomes: list[Outcome], tenant: str) -> dict[str, Any]:
 def service_evidence(served: list[Served]) -> dict[str, Any]:
     """Who the backend served, and how long each tenant's requests sat in the backend's own queue."""
     half = served[: len(served) // 2]
-    by_tenant = {t: [s.start - s.arrived for s in served if s.tenant == t] for t in (HEAVY, LIGHT)}
+    by_tenant = {t: [s.start - s.arrived for s in served if tenant_of(s) == t] for t in (HEAVY, LIGHT)}
     return {
         "served": len(served),
         # Compare with phase direct (FCFS): a fair share serves the light tenant's few requests early.
-        "light_share_first_half": (sum(s.tenant == LIGHT for s in half) / len(half)) if half else None,
+        "light_share_first_half": (sum(tenant_of(s) == LIGHT for s in half) / len(half)) if half else None,
         "backend_queue_mean_s": {t: (statistics.fmean(v) if v else None) for t, v in by_tenant.items()},
-        "idle_s": (served[-1].end - served[0].start - sum(s.end - s.start for s in served)) if served else None,
+        "idle_s": idle_s(served),
     }
 
 
@@ -271,7 +188,7 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-async def run_phase(name: str, ordering: str | None, backend: FcfsBackend, schedule: list[Arrival],
+async def run_phase(name: str, ordering: str | None, backend: FakeVllm, schedule: list[Arrival],
                     args: argparse.Namespace, workdir: Path, timeout: ClientTimeout) -> dict[str, Any]:
     triage: OrderedTriage | None = None
     try:
@@ -296,7 +213,7 @@ async def run_phase(name: str, ordering: str | None, backend: FcfsBackend, sched
             started = time.perf_counter()
             outcomes = await run_schedule(session, url, schedule, args.max_tokens)
             wall_s = time.perf_counter() - started
-            served = [s for s in backend.served[served_before:] if s.tenant in (HEAVY, LIGHT)]
+            served = [s for s in backend.served[served_before:] if tenant_of(s) in (HEAVY, LIGHT)]
             phase: dict[str, Any] = {
                 "ordering": ordering if name != "direct" else "backend FCFS",
                 "wall_s": wall_s,
@@ -309,7 +226,7 @@ async def run_phase(name: str, ordering: str | None, backend: FcfsBackend, sched
                                                 and o.predicted_tokens is not None}) for t in (HEAVY, LIGHT)},
                 "errors": sorted({o.error or str(o.status) for o in outcomes if o.status != 200}),
                 "outcomes": [asdict(o) for o in outcomes],
-                "served_order": "".join("L" if s.tenant == LIGHT else "h" for s in served),
+                "served_order": "".join("L" if tenant_of(s) == LIGHT else "h" for s in served),
             }
             if triage is not None and metrics_before is not None:
                 async with session.get(f"{url}/metrics") as response:
@@ -334,7 +251,7 @@ async def main_async(args: argparse.Namespace) -> int:
     service_s = args.max_tokens * s_per_token
     schedule = make_schedule(args.duration, args.load / service_s, args.seed)
     work_s = len(schedule) * service_s
-    backend = FcfsBackend(s_per_token)
+    backend = FakeVllm(s_per_token)
     # Bounded: the last request waits at most for all the work offered, plus slack.
     timeout = ClientTimeout(total=60.0 + args.duration + work_s)
     phases: dict[str, dict[str, Any]] = {}

@@ -93,6 +93,24 @@ class Outcome:
     error: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Served:
+    """One request the fake backend served: what was asked, when it arrived, ran and ended."""
+
+    prompt: str
+    max_tokens: int
+    arrived: float
+    start: float
+    end: float
+
+
+def idle_s(served: list[Served]) -> float | None:
+    """How long the backend sat idle between the first start and the last end."""
+    if not served:
+        return None
+    return served[-1].end - served[0].start - sum(s.end - s.start for s in served)
+
+
 class FakeVllm:
     """A vLLM whose batch is full: one request at a time, first come first served, each for
     `max_tokens` x `s_per_token`, with the queue it builds shown on /metrics."""
@@ -103,9 +121,11 @@ class FakeVllm:
         self._lock = asyncio.Lock()
         self.running = 0
         self.waiting = 0
-        # (max_tokens, start, end) of each request in the order it was served: who went first,
-        # and how long the backend sat idle while requests were outstanding.
-        self.served: list[tuple[int, float, float]] = []
+        # The deepest queue behind the running request since the last reset.
+        self.peak_waiting = 0
+        # Each request in the order it was served: who went first, and how long the backend sat
+        # idle while requests were outstanding.
+        self.served: list[Served] = []
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -131,11 +151,13 @@ class FakeVllm:
             await self._runner.cleanup()
 
     async def _chat(self, request: web.Request) -> web.Response:
+        arrived = time.perf_counter()
         body = await request.json()
         max_tokens = int(body.get("max_tokens") or 16)
-        prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
-        prompt_tokens = max(1, prompt_chars // 4)
+        prompt = "".join(str(m.get("content", "")) for m in body.get("messages", []))
+        prompt_tokens = max(1, len(prompt) // 4)
         self.waiting += 1
+        self.peak_waiting = max(self.peak_waiting, self.waiting - (0 if self.running else 1))
         try:
             await self._lock.acquire()
         finally:
@@ -147,7 +169,7 @@ class FakeVllm:
         finally:
             self.running = 0
             self._lock.release()
-            self.served.append((max_tokens, start, time.perf_counter()))
+            self.served.append(Served(prompt, max_tokens, arrived, start, time.perf_counter()))
         return web.json_response({
             "id": f"chatcmpl-{len(self.served)}",
             "object": "chat.completion",
@@ -329,10 +351,9 @@ async def main_async(args: argparse.Namespace) -> int:
                     served = backend.served[served_before:]
                     phases[name] = {
                         "summary": summarize(outcomes),
-                        "served_order": "".join("S" if t == args.short_tokens else "L" for t, _, _ in served),
+                        "served_order": "".join("S" if s.max_tokens == args.short_tokens else "L" for s in served),
                         # From the first start to the last end, the time nothing ran.
-                        "backend_idle_s": (served[-1][2] - served[0][1] - sum(end - start for _, start, end in served)
-                                           if served else None),
+                        "backend_idle_s": idle_s(served),
                         "outcomes": [asdict(o) for o in outcomes],
                     }
                 async with session.get(f"{triage.url}/metrics") as response:

@@ -44,7 +44,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import statistics
 import sys
 import time
@@ -56,7 +55,9 @@ from typing import Any
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fleet"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import procs
+from mixed_burst import Request, make_burst, make_request
 
 ROOT = procs.ROOT
 RESULTS = ROOT / "bench" / "results"
@@ -68,35 +69,6 @@ POLL_S = 0.5
 # Triage reads an idle backend's /metrics once a second and trusts a reading for 2.5 s.
 SETTLE_S = 3.0
 
-SHORT_QUESTIONS = [
-    "which planet is the largest in the solar system?",
-    "what colour is a ripe banana?",
-    "what is the capital of France?",
-    "which metal is liquid at room temperature?",
-    "what animal is known as the king of the jungle?",
-    "what gas do plants absorb from the air?",
-    "which ocean is the largest?",
-    "what is frozen water called?",
-]
-LONG_TOPICS = [
-    "the history of the printing press",
-    "how vaccines train the immune system",
-    "the causes of the French Revolution",
-    "the economics of renewable energy",
-    "the evolution of programming languages",
-    "the ecology of coral reefs",
-    "the invention of the telephone",
-    "the architecture of medieval cathedrals",
-]
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    kind: str  # "short" or "long"
-    prompt: str
-    max_tokens: int
-
-
 @dataclass(slots=True)
 class Outcome:
     kind: str
@@ -106,18 +78,6 @@ class Outcome:
     completion_tokens: int | None
     predicted_tokens: int | None  # Triage's x-triage-predicted-tokens; None when direct
     error: str = ""
-
-
-def make_request(kind: str, index: int, short_tokens: int, long_tokens: int) -> Request:
-    if kind == "short":
-        return Request(kind, f"Answer in one word: {SHORT_QUESTIONS[index % len(SHORT_QUESTIONS)]}", short_tokens)
-    return Request(kind, f"Write a long, detailed essay about {LONG_TOPICS[index % len(LONG_TOPICS)]}.", long_tokens)
-
-
-def make_burst(size: int, seed: int, short_tokens: int, long_tokens: int) -> list[Request]:
-    kinds = ["short"] * (size // 2) + ["long"] * (size - size // 2)
-    random.Random(seed).shuffle(kinds)
-    return [make_request(kind, i, short_tokens, long_tokens) for i, kind in enumerate(kinds)]
 
 
 async def send(session: ClientSession, base_url: str, request: Request, t0: float) -> Outcome:
