@@ -6,6 +6,7 @@ This is what `make run` does, with a real model (SmolLM2-135M-Instruct from llm-
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +19,18 @@ from triage_router.router.config import load_config
 ROOT = Path(__file__).parents[2]
 
 
+def free_port() -> int:
+    """A port free now: a fixed one collides with another run of the suite on the same machine."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_the_embedded_default_serves_a_real_model(tmp_path: Path) -> None:
     shipped = load_config(ROOT / "config.toml")
     assert shipped.backends[0].launch and shipped.backends[0].kind == "engine"
-    config = (ROOT / "config.toml").read_text().replace("127.0.0.1:8100", "127.0.0.1:18177")
+    engine_url = f"http://127.0.0.1:{free_port()}"
+    config = (ROOT / "config.toml").read_text().replace("http://127.0.0.1:8100", engine_url)
     config = config.replace('launch_args = ["--model", "default", "--served-model-name", "smol"',
                             'launch_args = ["--model", "default", "--served-model-name", "smol", "--embedding-model", "none"')
     assert '"--embedding-model", "none"' in config
@@ -45,13 +54,13 @@ def test_the_embedded_default_serves_a_real_model(tmp_path: Path) -> None:
         answer = raw.parse()
         assert answer.choices[0].message.content == "The capital of France is Paris."
         assert raw.headers["x-triage-backend"] == "engine"
-        assert httpx.get("http://127.0.0.1:18177/health").status_code == 200
+        assert httpx.get(f"{engine_url}/health").status_code == 200
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0
     # The engine went down with the router.
     try:
-        httpx.get("http://127.0.0.1:18177/health", timeout=2)
+        httpx.get(f"{engine_url}/health", timeout=2)
         engine_still_up = True
     except httpx.HTTPError:
         engine_still_up = False
