@@ -14,14 +14,9 @@ import torch
 from triage_router.engine_server.attention import AttentionBackend, AttentionMetadata, PrefillChunk
 from triage_router.engine_server.kv_cache import KVCacheManager
 from triage_router.engine_server.model import LlamaForCausalLM
+from triage_router.engine_server.scheduled import ScheduledSeq
 from triage_router.engine_server.sampling import greedy_tokens, sample
 from triage_router.engine_server.sequence import Sequence, TokenLogprob
-
-
-@dataclass
-class ScheduledSeq:
-    seq: Sequence
-    num_tokens: int  # tokens to compute this step, from seq.num_computed_tokens on
 
 
 @dataclass

@@ -1,16 +1,17 @@
 """Continuous batching: which sequences run this step, with how many tokens, and who yields.
 
 Each step (`schedule`) does, in order:
-1. Priority preemption: when the most urgent waiting sequence cannot start because the batch
-   is full, evict strictly less urgent sequences: for KV blocks, `triage_router.policies.preemption.
-   plan_evictions` (worst first, and nobody unless that makes room); for a sequence slot, the
-   `choose_victim` among them.
-2. Running sequences, most urgent first: a decode takes one token of the budget, an
+1. KV for the most urgent waiting sequence: when it is strictly more urgent than some running
+   sequences and its first chunk does not fit in the free blocks, evict among those
+   (`triage_router.policies.preemption.plan_evictions`: worst first, and nobody unless that makes room).
+2. Running sequences, best first under the ordering: a decode takes one token of the budget, an
    unfinished prefill takes the next chunk that fits. When KV blocks run out, the victim
    (again from policies) is preempted, by swap or recompute as `choose_mode` says.
-3. Waiting sequences, in the configured `policies` ordering, while the token budget, the
-   sequence slots and the KV pool allow. The head blocks the queue (no overtaking), so the
-   ordering is honoured exactly.
+3. Batch formation, by `triage_router.policies.batching.form_batch`, the code the simulator
+   runs too: waiting sequences join in the ordering's order as the admission rule allows, while
+   the token budget and the KV pool let each start; when the batch is full, a waiting sequence
+   the ordering ranks ahead of the worst member displaces it (a preemption, after which that
+   member's tokens this step are given back).
 A preempted sequence is pushed back with its original arrival time, so it keeps its place
 against later arrivals of its priority.
 """
@@ -20,14 +21,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from triage_router.policies.admission import Admission, AdmitAll
+from triage_router.policies.batching import form_batch
 from triage_router.policies.cost_model import CostModel
 from triage_router.policies.ordering import Ordering
-from triage_router.policies.preemption import PreemptionMode, choose_mode, choose_victim, plan_evictions, victim_rank
+from triage_router.policies.preemption import PreemptionMode, choose_mode, choose_victim, plan_evictions
 from triage_router.policies.fair_share import fair_share_of
 from triage_router.policies.queue import RequestQueue
 
 from triage_router.engine_server.kv_cache import KVCacheManager
-from triage_router.engine_server.model_runner import ScheduledSeq
+from triage_router.engine_server.scheduled import ScheduledSeq
 from triage_router.engine_server.sequence import FinishReason, Sequence, SequenceStatus
 
 
@@ -57,13 +59,14 @@ class Scheduler:
         # policies' admission rule (kv-wsjf: KV headroom); AdmitAll fills every free slot.
         self.admission: Admission = admission or AdmitAll()
         self.ordering = ordering
-        # Running sequences are ranked by the ordering's base key (no aging: aging is about
-        # time in the queue).
-        self.rank_ordering: Ordering = getattr(ordering, "inner", ordering)
         self.cost = cost
         self.waiting: RequestQueue[Sequence] = RequestQueue(ordering)  # WAITING and SWAPPED
         # A fair share (vtc) is charged for every token scheduled, as the simulator charges it.
         self.fair_share = fair_share_of(ordering)
+        # Fair-share counters move with every token, so ranking members by them would displace
+        # requests back and forth: fair share decides who joins, never who leaves (as in the
+        # simulator).
+        self._displaces = priority_preemption and self.fair_share is None
         self.running: list[Sequence] = []
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
@@ -112,9 +115,9 @@ class Scheduler:
         out = SchedulerOutput()
         self.waiting.drain()
         if self.priority_preemption:
-            self._preempt_for_urgent(now, out)
+            self._evict_for_urgent(now, out)
         budget = self._schedule_running(now, out)
-        self._admit_waiting(now, budget, out)
+        self._form_batch(now, budget, out)
         for s in out.scheduled:
             if s.seq.first_scheduled_time is None:
                 s.seq.first_scheduled_time = now
@@ -127,32 +130,24 @@ class Scheduler:
                                        output_tokens=1 if decode else 0)
         return out
 
-    def _preempt_for_urgent(self, now: float, out: SchedulerOutput) -> None:
+    def _rank(self, seq: Sequence, now: float) -> tuple:
+        return self.ordering.key(seq, now)
+
+    def _evict_for_urgent(self, now: float, out: SchedulerOutput) -> None:
         head = self.waiting.peek(now)
-        if head is None or not self._batch_full_for(head):
+        if head is None:
             return
-
-        # Victims must be strictly less urgent than the head; among them, policies' victim
-        # order (lowest priority, then most remaining work). (p, inf) < (q, ...) iff p < q.
-        def rank(s: Sequence) -> tuple:
-            return victim_rank(s, self.cost)
-
-        head_rank = (head.priority, float("inf"))
-        # KV: policies' plan evicts only lower-ranked sequences, and only if that makes room;
-        # otherwise nobody (the victims would reload next step while the head still waits).
+        # Only sequences strictly less urgent than the head may lose their KV for it, worst
+        # (by the ordering) first; and nobody unless that makes room, or the victims would reload
+        # next step while the head still waited.
+        head_rank = self._rank(head, now)
+        candidates = [s for s in self.running if s.priority > head.priority]
         plan = plan_evictions(
-            self._blocks_needed(head), self.kv.pool.num_free, self.running,
-            blocks=lambda s: sum(1 for b in s.block_table if b.ref_count == 1), rank=rank, requester_rank=head_rank,
+            self._blocks_needed(head), self.kv.pool.num_free, candidates,
+            blocks=lambda s: sum(1 for b in s.block_table if b.ref_count == 1),
+            rank=lambda s: self._rank(s, now), requester_rank=head_rank,
         )
-        if plan is None:
-            return
-        if not plan and len(self.running) >= self.max_num_seqs:
-            # KV has room but every slot is taken: free exactly one slot.
-            victim = choose_victim([s for s in self.running if head_rank < rank(s)], self.cost)
-            if victim is None:
-                return
-            plan = [victim]
-        for victim in plan:
+        for victim in plan or []:
             self._preempt(victim, now, out)
 
     def _blocks_needed(self, head: Sequence) -> int:
@@ -162,15 +157,9 @@ class Scheduler:
             need = max(need, len(head.host_blocks))
         return need
 
-    def _batch_full_for(self, head: Sequence) -> bool:
-        if len(self.running) >= self.max_num_seqs:
-            return True
-        # Conservative: ignores a possible prefix hit, which only makes room.
-        return self._blocks_needed(head) > self.kv.pool.num_free
-
     def _schedule_running(self, now: float, out: SchedulerOutput) -> int:
         budget = self.max_num_batched_tokens
-        queue = sorted(self.running, key=lambda s: self.rank_ordering.key(s, now))
+        queue = sorted(self.running, key=lambda s: self._rank(s, now))
         i = 0
         while i < len(queue) and budget > 0:
             seq = queue[i]
@@ -182,47 +171,65 @@ class Scheduler:
                 continue
             # KV shortage: evict among those not yet scheduled this step (seq included), by the
             # ordering's own rank so that we never evict what it would run next.
-            victim = choose_victim(queue[i:], self.cost, rank=lambda r: self.rank_ordering.key(r, now))
+            victim = choose_victim(queue[i:], self.cost, rank=lambda r: self._rank(r, now))
             assert victim is not None
             queue.remove(victim)
             self._preempt(victim, now, out)
         return budget
 
-    def _admit_waiting(self, now: float, budget: int, out: SchedulerOutput) -> None:
-        capacity = self.kv.pool.num_blocks * self.kv.block_size
-        while budget > 0 and len(self.running) < self.max_num_seqs:
-            seq = self.waiting.peek(now)
-            if seq is None:
-                return
-            free_slots = self.max_num_seqs - len(self.running)
-            if not self.admission.opens(free_slots, len(self.waiting), len(self.running)):
-                return
-            # Members it may not evict: those at least as urgent. If the headroom rule says no,
-            # the head waits; unlike the simulator we do not let later ones overtake it.
-            ahead = [s for s in self.running if s.priority <= seq.priority]
-            if not self.admission.fits(seq, ahead, capacity):
-                return
-            if seq.status == SequenceStatus.SWAPPED:
-                n = min(seq.num_uncomputed_tokens, budget)
-                if not self.kv.can_swap_in(seq, n):
-                    return
-                self.kv.swap_in(seq)
-                self.num_swapped -= 1
-            else:
-                hit = self.kv.match_prefix(seq) if not seq.block_table else 0
-                n = min(seq.num_uncomputed_tokens, budget)
-            if not self.kv.allocate_slots(seq, n):
-                if seq.status != SequenceStatus.SWAPPED:
-                    # Give the prefix hit back: the sequence must hold nothing while it waits.
-                    self.kv.unmatch_prefix(seq, hit)
-                return
-            if seq.status != SequenceStatus.SWAPPED and seq.num_preemptions == 0:
-                seq.num_cached_tokens = hit
-            self.waiting.pop(now)
+    def _form_batch(self, now: float, budget: int, out: SchedulerOutput) -> None:
+        left = budget
+
+        def start(seq: Sequence) -> bool:
+            nonlocal left
+            if left <= 0:
+                return False
+            n = self._start(seq, left)
+            if n == 0:
+                return False
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
             out.scheduled.append(ScheduledSeq(seq, n))
-            budget -= n
+            left -= n
+            return True
+
+        def displace(victim: Sequence) -> None:
+            nonlocal left
+            for i, s in enumerate(out.scheduled):
+                if s.seq is victim:
+                    left += out.scheduled.pop(i).num_tokens  # it will not run this step
+                    break
+            self._preempt(victim, now, out)
+
+        form_batch(
+            self.running, self.waiting,
+            batch_limit=self.max_num_seqs, admission=self.admission,
+            kv_capacity_tokens=self.kv.pool.num_blocks * self.kv.block_size,
+            key=lambda s: self._rank(s, now), now=now, start=start,
+            displace=displace if self._displaces else None,
+        )
+
+    def _start(self, seq: Sequence, budget: int) -> int:
+        """Give a waiting sequence its KV for its first chunk; return the chunk's tokens, 0 if
+        it cannot start now (it then holds nothing)."""
+        if seq.status == SequenceStatus.SWAPPED:
+            n = min(seq.num_uncomputed_tokens, budget)
+            if not self.kv.can_swap_in(seq, n):
+                return 0
+            self.kv.swap_in(seq)
+            self.num_swapped -= 1
+            hit = 0
+        else:
+            hit = self.kv.match_prefix(seq) if not seq.block_table else 0
+            n = min(seq.num_uncomputed_tokens, budget)
+        if not self.kv.allocate_slots(seq, n):
+            if seq.status != SequenceStatus.SWAPPED:
+                # Give the prefix hit back: the sequence must hold nothing while it waits.
+                self.kv.unmatch_prefix(seq, hit)
+            return 0
+        if seq.status != SequenceStatus.SWAPPED and seq.num_preemptions == 0:
+            seq.num_cached_tokens = hit
+        return n
 
     def _preempt(self, seq: Sequence, now: float, out: SchedulerOutput) -> None:
         self.running.remove(seq)

@@ -2,11 +2,11 @@
 
 Each `step(now)` is one model iteration:
 
-1. Form the batch: the best `batch_limit` of running ∪ waiting under the ordering (keys at
-   `now`), as far as the policy's admission rule lets waiting requests in (it may keep free
-   slots empty until several can prefill together, and skip a request whose KV would not fit
-   beside the members ranked ahead of it, at most `batch_limit` skips per iteration). A running request that a better waiting one
-   displaces goes back to the queue and keeps its KV until memory is needed ("paused").
+1. Form the batch with `triage_router.policies.batching.form_batch`, the engine's own rule:
+   waiting requests fill free slots in the ordering's order as the admission rule allows, and
+   a strictly more urgent one displaces the worst member it ranks ahead of. A displaced member
+   goes back to the queue and keeps its KV until memory is needed ("paused"); the engine
+   preempts it instead (a cost, not a decision, differs).
 2. Pick who works. Paper mode follows the paper: if any batch member owes prefill (a fresh
    prompt, a recompute, or a swapped-out KV to reload), the iteration is a prefill iteration
    for those; otherwise every member decodes one token. Mixed mode (realistic) runs prefill
@@ -31,6 +31,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from triage_router.policies.admission import Admission, AdmitAll
+from triage_router.policies.batching import form_batch
 from triage_router.policies.catalog import AnyOrdering
 from triage_router.policies.cost_model import CostModel
 from triage_router.policies.fair_share import fair_share_of
@@ -179,44 +180,24 @@ class Replica:
         return self.ordering.key(s, now)
 
     def _form_batch(self, now: float) -> dict[str, Key]:
-        keys = {s.request_id: self._key(s, now) for s in self.running}
-        limit = self.config.batch_limit
-        capacity = self.config.kv_blocks * self.config.block_tokens
-        free = limit - len(self.running)
-        if free > 0 and not self.admission.opens(free, len(self.queue), len(self.running)):
-            return keys
-        skipped: list[SimSequence] = []
-        while len(self.queue):
-            if len(self.running) < limit:
-                s = self.queue.pop(now)
-                # only members ranked ahead of s count: s may evict the others for memory
-                key = self._key(s, now)
-                ahead = [r for r in self.running if keys[r.request_id] < key]
-                if not self.admission.fits(s, ahead, capacity):
-                    skipped.append(s)
-                    if len(skipped) >= limit:
-                        break
-                    continue
-            elif self._displace:
-                best = self.queue.peek(now)
-                assert best is not None
-                best_key = self._key(best, now)
-                worst = max(self.running, key=lambda r: keys[r.request_id])
-                if not best_key < keys[worst.request_id]:
-                    break
-                s = self.queue.pop(now)
-                self.running.remove(worst)
-                self._requeue(worst, now)
-                del keys[worst.request_id]
-            else:
-                break
-            self.paused.pop(s.request_id, None)
+        def start(s: SimSequence) -> bool:
+            self.paused.pop(s.request_id, None)  # its KV is in the batch again
             self.running.append(s)
-            keys[s.request_id] = self._key(s, now)
-        for s in skipped:  # back in the queue, keeping any KV they hold
-            self.queue.push(s, now)
+            return True
+
+        def displace(victim: SimSequence) -> None:
+            self.running.remove(victim)
+            self._requeue(victim, now)
+
+        form_batch(
+            self.running, self.queue,
+            batch_limit=self.config.batch_limit, admission=self.admission,
+            kv_capacity_tokens=self.config.kv_blocks * self.config.block_tokens,
+            key=lambda s: self._key(s, now), now=now,
+            start=start, displace=displace if self._displace else None,
+        )
         self.queue.drain()
-        return keys
+        return {s.request_id: self._key(s, now) for s in self.running}
 
     def _requeue(self, s: SimSequence, now: float) -> None:
         if s.blocks:

@@ -12,7 +12,8 @@ import torch
 
 from triage_router.engine_server.attention import TorchPagedAttention
 from triage_router.engine_server.block_pool import Block
-from triage_router.engine_server.model_runner import ModelRunner, ScheduledSeq
+from triage_router.engine_server.model_runner import ModelRunner
+from triage_router.engine_server.scheduled import ScheduledSeq
 from triage_router.engine_server.sequence import SamplingParams, Sequence
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -46,7 +46,8 @@ def test_chunked_prefill_shares_steps_with_decodes(tiny_llama, tiny_hf):
 
 def _kv_shortage(tiny_llama, tiny_hf, num_swap_blocks: int) -> dict[PreemptionMode, int]:
     # 14 blocks of 4 tokens: each sequence needs 4-6 blocks by the end, three cannot all fit.
-    engine = tiny_engine(tiny_llama, block_size=4, num_gpu_blocks=14, num_swap_blocks=num_swap_blocks)
+    # PJF admits whatever fits now; the default's KV headroom would avoid the shortage altogether.
+    engine = tiny_engine(tiny_llama, block_size=4, num_gpu_blocks=14, num_swap_blocks=num_swap_blocks, ordering="pjf")
     prompts = [SHORT, [7] * 9, [11, 12, 13, 14, 15]]
     seqs = [engine.add_request(f"r{i}", p, greedy(14)) for i, p in enumerate(prompts)]
     drain(engine)
@@ -92,6 +93,20 @@ def test_equal_priority_never_preempts(tiny_llama):
     assert all(s.status == SequenceStatus.RUNNING for s in running)
     assert late.status == SequenceStatus.WAITING
     drain(engine)
+
+
+def test_a_much_shorter_request_of_the_same_priority_displaces_under_semantic(tiny_llama, tiny_hf):
+    # policies.batching: the batch holds the best max_num_seqs under the ordering. Semantic
+    # ranks a P2 with 2 tokens to go ahead of a P2 with 30 still to come.
+    engine = tiny_engine(tiny_llama, block_size=4, num_gpu_blocks=64, max_num_seqs=1, ordering="semantic")
+    long = engine.add_request("long", SHORT, greedy(32), priority=2)
+    engine.step()
+    engine.step()
+    short = engine.add_request("short", SHORT, greedy(2), priority=2)
+    engine.step()
+    assert short.status == SequenceStatus.RUNNING and long.num_preemptions == 1
+    drain(engine)
+    assert long.output_token_ids == reference_greedy(tiny_hf, SHORT, 32)
 
 
 def test_preempted_request_keeps_its_place_against_later_arrivals(tiny_llama):
@@ -165,13 +180,13 @@ def test_every_policies_ordering_drives_the_engine(tiny_llama, tiny_hf, ordering
 
 @pytest.mark.parametrize(("ordering", "admitted"), [("fcfs", True), ("kv-wsjf+aging", False)])
 def test_kv_headroom_admission_holds_back_what_the_batch_will_need(tiny_llama, ordering, admitted):
-    # 64 tokens of KV. The running request will hold 40 + 20 = 60 tokens within policies'
-    # horizon; a newcomer reserving 7 + 10 more does not fit under KvHeadroom, although blocks
-    # are free right now. AdmitAll (fcfs) lets it in.
+    # 64 tokens of KV. The running P0 request will hold 40 + 20 = 60 tokens within policies'
+    # horizon; a P4 newcomer, ranked behind it, reserving 7 + 10 more does not fit under
+    # KvHeadroom, although blocks are free right now. AdmitAll (fcfs) lets it in.
     engine = tiny_engine(tiny_llama, block_size=4, num_gpu_blocks=16, ordering=ordering)
     engine.add_request("big", LONG[:40], greedy(20), priority=0)
     engine.step()
-    newcomer = engine.add_request("new", SHORT, greedy(10), priority=0)
+    newcomer = engine.add_request("new", SHORT, greedy(10), priority=4)
     engine.step()
     assert (newcomer.status == SequenceStatus.RUNNING) is admitted
     drain(engine)
