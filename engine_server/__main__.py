@@ -25,7 +25,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-num-seqs", type=int, default=64)
     p.add_argument("--max-num-batched-tokens", type=int, default=512)
     p.add_argument("--max-model-len", type=int, default=None)
-    p.add_argument("--ordering", default="semantic+aging", help="a policies/ ordering name, e.g. fcfs, pjf, semantic+aging")
+    p.add_argument("--ordering", default="default",
+                   help="a policies/ ordering name: default (the router's and the simulator's too), fcfs, pjf, semantic+aging...")
     p.add_argument("--no-prefix-caching", action="store_true")
     p.add_argument("--no-priority-preemption", action="store_true")
     p.add_argument("--embedding-model", default="default", help="'default' (all-MiniLM-L6-v2), a directory, or 'none'")

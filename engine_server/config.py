@@ -32,7 +32,7 @@ class EngineConfig(msgspec.Struct, kw_only=True):
     max_model_len: int | None = None
     enable_prefix_caching: bool = True
     # Waiting-queue ordering and preemption come from policies/.
-    ordering: str = "semantic+aging"
+    ordering: str = "default"  # policies.catalog.DEFAULT_POLICY, as in the router and the simulator
     # Preempt a running sequence when a more urgent one waits and the batch is full.
     priority_preemption: bool = True
     embedding_model: str | None = "default"

@@ -9,6 +9,7 @@ from triage_router.policies.aging import Aged
 from triage_router.policies.cost_model import CostModel
 from triage_router.policies.fair_share import VirtualTokenCounter
 from triage_router.policies.ordering import (
+    KV_WSJF_WEIGHTS,
     AppFifo,
     FirstComeFirstServed,
     KvWeightedShortestJobFirst,
@@ -24,7 +25,7 @@ from triage_router.policies.ordering import (
 AnyOrdering = Ordering | Aged | VirtualTokenCounter
 
 # Triage's default: Smith's rule over remaining seconds x the larger of a request's batch-slot
-# and KV shares, P0 weighted 16x, with KV-headroom admission and grouped prefills, aged. The
+# and KV shares, P0 weighted 16x and P1 3x, with KV-headroom admission and grouped prefills, aged. The
 # aging bound (seconds in the system) is a starvation backstop, not a tuning knob: under a burst
 # every request older than the bound is promoted and the order degrades towards FCFS
 # (docs/benchmarks.md).
@@ -83,7 +84,7 @@ def make_ordering(
     suffix = name.partition("+")[2]
     if base == "kv-wsjf":
         ordering: AnyOrdering = KvWeightedShortestJobFirst(
-            cost, wsjf_weights or (16.0, 1.0, 1.0, 1.0, 1.0), kv_capacity_tokens, batch_limit)
+            cost, wsjf_weights or KV_WSJF_WEIGHTS, kv_capacity_tokens, batch_limit)
     elif base == "wsjf" and wsjf_weights is not None:
         ordering = WeightedShortestJobFirst(cost, wsjf_weights)
     else:

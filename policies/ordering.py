@@ -193,6 +193,11 @@ class WeightedShortestJobFirst(_RemainingWork):
         return (self.remaining(req) / self.weight(req.priority), *_tail(req))
 
 
+# kv-wsjf's (and so the default's) weight per priority 0..4, chosen on the paper-mode frontier
+# (bench/scheduling/paper_frontier.py).
+KV_WSJF_WEIGHTS = (16.0, 3.0, 1.0, 1.0, 1.0)
+
+
 class KvWeightedShortestJobFirst(WeightedShortestJobFirst):
     """WSPT whose job size is the share of the replica a request occupies, times its time.
 
@@ -203,7 +208,9 @@ class KvWeightedShortestJobFirst(WeightedShortestJobFirst):
     and this is WSPT; where memory binds, a request that pins much KV for long counts as
     larger, so short *and* small requests go first and more of them run at once. Without a
     capacity it is plain WSPT. P0's default weight is 16, not 8: a KV share spreads sizes
-    further apart than seconds alone, so P0 needs more weight for the same precedence.
+    further apart than seconds alone, so P0 needs more weight for the same precedence. P1's is
+    3: incidents in progress go to P1, and with weight 1 a P1 waited 1.4x as long as under
+    priority-blind SJF (docs/design/policies.md, "P1").
     """
 
     name = "kv-wsjf"
@@ -212,7 +219,7 @@ class KvWeightedShortestJobFirst(WeightedShortestJobFirst):
     def __init__(
         self,
         cost: CostModel | None,
-        weights: tuple[float, ...] = (16.0, 1.0, 1.0, 1.0, 1.0),
+        weights: tuple[float, ...] = KV_WSJF_WEIGHTS,
         kv_capacity_tokens: int | None = None,
         batch_limit: int | None = None,
     ) -> None:

@@ -133,9 +133,10 @@ class RoutingConfig(_Section):
 
 
 class AdmissionConfig(_Section):
-    # A policies/ ordering name: fcfs, sjf, pjf, semantic, mlq, app-fifo, vtc, urgent-first,
-    # wsjf, each optionally with "+aging".
-    ordering: str = "semantic+aging"
+    # A policies/ ordering name: "default" (policies.catalog.DEFAULT_POLICY, the one the engine
+    # and the simulator run too), or fcfs, sjf, pjf, semantic, mlq, app-fifo, vtc, urgent-first,
+    # wsjf, kv-wsjf, each optionally with "+aging".
+    ordering: str = "default"
     # A request waiting longer than this is promoted ahead of everything (no starvation). Too
     # short a bound promotes everything in a burst and the order degrades to FCFS.
     aging_bound_s: PositiveFloat = 60.0

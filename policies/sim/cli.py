@@ -41,7 +41,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="seconds in the system before a request is promoted (for +aging policies)")
     add("--no-preempt", action="store_true", help="never displace a running request")
     add("--wsjf-weights", default=None,
-        help="comma list of per-priority weights for wsjf, kv-wsjf and default, e.g. 16,1,1,1,1")
+        help="comma list of per-priority weights for wsjf, kv-wsjf and default, e.g. 16,3,1,1,1")
     paper = parser.add_argument_group("paper mode")
     paper.add_argument("--gap", type=float, default=0.01, help="seconds between arrival instants")
     paper.add_argument("--maxcon", default="20", help="max requests per instant (comma list)")

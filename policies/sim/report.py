@@ -40,6 +40,7 @@ def paper_checks(summaries: dict[str, Summary], ours: str) -> dict[str, bool]:
     if ours in s and {"semantic", "sjf"} <= s.keys():
         o = s[ours]
         checks[f"{ours}: P0 within 10% of semantic"] = o.per_priority[0].mean <= 1.1 * s["semantic"].per_priority[0].mean
+        checks[f"{ours}: P1 within 10% of semantic"] = o.per_priority[1].mean <= 1.1 * s["semantic"].per_priority[1].mean
         checks[f"{ours}: mean within 10% of SJF"] = o.latency.mean <= 1.1 * s["sjf"].latency.mean
     if ours in s:
         o = s[ours]
@@ -55,6 +56,7 @@ def ratios(summaries: dict[str, Summary], ours: str) -> dict[str, float]:
         out["semantic P4/P0"] = sem.per_priority[4].mean / sem.per_priority[0].mean
         if ours in s:
             out[f"{ours} P0 / semantic P0"] = s[ours].per_priority[0].mean / sem.per_priority[0].mean
+            out[f"{ours} P1 / semantic P1"] = s[ours].per_priority[1].mean / sem.per_priority[1].mean
     if "sjf" in s and ours in s and s["sjf"].latency.mean > 0:
         out[f"{ours} mean / SJF mean"] = s[ours].latency.mean / s["sjf"].latency.mean
     if ours in s and s[ours].latency.mean > 0:
