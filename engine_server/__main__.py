@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         from triage_router.engine_server.embeddings import EmbeddingBatcher, SentenceEmbedder
         from triage_router.engine_server.engine import DTYPES
         from triage_router.engine_server.engine_client import EngineClient
-        from triage_router.engine_server.server import create_app
+        from triage_router.engine_server.http.app import create_app
     except ModuleNotFoundError as e:  # a base install: the router alone, without the engine extra
         print(f"triage engine: cannot start: {e.name} is not installed: pip install 'triage-router[engine]'",
               file=sys.stderr)

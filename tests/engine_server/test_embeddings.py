@@ -8,7 +8,7 @@ from litestar.testing import TestClient
 
 from triage_router.engine_server.embeddings import EmbeddingBatcher, SentenceEmbedder
 from triage_router.engine_server.engine_client import EngineClient
-from triage_router.engine_server.server import create_app
+from triage_router.engine_server.http.app import create_app
 
 
 @pytest.fixture(scope="module")

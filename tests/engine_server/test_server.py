@@ -14,7 +14,7 @@ import uvicorn
 from litestar.testing import TestClient
 
 from triage_router.engine_server.engine_client import EngineClient
-from triage_router.engine_server.server import create_app
+from triage_router.engine_server.http.app import create_app
 
 MODEL = "smollm2-test"
 PARIS = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "temperature": 0}
