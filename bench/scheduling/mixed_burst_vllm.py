@@ -320,7 +320,7 @@ async def main_async(args: argparse.Namespace) -> int:
     try:
         model_dir = procs.vllm_model_dir(procs.CACHE / "vllm")
         vllm = procs.start_vllm("vllm", model_dir, procs.free_port(), args.cpu, logs, blocks=args.blocks,
-                                max_num_seqs=args.max_num_seqs, dtype=args.dtype)
+                                max_num_seqs=args.max_num_seqs, dtype=args.dtype, max_model_len=args.max_model_len)
         started.append(vllm)
         procs.wait_ready(vllm, "/health", timeout=args.ready_timeout)
         print(f"vLLM {vllm.url} ready after {time.perf_counter() - t_start:.0f} s; burst of {args.burst} "
@@ -397,6 +397,9 @@ def main() -> int:
     parser.add_argument("--max-num-seqs", type=int, default=4, help="vLLM --max-num-seqs (its batch size)")
     parser.add_argument("--blocks", type=int, default=None,
                         help="vLLM --num-gpu-blocks-override (default: none, KV cache from VLLM_CPU_KVCACHE_SPACE)")
+    parser.add_argument("--max-model-len", type=int, default=4096,
+                        help="vLLM --max-model-len; vLLM needs --blocks x 128 (its CPU block size) >= this, "
+                             "so lower it to put the KV cache under pressure with few blocks")
     parser.add_argument("--dtype", default="float32", help="vLLM --dtype (bfloat16 is ~5x slower on AVX2)")
     parser.add_argument("--cpu", default="0", help="core(s) for vLLM's OMP threads")
     parser.add_argument("--seed", type=int, default=1, help="seed of the burst's shuffled order")
