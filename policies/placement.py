@@ -267,6 +267,17 @@ class CacheAffinity:
                        f"no useful match ({best_match:.0%}), no cache has room: fewest cached prefixes")
 
 
+def session_placement(session: str, backends: Sequence[BackendState]) -> Placement | None:
+    """Rendezvous hashing of a session id over the healthy backends: every router replica sends
+    a session to the same backend, and it stays there while that backend has room (the caller
+    passes only backends with room). None if none is healthy."""
+    healthy = [b for b in backends if b.healthy]
+    if not healthy:
+        return None
+    chosen = max(healthy, key=lambda b: _request_hash(f"{session}\x1f{b.name}"))
+    return Placement(chosen.name, "session", f"session {session!r}", ())
+
+
 class QosAware:
     """Parrot's QoS-aware placement. Backends are split into latency-critical ones (they serve
     priorities <= `critical`) and bulk ones. A critical request goes to a critical backend

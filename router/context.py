@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from triage_router.router.api_types import ChatCompletionRequest, CompletionRequest, Endpoint
 from triage_router.router.config import ApiKeyConfig
-from triage_router.router.length import LengthPrediction
+from triage_router.router.prediction.length import LengthPrediction
 
 
 @dataclass(slots=True)
@@ -63,7 +63,7 @@ class RequestContext:
     request: ChatCompletionRequest | CompletionRequest
     api_key: ApiKeyConfig | None
     arrived_at: float
-    # Who the request belongs to (router/auth.py, tenant_of): never the raw key.
+    # Who the request belongs to (router/http/auth.py, tenant_of): never the raw key.
     tenant: str = ""
     priority: PriorityDecision | None = field(default=None)
     # Completion tokens expected, set before dispatch; the predictor learns from the answer.

@@ -1,6 +1,9 @@
-"""Errors Triage reports to clients, each mapped to an HTTP status and OpenAI's error shape.
+"""Errors reported to clients, each mapped to an HTTP status and OpenAI's error shape:
 
 ``{"error": {"message": ..., "type": ..., "param": ..., "code": ...}}``
+
+The one place that shape is built, for the router and for our engine (engine_server/errors.py
+adds the engine's own). This module imports nothing of Triage, so the engine may import it.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ class ErrorEnvelope(msgspec.Struct):
     error: ErrorBody
 
 
-class TriageError(Exception):
-    """Base class: subclasses fix the status and OpenAI error type."""
+class ApiError(Exception):
+    """Base class: subclasses fix the status and OpenAI error type. Unsubclassed, a 500."""
 
     status: int = 500
     error_type: str = "server_error"
@@ -37,36 +40,43 @@ class TriageError(Exception):
         """Extra response headers (e.g. Retry-After)."""
         return []
 
+    def envelope(self) -> ErrorEnvelope:
+        return ErrorEnvelope(ErrorBody(self.message, self.error_type, self.param, self.code))
+
     def body(self) -> bytes:
-        return msgspec.json.encode(
-            ErrorEnvelope(ErrorBody(self.message, self.error_type, self.param, self.code))
-        )
+        return msgspec.json.encode(self.envelope())
 
 
-class BadRequest(TriageError):
+class BadRequest(ApiError):
     status = 400
     error_type = "invalid_request_error"
 
 
-class Unauthorized(TriageError):
+class Unauthorized(ApiError):
     status = 401
     error_type = "authentication_error"
     code = "invalid_api_key"
 
 
-class MethodNotAllowed(TriageError):
+class NotFound(ApiError):
+    status = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
+
+
+class MethodNotAllowed(ApiError):
     status = 405
     error_type = "invalid_request_error"
     code = "method_not_allowed"
 
 
-class ModelNotFound(TriageError):
+class ModelNotFound(ApiError):
     status = 404
     error_type = "invalid_request_error"
     code = "model_not_found"
 
 
-class QueueTimeout(TriageError):
+class QueueTimeout(ApiError):
     """The request waited in the admission queue past its priority's timeout."""
 
     status = 408
@@ -74,7 +84,7 @@ class QueueTimeout(TriageError):
     code = "queue_timeout"
 
 
-class QueueFull(TriageError):
+class QueueFull(ApiError):
     """The admission queue had no room, or shed this request for more urgent work."""
 
     status = 429
@@ -89,13 +99,13 @@ class QueueFull(TriageError):
         return [(b"retry-after", str(self.retry_after_s).encode())]
 
 
-class BodyTooLarge(TriageError):
+class BodyTooLarge(ApiError):
     status = 413
     error_type = "invalid_request_error"
     code = "request_too_large"
 
 
-class UpstreamUnreachable(TriageError):
+class UpstreamUnreachable(ApiError):
     """The upstream refused or reset the connection."""
 
     status = 502
@@ -103,13 +113,25 @@ class UpstreamUnreachable(TriageError):
     code = "upstream_unreachable"
 
 
-class NoHealthyBackend(TriageError):
+class NoHealthyBackend(ApiError):
     status = 503
     error_type = "server_error"
     code = "no_healthy_backend"
 
 
-class UpstreamTimeout(TriageError):
+class UpstreamTimeout(ApiError):
     status = 504
     error_type = "upstream_error"
     code = "upstream_timeout"
+
+
+def for_status(status: int, message: str) -> ApiError:
+    """The error for a status that the web framework itself raised (an unknown path, a wrong
+    method, a malformed request line), so that those leave in OpenAI's shape too."""
+    known: dict[int, type[ApiError]] = {404: NotFound, 405: MethodNotAllowed}
+    if status in known:
+        return known[status](message)
+    error = ApiError(message)
+    error.status = status
+    error.error_type = "invalid_request_error" if status < 500 else "server_error"
+    return error

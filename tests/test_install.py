@@ -54,7 +54,7 @@ def test_import_kernels_from_the_repository_root_never_finds_ours() -> None:
 def test_the_namespace_imports_and_runs_from_any_directory(cwd: str, tmp_path: Path) -> None:
     where = ROOT if cwd == "root" else tmp_path
     printed = run_python(
-        "import triage_router.router.cli, triage_router.policies.sim.cli, triage_router.engine_server.config, "
+        "import triage_router.router.cli.main, triage_router.router.cli.simulate, triage_router.engine_server.config, "
         "triage_router.kernels.paged_attention as k; print(k.__file__)", where)
     assert Path(printed.strip()).name == "paged_attention.py"
     for command in ([sys.executable, "-m", "triage_router.router.cli", "--help"],

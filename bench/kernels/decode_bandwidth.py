@@ -18,7 +18,8 @@ import triton
 
 from gpu_batches import contiguous_kv, decode_batch, require_cuda
 
-from triage_router.kernels.paged_attention import paged_attention, paged_attention_reference
+from triage_router.kernels.paged_attention import paged_attention
+from triage_router.kernels.attention_reference import paged_attention_reference
 from triage_router.kernels.split_kv_decode import split_kv_decode
 
 # (name, q heads, kv heads, head dim): SmolLM2-135M (the model we serve) and a Llama-3-8B layer.

@@ -1,6 +1,6 @@
 """Priority-tagging accuracy and latency on tests/data/priority_prompts.jsonl.
 
-Runs the router's own resolution pipeline (triage_router.router.priority, triage_router.router.rules, triage_router.router.model_tagger)
+Runs the router's own resolution pipeline (triage_router.router.tagging.priority, triage_router.router.tagging.rules, triage_router.router.tagging.model_tagger)
 over every labelled prompt, as a non-streamed chat request with no header, and reports per
 pipeline: accuracy, mean absolute level error, the share of distance >= 2 errors, the
 confusion matrix, fallbacks, and the per-request tagging latency (p50/p99).
@@ -39,12 +39,12 @@ sys.path.insert(0, str(ROOT))
 from triage_router.router.api_types import ChatCompletionRequest, ChatMessage  # noqa: E402
 from triage_router.router.config import EmbeddingTaggerConfig, LlmTaggerConfig, load_config  # noqa: E402
 from triage_router.router.context import RequestContext  # noqa: E402
-from triage_router.router.embedding_tagger import EmbeddingClassifier, EmbeddingsClient  # noqa: E402
-from triage_router.router.llm_tagger import LlmClassifier  # noqa: E402
+from triage_router.router.tagging.embedding_tagger import EmbeddingClassifier, EmbeddingsClient  # noqa: E402
+from triage_router.router.tagging.llm_tagger import LlmClassifier  # noqa: E402
 from triage_router.router.metrics import RouterMetrics  # noqa: E402
-from triage_router.router.model_tagger import ModelTagger  # noqa: E402
-from triage_router.router.priority import DefaultPriority, PriorityResolver, PriorityStep  # noqa: E402
-from triage_router.router.rules import RulePriority, RuleSet  # noqa: E402
+from triage_router.router.tagging.model_tagger import ModelTagger  # noqa: E402
+from triage_router.router.tagging.priority import DefaultPriority, PriorityResolver, PriorityStep  # noqa: E402
+from triage_router.router.tagging.rules import RulePriority, RuleSet  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "priority_prompts.jsonl"
 CONCURRENCY = 16

@@ -1,7 +1,7 @@
 """Output-length prediction against real answer lengths.
 
 Reads the true completion lengths recorded by collect_lengths.py and the priority decisions of
-a tagging run (evaluate.py --out), then replays the prompts through triage_router.router.length's
+a tagging run (evaluate.py --out), then replays the prompts through triage_router.router.prediction.length's
 LengthPredictor the way the router would: features from the request and its priority decision,
 a prediction before dispatch, then the observed length. Reports, over several shuffled orders:
 
@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 from triage_router.router.api_types import ChatCompletionRequest, ChatMessage  # noqa: E402
 from triage_router.router.config import LengthConfig  # noqa: E402
 from triage_router.router.context import PriorityDecision, RequestContext  # noqa: E402
-from triage_router.router.fingerprint import fingerprint  # noqa: E402
-from triage_router.router.length import LengthPredictor  # noqa: E402
-from triage_router.router.length_features import features_of  # noqa: E402
+from triage_router.router.routing.fingerprint import fingerprint  # noqa: E402
+from triage_router.router.prediction.length import LengthPredictor  # noqa: E402
+from triage_router.router.prediction.features import features_of  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "priority_prompts.jsonl"
 PIPELINE = "rules+embedding"

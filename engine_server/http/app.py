@@ -27,12 +27,13 @@ from triage_router.engine_server.api_types import (
 from triage_router.engine_server.embeddings import EmbeddingBatcher
 from triage_router.engine_server.engine import RequestRejected
 from triage_router.engine_server.engine_client import EngineClient
-from triage_router.engine_server.errors import EngineError, EngineUnavailable, MethodNotAllowed, NotFound
-from triage_router.engine_server.http.generation import ClientDisconnected, GenerationRunner, as_engine_error
+from triage_router.engine_server.errors import EngineUnavailable
+from triage_router.engine_server.http.generation import ClientDisconnected, GenerationRunner, as_api_error
 from triage_router.engine_server.http.requests import RequestParser, embedding_request
 from triage_router.engine_server.http.responses import error_response, event_stream, json_response
 from triage_router.engine_server.http.streams import chat_stream, completion_stream
 from triage_router.engine_server.metrics import render
+from triage_router.router.errors import ApiError, for_status
 
 
 class _Routes:
@@ -97,19 +98,15 @@ def _encode_vector(vector: list[float], fmt: str) -> list[float] | str:
 
 
 def _on_error(request: Request, exc: Exception) -> Response[Any]:
-    if isinstance(exc, (EngineError, RequestRejected)):
-        return error_response(as_engine_error(exc))
+    if isinstance(exc, (ApiError, RequestRejected)):
+        return error_response(as_api_error(exc))
     if isinstance(exc, ClientDisconnected):  # nobody reads it; nginx's convention
         return Response(b"", status_code=499)
     if isinstance(exc, HTTPException):
-        if exc.status_code == 404:
-            return error_response(NotFound(f"no route for {request.method} {request.url.path}"))
-        if exc.status_code == 405:
-            return error_response(MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}"))
-        err = EngineError(str(exc.detail))
-        err.status, err.error_type = exc.status_code, "invalid_request_error" if exc.status_code < 500 else "server_error"
-        return error_response(err)
-    return error_response(as_engine_error(exc))
+        messages = {404: f"no route for {request.method} {request.url.path}",
+                    405: f"{request.method} is not allowed on {request.url.path}"}
+        return error_response(for_status(exc.status_code, messages.get(exc.status_code, str(exc.detail))))
+    return error_response(as_api_error(exc))
 
 
 def create_app(

@@ -20,9 +20,10 @@ from triage_router.engine_server.api_types import (
 )
 from triage_router.engine_server.engine import RequestOutput, RequestRejected
 from triage_router.engine_server.engine_client import EngineClient
-from triage_router.engine_server.errors import ContextTooLong, EngineError
+from triage_router.engine_server.errors import ContextTooLong
 from triage_router.engine_server.http.requests import Generation
 from triage_router.engine_server.sequence import TokenLogprob
+from triage_router.router.errors import ApiError
 
 
 class Finished(msgspec.Struct):
@@ -37,12 +38,12 @@ class ClientDisconnected(Exception):
     """The client went away before its response was ready."""
 
 
-def as_engine_error(exc: BaseException) -> EngineError:
-    if isinstance(exc, EngineError):
+def as_api_error(exc: BaseException) -> ApiError:
+    if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, RequestRejected):
         return ContextTooLong(str(exc))
-    return EngineError(f"internal error: {type(exc).__name__}: {exc}")
+    return ApiError(f"internal error: {type(exc).__name__}: {exc}")
 
 
 class GenerationRunner:

@@ -14,7 +14,8 @@ from triage_router.policies.request import DEFAULT_PRIORITY, LEAST_URGENT, MOST_
 from triage_router.engine_server.api_types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from triage_router.engine_server.engine import RequestRejected
 from triage_router.engine_server.engine_client import EngineClient
-from triage_router.engine_server.errors import BadRequest, ContextTooLong, ModelNotFound
+from triage_router.engine_server.errors import ContextTooLong
+from triage_router.router.errors import BadRequest, ModelNotFound
 from triage_router.engine_server.sequence import SamplingParams
 
 MAX_TOP_LOGPROBS = 20

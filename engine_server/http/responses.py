@@ -9,7 +9,7 @@ from litestar import Response
 from litestar.response import Stream
 
 from triage_router.engine_server.api_types import encoder
-from triage_router.engine_server.errors import EngineError
+from triage_router.router.errors import ApiError
 
 DONE = b"data: [DONE]\n\n"
 
@@ -18,7 +18,7 @@ def json_response(body: Any, status: int = 200) -> Response[Any]:
     return Response(encoder.encode(body), status_code=status, media_type="application/json")
 
 
-def error_response(err: EngineError) -> Response[Any]:
+def error_response(err: ApiError) -> Response[Any]:
     return Response(encoder.encode(err.envelope()), status_code=err.status, media_type="application/json")
 
 

@@ -19,7 +19,7 @@ from triage_router.engine_server.api_types import (
     CompletionChoice,
 )
 from triage_router.engine_server.engine import RequestOutput
-from triage_router.engine_server.http.generation import GenerationRunner, as_engine_error
+from triage_router.engine_server.http.generation import GenerationRunner, as_api_error
 from triage_router.engine_server.http.requests import Generation
 from triage_router.engine_server.http.responses import DONE, event
 
@@ -40,7 +40,7 @@ async def chat_stream(runner: GenerationRunner, gen: Generation, model_name: str
             if out.text or lps or out.finished:
                 yield chunk(index, ChatDelta(content=out.text), out.finish_reason if out.finished else None, lps)
     except Exception as e:
-        yield event(as_engine_error(e).envelope())
+        yield event(as_api_error(e).envelope())
         yield DONE
         return
     if gen.include_usage and last:
@@ -62,7 +62,7 @@ async def completion_stream(runner: GenerationRunner, gen: Generation, model_nam
                 choice = CompletionChoice(index, out.text, lps, out.finish_reason if out.finished else None)
                 yield event(Completion(gen.request_id, created, model_name, [choice]))
     except Exception as e:
-        yield event(as_engine_error(e).envelope())
+        yield event(as_api_error(e).envelope())
         yield DONE
         return
     if gen.include_usage and last:

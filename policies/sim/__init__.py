@@ -6,7 +6,9 @@
 - `replica`: one replica with continuous batching, a KV block budget and preemption.
 - `simulator`: replicas, placement and the event loop; `simulate()` is the entry point.
 - `metrics`: per-priority latency, TTFT, queueing delay, percentiles, throughput.
-- `cli`: `triage simulate` (`configure_parser`, `run`); `plot`: optional matplotlib figures.
+- `report`: the comparison table and the paper's checks, as text.
+
+The command line (`triage simulate`) and the plots live in `router/cli/`: this package does no I/O.
 
 Time is simulated seconds only; a run is a pure function of its arguments and `--seed`.
 """

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import openai
 
-from triage_router.router.config import load_config
+from triage_router.router.config_loader import load_config
 
 ROOT = Path(__file__).parents[2]
 

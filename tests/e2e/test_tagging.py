@@ -1,7 +1,7 @@
 """Priority tagging and length prediction through a live proxy.
 
-The embedding classifier talks to a real all-MiniLM-L6-v2 behind `/v1/embeddings`
-(tests/fakes/embeddings_server.py), loaded once for this module.
+The embedding classifier talks to a real all-MiniLM-L6-v2 (tests/fakes/minilm.py) behind the fake
+upstream's `/v1/embeddings`, loaded once for this module.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from triage_router.router.config import load_config, parse_config
-from tests.fakes.embeddings_server import EmbeddingsServer
+from triage_router.router.config_loader import load_config, parse_config
+from tests.fakes.minilm import MiniLM
 from tests.fakes.proxy import running_proxy
 from tests.fakes.upstream import FakeUpstream
 
@@ -27,8 +27,8 @@ def _chat(text: str, **extra: object) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def embeddings() -> Iterator[EmbeddingsServer]:
-    server = EmbeddingsServer().start()
+def embeddings() -> Iterator[FakeUpstream]:
+    server = FakeUpstream("embeddings", embed=MiniLM().embed).start()
     yield server
     server.stop()
 
@@ -41,7 +41,7 @@ def _wait_until_ready(url: str) -> None:
         time.sleep(0.05)
 
 
-def test_rules_then_the_embedding_classifier_then_the_default(upstream: FakeUpstream, embeddings: EmbeddingsServer) -> None:
+def test_rules_then_the_embedding_classifier_then_the_default(upstream: FakeUpstream, embeddings: FakeUpstream) -> None:
     config = parse_config(
         f'[[backends]]\nname = "alpha"\nurl = "{upstream.url}"\nmodels = ["smol"]\n'
         # A generous budget: this test is about the decisions, not the latency (bench/tagging).

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_torch_backend_matches_the_kernels_reference():
-    from triage_router.kernels.paged_attention import paged_attention_reference
+    from triage_router.kernels.attention_reference import paged_attention_reference
 
     torch.manual_seed(0)
     block_size, kv_heads, heads, dim, num_blocks = 4, 2, 6, 8, 32

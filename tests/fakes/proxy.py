@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 import uvicorn
 
-from triage_router.router.app import create_app
-from triage_router.router.config import Config, parse_config
-from triage_router.router.server import bind_socket, make_server, url_of
+from triage_router.router.http.app import create_app
+from triage_router.router.config import Config
+from triage_router.router.config_loader import parse_config
+from triage_router.router.http.server import bind_socket, make_server, url_of
 
 
 @dataclass

@@ -12,8 +12,12 @@ import asyncio
 import contextlib
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+# Texts in, (vectors, prompt tokens) out: what serves POST /v1/embeddings when given.
+Embedder = Callable[[list[str]], tuple[list[list[float]], int]]
 
 
 @dataclass
@@ -51,6 +55,10 @@ class FakeUpstream:
     received: threading.Event = field(default_factory=threading.Event)
     # In "stream_hold" mode the stream pauses after its first chunk until this is set.
     release: threading.Event = field(default_factory=threading.Event)
+    # Serves POST /v1/embeddings (on a worker thread, so the loop keeps accepting) when set;
+    # tests/fakes/minilm.py gives a real all-MiniLM-L6-v2.
+    embed: Embedder | None = None
+    embedding_model: str = "all-MiniLM-L6-v2"
 
     def start(self) -> FakeUpstream:
         ready = threading.Event()
@@ -143,9 +151,19 @@ class FakeUpstream:
                 self.disconnected.set()
             return False
         payload = request.json()
+        if path == "/v1/embeddings" and self.embed is not None:
+            return await self._json(writer, 200, await self._embeddings(payload))
         if payload.get("stream"):
             return await self._stream(reader, writer, payload)
         return await self._json(writer, 200, self._completion(payload))
+
+    async def _embeddings(self, payload: dict[str, Any]) -> dict[str, Any]:
+        assert self.embed is not None
+        texts = payload["input"] if isinstance(payload["input"], list) else [payload["input"]]
+        vectors, tokens = await asyncio.get_running_loop().run_in_executor(None, self.embed, texts)
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+        return {"object": "list", "data": data, "model": self.embedding_model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     def _completion(self, payload: dict[str, Any]) -> dict[str, Any]:
         text = f"Hello from {self.name}"

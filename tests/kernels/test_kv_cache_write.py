@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from triage_router.kernels.kv_cache_write import write_kv_cache, write_kv_cache_reference
-from triage_router.kernels.paged_attention import paged_attention, paged_attention_reference
+from triage_router.kernels.paged_attention import paged_attention
+from triage_router.kernels.attention_reference import paged_attention_reference
 from tests.kernels.paged_batches import DEVICE
 
 

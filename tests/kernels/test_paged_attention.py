@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from triage_router.kernels.paged_attention import paged_attention, paged_attention_reference
+from triage_router.kernels.paged_attention import paged_attention
+from triage_router.kernels.attention_reference import paged_attention_reference
 from tests.kernels.paged_batches import DEVICE, TOLERANCE, make_batch, ragged_lengths
 
 

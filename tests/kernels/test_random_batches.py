@@ -8,7 +8,8 @@ import random
 import pytest
 import torch
 
-from triage_router.kernels.paged_attention import paged_attention, paged_attention_reference
+from triage_router.kernels.paged_attention import paged_attention
+from triage_router.kernels.attention_reference import paged_attention_reference
 from triage_router.kernels.prefix_groups import describe_prefix_groups
 from triage_router.kernels.shared_prefix_attention import shared_prefix_attention
 from tests.kernels.paged_batches import DEVICE, DTYPES, TOLERANCE, make_batch

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import pytest
 import torch
 
-from triage_router.kernels.paged_attention import paged_attention_reference
+from triage_router.kernels.attention_reference import paged_attention_reference
 from triage_router.kernels.prefix_groups import describe_prefix_groups, group_by_shared_blocks
 from triage_router.kernels.shared_prefix_attention import shared_prefix_attention
 from tests.kernels.paged_batches import DEVICE, TOLERANCE, PagedBatch, make_batch

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from triage_router.kernels.paged_attention import paged_attention_reference
+from triage_router.kernels.attention_reference import paged_attention_reference
 from triage_router.kernels.split_kv_decode import num_kv_splits, split_kv_decode
 from tests.kernels.paged_batches import TOLERANCE, make_batch
 

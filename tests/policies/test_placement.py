@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from triage_router.policies.placement import (
     BackendState, CacheAffinity, LeastLoad, PlacementRequest, PowerOfTwoChoices, QosAware,
-    RoundRobin,
+    RoundRobin, session_placement,
 )
 
 REQ = PlacementRequest("req-1", priority=2, prompt_tokens=1000)
@@ -135,3 +135,14 @@ def test_qos_aware_keeps_critical_backends_for_critical_requests() -> None:
     p = qos.place(urgent, full, 0.0)
     assert p.backend == "bulk" and "spill" in p.reason
     assert {c.backend: c.eligible for c in p.candidates} == {"bulk": True, "fast": False}
+
+
+def test_session_placement_is_rendezvous_hashing_over_the_healthy() -> None:
+    three = [BackendState("a"), BackendState("b"), BackendState("c")]
+    homes = {f"s{i}": session_placement(f"s{i}", three).backend for i in range(60)}
+    assert set(homes.values()) == {"a", "b", "c"}  # spread
+    assert all(session_placement(s, list(reversed(three))).backend == b for s, b in homes.items())  # order-free
+    # Taking one backend away moves only the sessions that lived there.
+    two = [BackendState("a"), BackendState("b"), BackendState("c", healthy=False)]
+    assert all(session_placement(s, two).backend == b for s, b in homes.items() if b != "c")
+    assert session_placement("s0", [BackendState("a", healthy=False)]) is None

@@ -1,12 +1,8 @@
 from __future__ import annotations
 
-import argparse
-import json
-
 import pytest
 
 from triage_router.policies.cost_model import CostModel
-from triage_router.policies.sim import cli
 from triage_router.policies.sim.hardware import SETTINGS
 from triage_router.policies.sim.replica import Replica, ReplicaConfig, SimSequence
 from triage_router.policies.sim.simulator import SimConfig, simulate
@@ -112,45 +108,6 @@ def test_realistic_mode_with_replicas_and_cache_affinity() -> None:
     assert affinity.summary.ttft.mean < rr.summary.ttft.mean
     balanced = simulate(w, "fcfs", SimConfig(placement="round-robin", rebalance_every=0.5, **base))
     assert len(balanced.completions) == 120
-
-
-def _args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    cli.configure_parser(parser)
-    return parser.parse_args(list(argv))
-
-
-def test_cli_json_reproduces_the_paper_comparison(capsys: pytest.CaptureFixture[str]) -> None:
-    args = _args("--setting", "A100_4B", "--gap", "0.01", "--maxcon", "10", "--gap-num", "10",
-                 "--seed", "0", "--compare", "fcfs,sjf,pjf,semantic,default", "--json")
-    assert cli.run(args) == 0
-    doc = json.loads(capsys.readouterr().out)
-    pols = doc["policies"]
-    assert set(pols) == {"fcfs", "sjf", "pjf", "semantic", "default (kv-wsjf+aging)"}
-    for p in pols.values():
-        assert len(p["per_priority_mean"]) == 5 and p["mean"] > 0
-    assert pols["semantic"]["per_priority_mean"][0] <= pols["pjf"]["per_priority_mean"][0]
-    assert pols["sjf"]["mean"] <= min(pols[k]["mean"] for k in ("fcfs", "pjf", "semantic"))
-    assert pols["fcfs"]["mean"] >= pols["sjf"]["mean"]
-    # same seed, same numbers
-    assert cli.run(args) == 0
-    assert json.loads(capsys.readouterr().out)["policies"] == pols
-
-
-def test_cli_table_sweep_and_plot(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
-    png = tmp_path / "out.png"
-    args = _args("--setting", "A100_4B,A5000_4B", "--maxcon", "3", "--gap-num", "4",
-                 "--compare", "fcfs,semantic", "--plot", str(png))
-    assert cli.run(args) == 0
-    out = capsys.readouterr()
-    assert out.out.count("## ") == 2 and "P0 mean (p99)" in out.out
-    assert "[4/4]" in out.err  # progress on a sweep
-    assert png.stat().st_size > 10_000
-
-
-def test_cli_rejects_unknown_names(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.run(_args("--compare", "fcfs,nope")) == 2
-    assert "nope" in capsys.readouterr().err
 
 
 def test_withdraw_for_migration_refuses_requests_whose_kv_lives_here() -> None:

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from triage_router.router.config import ConfigError, load_config, parse_config, resolve_config_path
+from triage_router.router.config import ConfigError
+from triage_router.router.config_loader import load_config, parse_config, resolve_config_path
 
 
 def test_defaults_fill_every_option() -> None:

@@ -1,0 +1,143 @@
+"""config.toml read, decoded and checked into a `Config` (router/config.py).
+
+Every mistake is reported with its key path and what was expected, for example
+``backends[1].url: expected an http(s) URL``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import msgspec
+import regex
+
+from triage_router.policies.catalog import policy_names
+from triage_router.router.config import Config, ConfigError, ModelTaggerConfig, RuleConfig
+
+DEFAULT_CONFIG_PATH = "config.toml"
+CONFIG_ENV_VAR = "TRIAGE_CONFIG"
+
+_MSGSPEC_PATH = re.compile(r"^(?P<what>.*?) - at `\$(?P<path>[^`]*)`$")
+
+
+def _readable(error: msgspec.ValidationError | msgspec.DecodeError) -> str:
+    """Turn msgspec's "Expected `int`, got `str` - at `$.server.port`" into "server.port: expected ..."."""
+    text = str(error)
+    match = _MSGSPEC_PATH.match(text)
+    if not match:
+        return text
+    path = match["path"].lstrip(".") or "(top level)"
+    what = match["what"]
+    return f"{path}: {what[:1].lower()}{what[1:]}"
+
+
+def _check(config: Config) -> None:
+    """Checks that span fields or need more than a type."""
+    seen: set[str] = set()
+    for i, backend in enumerate(config.backends):
+        if not re.match(r"^https?://[^/\s]+", backend.url):
+            raise ConfigError(f"backends[{i}].url: expected an http(s) URL, got {backend.url!r}")
+        if backend.name in seen:
+            raise ConfigError(f"backends[{i}].name: duplicate backend name {backend.name!r}")
+        seen.add(backend.name)
+        if backend.launch and backend.kind != "engine":
+            raise ConfigError(f"backends[{i}].launch: only a backend of kind \"engine\" can be launched by Triage")
+        if not backend.models:
+            raise ConfigError(f"backends[{i}].models: expected at least one model name or \"*\"")
+    keys: set[str] = set()
+    for i, api_key in enumerate(config.api_keys):
+        if not api_key.key:
+            raise ConfigError(f"api_keys[{i}].key: expected a non-empty key")
+        if api_key.key in keys:
+            raise ConfigError(f"api_keys[{i}].key: duplicate key")
+        keys.add(api_key.key)
+    routing = config.routing
+    if routing.metrics_fast_interval_s > routing.metrics_interval_s:
+        raise ConfigError("routing.metrics_fast_interval_s: expected at most metrics_interval_s "
+                          f"({routing.metrics_interval_s:g}), got {routing.metrics_fast_interval_s:g}")
+    if routing.metrics_stale_s <= routing.metrics_interval_s:
+        raise ConfigError("routing.metrics_stale_s: expected more than metrics_interval_s "
+                          f"({routing.metrics_interval_s:g}), or every reading would count as stale; "
+                          f"got {routing.metrics_stale_s:g}")
+    if not config.priority.header:
+        raise ConfigError("priority.header: expected a header name")
+    if config.admission.ordering not in policy_names():
+        raise ConfigError(
+            f"admission.ordering: expected one of {', '.join(policy_names())}, got {config.admission.ordering!r}"
+        )
+    for i, headroom in enumerate(config.admission.headroom):
+        if not 0 <= headroom < 1:
+            raise ConfigError(f"admission.headroom[{i}]: expected a fraction in [0, 1), got {headroom}")
+    for i, timeout in enumerate(config.admission.timeout_s):
+        if timeout <= 0:
+            raise ConfigError(f"admission.timeout_s[{i}]: expected a positive number of seconds")
+    _check_rules(config.rules)
+    for name in ("embedding", "llm"):
+        _check_tagger(f"tagging.{name}", getattr(config.tagging, name), seen)
+
+
+def _check_rules(rules: list[RuleConfig]) -> None:
+    names: set[str] = set()
+    for i, rule in enumerate(rules):
+        where = f"rules[{i}]"
+        if not rule.name or rule.name in names:
+            raise ConfigError(f"{where}.name: expected a unique, non-empty name, got {rule.name!r}")
+        names.add(rule.name)
+        actions = (rule.priority is not None) + (rule.raise_ > 0) + (rule.lower > 0)
+        if actions != 1:
+            raise ConfigError(f"{where}: expected exactly one of `priority`, `raise` or `lower` (a positive number of levels)")
+        for key in ("patterns", "exclude_patterns"):
+            for j, pattern in enumerate(getattr(rule, key)):
+                try:
+                    regex.compile(pattern)
+                except regex.error as error:
+                    raise ConfigError(f"{where}.{key}[{j}]: not a valid regular expression: {error}") from None
+        if not rule.roles:
+            raise ConfigError(f"{where}.roles: expected at least one message role")
+
+
+def _check_tagger(where: str, tagger: ModelTaggerConfig, backends: set[str]) -> None:
+    if not tagger.enabled:
+        return
+    if bool(tagger.backend) == bool(tagger.url):
+        raise ConfigError(f"{where}: expected either `backend` (a backend name) or `url`, not both or neither")
+    if tagger.backend and tagger.backend not in backends:
+        raise ConfigError(f"{where}.backend: no backend is named {tagger.backend!r}")
+    if tagger.url and not re.match(r"^https?://[^/\s]+", tagger.url):
+        raise ConfigError(f"{where}.url: expected an http(s) URL, got {tagger.url!r}")
+    if not tagger.model:
+        raise ConfigError(f"{where}.model: expected the model name to ask")
+
+
+def parse_config(text: str | bytes) -> Config:
+    """Decode and check a TOML document."""
+    try:
+        config = msgspec.toml.decode(text, type=Config)
+    except msgspec.ValidationError as error:
+        raise ConfigError(_readable(error)) from None
+    except msgspec.DecodeError as error:
+        raise ConfigError(f"not valid TOML: {error}") from None
+    for backend in config.backends:
+        backend.url = backend.url.rstrip("/")
+    for tagger in (config.tagging.embedding, config.tagging.llm):
+        tagger.url = tagger.url.rstrip("/")
+    _check(config)
+    return config
+
+
+def resolve_config_path(explicit: str | None) -> Path:
+    """--config, else $TRIAGE_CONFIG, else ./config.toml."""
+    return Path(explicit or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    try:
+        text = Path(path).read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {error.strerror}") from None
+    try:
+        return parse_config(text)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None

@@ -1,0 +1,153 @@
+"""create_app(config): the router as a litestar application."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import httpx
+from litestar import Litestar, Request, Response, asgi, get
+from litestar.exceptions import HTTPException
+from litestar.handlers import ASGIRouteHandler
+
+from triage_router.router.http.auth import ApiKeys
+from triage_router.router.routing.backends import BackendPool
+from triage_router.router.config import Config
+from triage_router.router.routing.dispatcher import Dispatcher
+from triage_router.router.errors import MethodNotAllowed, for_status
+from triage_router.router.routing.health import HealthProber
+from triage_router.router.prediction.length import LengthPredictor
+from triage_router.router.routing.load import MetricsScraper
+from triage_router.router.metrics import RouterMetrics
+from triage_router.router.routing.models import ModelCatalog, ModelList
+from triage_router.router.tagging.priority import build_resolver
+from triage_router.router.http.asgi_io import Receive, Send
+from triage_router.router.http.proxy import ProxyEndpoint
+from triage_router.router.routing.upstream import UpstreamClient
+
+# httpx logs every request at INFO; on the hot path that costs more than the request.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class TriageApp:
+    """The ASGI application: the two relay paths go straight to their handlers, litestar serves
+    everything else (and the relay paths too, for spellings like a trailing slash).
+
+    Skipping litestar's middleware stack and router on the hot path measurably cuts the
+    proxy's per-request cost; nothing there is used by the relay.
+    """
+
+    def __init__(self, litestar: Litestar, relays: dict[str, ProxyEndpoint]) -> None:
+        self.litestar = litestar
+        self.relays = relays
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            relay = self.relays.get(scope["path"])
+            if relay is not None:
+                await relay(scope, receive, send)
+                return
+        await self.litestar(scope, receive, send)
+
+
+def _relay_route(path: str, endpoint: ProxyEndpoint) -> ASGIRouteHandler:
+    async def relay(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["method"] == "POST":
+            await endpoint(scope, receive, send)
+        else:
+            await endpoint.reject(send, MethodNotAllowed(f"use POST for {path}"))
+
+    relay.__name__ = f"relay_{endpoint.endpoint}"
+    # An ASGI route takes every method; the handler itself answers 405 for anything but POST.
+    return asgi(path, is_mount=False, copy_scope=False)(relay)
+
+
+def _openai_error(request: Request[Any, Any, Any], error: HTTPException) -> Response[bytes]:
+    """Litestar's own errors (unknown path, wrong method) in OpenAI's shape too."""
+    api_error = for_status(error.status_code, str(error.detail))
+    return Response(api_error.body(), status_code=api_error.status, media_type="application/json")
+
+
+def create_app(config: Config) -> TriageApp:
+    metrics = RouterMetrics()
+    pool = BackendPool(config.backends, config.routing.block_chars, config.routing.index_capacity_factor)
+    upstream = UpstreamClient(config.upstream)
+    control = httpx.AsyncClient()
+    prober = HealthProber(pool, control, config.upstream)
+    dispatcher = Dispatcher(config, pool, metrics)
+    scraper = MetricsScraper(
+        pool, control, dispatcher.metrics_interval, config.routing.metrics_fast_interval_s,
+        on_update=dispatcher.on_load_update,
+        on_restart=lambda backend: backend.prefix_index.clear(),
+        # One clock for readings and for judging their age.
+        clock=dispatcher.clock,
+    )
+    catalog = ModelCatalog(pool, control, config.upstream.models_cache_s, config.upstream.connect_timeout_s)
+    # Tagging has its own client: a slow tagger must not hold the control plane's connections.
+    tagging_http = httpx.AsyncClient(timeout=30.0)
+    resolver, classifiers = build_resolver(config, metrics, tagging_http)
+    predictor = LengthPredictor(config.length)
+    background: list[asyncio.Task[None]] = []
+    shared = dict(config=config, pool=pool, upstream=upstream, resolver=resolver,
+                  api_keys=ApiKeys(config.api_keys), metrics=metrics,
+                  dispatcher=dispatcher, predictor=predictor)
+    chat = ProxyEndpoint("chat", "/v1/chat/completions", **shared)
+    completions = ProxyEndpoint("completions", "/v1/completions", **shared)
+
+    @get("/v1/models")
+    async def list_models() -> ModelList:
+        return await catalog.list_models()
+
+    @get("/health")
+    async def health() -> dict[str, Any]:
+        backends = {backend.name: "up" if backend.healthy else "down" for backend in pool.backends}
+        answer: dict[str, Any] = {"status": "ok" if all(state == "up" for state in backends.values()) else "degraded",
+                                   "backends": backends}
+        if classifiers:
+            # A tagger still embedding its examples lets requests through to the next step.
+            answer["tagging"] = {c.name: "ready" if c.ready else "starting" for c in classifiers}
+        return answer
+
+    @get("/metrics")
+    async def prometheus() -> Response[bytes]:
+        for backend in pool.backends:
+            metrics.backend_up.labels(backend.name).set(1 if backend.healthy else 0)
+        return Response(metrics.render(), media_type=PROMETHEUS_CONTENT_TYPE)
+
+    async def startup() -> None:
+        scraper.start()
+        for classifier in classifiers:
+            await classifier.start()
+        if config.length.state_file:
+            background.append(asyncio.ensure_future(predictor.save_periodically()))
+
+    async def shutdown() -> None:
+        await scraper.stop()
+        for classifier in classifiers:
+            await classifier.close()
+        await tagging_http.aclose()
+        for task in background:
+            task.cancel()
+        if config.length.state_file:
+            predictor.save(config.length.state_file)
+        await prober.close()
+        await upstream.close()
+        await control.aclose()
+
+    app = Litestar(
+        route_handlers=[
+            _relay_route("/v1/chat/completions", chat),
+            _relay_route("/v1/completions", completions),
+            list_models,
+            health,
+            prometheus,
+        ],
+        exception_handlers={HTTPException: _openai_error},
+        on_startup=[startup],
+        on_shutdown=[shutdown],
+        openapi_config=None,
+    )
+    return TriageApp(app, {"/v1/chat/completions": chat, "/v1/completions": completions})

@@ -1,0 +1,382 @@
+"""The data path: one OpenAI endpoint, relayed to a backend chunk by chunk.
+
+This is a raw ASGI handler rather than a litestar route with a Request and a Response: the
+proxy must cost next to nothing per request, and it needs the ASGI `receive` channel itself to
+notice a client that goes away while the upstream is still working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from triage_router.router.routing.admission import Job
+from triage_router.router.api_types import Endpoint, decode_request, with_fields
+from triage_router.router.http.asgi_io import ClientGone, DisconnectWatch, Receive, Send, new_request_id, read_body
+from triage_router.router.http.auth import ApiKeys, tenant_of
+from triage_router.router.routing.backends import Backend, BackendPool
+from triage_router.router.config import Config
+from triage_router.router.context import PriorityDecision, RequestContext
+from triage_router.router.routing.dispatcher import Dispatcher
+from triage_router.router.errors import (
+    BodyTooLarge,
+    ModelNotFound,
+    NoHealthyBackend,
+    ApiError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from triage_router.router.routing.fingerprint import fingerprint
+from triage_router.router.http.first_token import carries_token
+from triage_router.router.prediction.length import LengthPredictor
+from triage_router.router.prediction.features import features_of
+from triage_router.router.metrics import NO_BACKEND, RouterMetrics
+from triage_router.router.tagging.priority import PriorityResolver
+from triage_router.router.http.stream_usage import UsageFilter, asks_for_usage, stream_options_with_usage
+from triage_router.router.routing.upstream import HOP_BY_HOP_BYTES, UpstreamClient, forwarded_headers
+from triage_router.router.routing.upstream_fields import scheduling_fields
+
+log = logging.getLogger("triage.proxy")
+
+# Upstream answers that mean "this backend, not this request": try another one.
+RETRYABLE_STATUSES = frozenset({502, 503, 504})
+_OWN_HEADERS = frozenset(
+    {b"x-request-id", b"x-triage-priority", b"x-triage-priority-source", b"x-triage-priority-clamped-from",
+     b"x-triage-priority-adjusted-by", b"x-triage-backend", b"x-triage-placement", b"x-triage-predicted-tokens",
+     b"x-triage-predicted-tokens-high"}
+)
+# A request carrying this header gets the placement explained in `x-triage-placement`.
+DEBUG_HEADER = "x-triage-debug"
+_JSON = (b"content-type", b"application/json")
+
+
+@dataclass(slots=True)
+class _BufferedAnswer:
+    """A retryable upstream answer, kept to relay as-is if no other backend does better."""
+
+    status: int
+    raw_headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+
+
+class ProxyEndpoint:
+    """Serves one OpenAI path (`/v1/chat/completions` or `/v1/completions`)."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        upstream_path: str,
+        *,
+        config: Config,
+        pool: BackendPool,
+        upstream: UpstreamClient,
+        resolver: PriorityResolver,
+        api_keys: ApiKeys,
+        metrics: RouterMetrics,
+        dispatcher: Dispatcher,
+        predictor: LengthPredictor,
+    ) -> None:
+        self.endpoint = endpoint
+        self.upstream_path = upstream_path
+        self.pool = pool
+        self.upstream = upstream
+        self.resolver = resolver
+        self.api_keys = api_keys
+        self.metrics = metrics
+        self.dispatcher = dispatcher
+        self.predictor = predictor
+        self.routing = config.routing
+        self.max_body = config.server.max_body_bytes
+        self.max_attempts = config.upstream.max_attempts
+        self.tenant_header = config.admission.tenant_header
+        self.failure_threshold = config.upstream.failure_threshold
+        self.stream_usage = config.length.stream_usage
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        arrived = time.perf_counter()
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        request_id = headers.get("x-request-id") or new_request_id()
+        try:
+            declared = headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_body:
+                raise BodyTooLarge(f"request body exceeds the limit of {self.max_body} bytes")
+            api_key = self.api_keys.authenticate(headers)
+            body = await read_body(receive, self.max_body)
+            request = decode_request(self.endpoint, body)
+            ctx = RequestContext(request_id, self.endpoint, headers, body, request, api_key, arrived,
+                                 tenant_of(api_key, headers, self.tenant_header))
+            ctx.priority = await self.resolver.resolve(ctx)
+        except ClientGone:
+            return
+        except ApiError as error:
+            await self._reply_error(send, error, request_id, None)
+            self._count_failure("none", NO_BACKEND, error.code or error.error_type, error.status)
+            return
+
+        watch = DisconnectWatch(receive)
+        try:
+            await self._relay(ctx, send)
+        except asyncio.CancelledError:
+            if not watch.happened:
+                raise
+            # Our own cancellation, not the server's: the client left, so the task carries on.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            self.metrics.child(self.metrics.errors, str(ctx.priority.priority), NO_BACKEND, "client_disconnect").inc()
+        except ApiError as error:
+            await self._reply_error(send, error, request_id, ctx.priority)
+            self._count_failure(str(ctx.priority.priority), NO_BACKEND, error.code or error.error_type, error.status)
+        finally:
+            watch.stop()
+
+    def _job(self, ctx: RequestContext, candidates: list[Backend]) -> Job:
+        assert ctx.priority is not None
+        prefix = fingerprint(ctx.request, self.routing.block_chars, self.routing.max_blocks)
+        session = ctx.headers.get(self.routing.session_header) or None
+        ctx.predicted = self.predictor.predict(features_of(ctx, prefix.prompt_tokens))
+        self.metrics.child(self.metrics.predicted_output_tokens, str(ctx.priority.priority)).observe(ctx.predicted.median)
+        return Job(
+            ctx.request_id,
+            ctx.priority.priority,
+            self.dispatcher.clock(),
+            prefix.prompt_tokens,
+            ctx.predicted.median,
+            prefix,
+            frozenset(backend.name for backend in candidates),
+            session=session,
+            app=session or "",
+            tenant=ctx.tenant,
+            model=ctx.model,
+        )
+
+    async def _relay(self, ctx: RequestContext, send: Send) -> None:
+        candidates = self.pool.serving(ctx.model)
+        if not candidates:
+            raise ModelNotFound(f"the model `{ctx.model}` does not exist or no backend serves it", param="model")
+        job = self._job(ctx, candidates)
+        failure: ApiError | _BufferedAnswer | None = None
+        for attempt in range(self.max_attempts):
+            try:
+                backend = await self.dispatcher.acquire(job)
+            except NoHealthyBackend:
+                if failure is None:
+                    raise
+                break
+            if attempt:
+                self.metrics.child(self.metrics.retries, backend.name).inc()
+            try:
+                failure = await self._attempt(ctx, job, backend, send)
+            finally:
+                self.dispatcher.release(backend, job)
+            if failure is None:
+                return
+            job.exclude = job.exclude | {backend.name}
+        if isinstance(failure, ApiError):
+            raise failure
+        assert failure is not None
+        await send({"type": "http.response.start", "status": failure.status,
+                    "headers": self._head(failure.raw_headers, ctx, None, len(failure.body))})
+        await send({"type": "http.response.body", "body": failure.body})
+        self.metrics.child(self.metrics.requests, self.endpoint, str(ctx.priority.priority), NO_BACKEND,
+                           str(failure.status)).inc()
+
+    async def _attempt(
+        self, ctx: RequestContext, job: Job, backend: Backend, send: Send
+    ) -> ApiError | _BufferedAnswer | None:
+        """One try on one backend. Returns None once the client has its answer, else why it failed."""
+        priority = str(ctx.priority.priority)
+        in_flight = self.metrics.child(self.metrics.in_flight, priority, backend.name)
+        in_flight.inc()
+        try:
+            headers = forwarded_headers(ctx.headers, backend, ctx.request_id)
+            fields = scheduling_fields(backend.config, job.priority, job.predicted_output_tokens, job.tenant)
+            if self._adds_usage(ctx):
+                fields["stream_options"] = stream_options_with_usage(ctx.body)
+            body = with_fields(ctx.body, fields)
+            try:
+                response = await self.upstream.post(backend, self.upstream_path, headers, body)
+            except (UpstreamUnreachable, UpstreamTimeout) as error:
+                self.pool.mark_failure(backend, self.failure_threshold)
+                self._count_failure(priority, backend.name, error.code or "upstream", None)
+                return error
+            try:
+                return await self._answer(ctx, backend, response, send)
+            finally:
+                response.close()
+        finally:
+            in_flight.dec()
+
+    async def _answer(
+        self, ctx: RequestContext, backend: Backend, response: aiohttp.ClientResponse, send: Send
+    ) -> ApiError | _BufferedAnswer | None:
+        priority = str(ctx.priority.priority)
+        streaming = response.content_type == "text/event-stream"
+        if response.status == 429:
+            self.dispatcher.on_refusal(backend)
+        try:
+            if response.status in RETRYABLE_STATUSES:
+                body = await response.read()
+                self.pool.mark_failure(backend, self.failure_threshold)
+                self._count_failure(priority, backend.name, f"upstream_{response.status}", None)
+                return _BufferedAnswer(response.status, tuple(response.raw_headers), body)
+            if not streaming:
+                # Read it all before sending a byte: a failure midway can still go to another backend.
+                body = await response.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            self.pool.mark_failure(backend, self.failure_threshold)
+            mapped: ApiError = (
+                UpstreamTimeout(f"backend {backend.name} stopped answering")
+                if isinstance(error, asyncio.TimeoutError)
+                else UpstreamUnreachable(f"backend {backend.name} broke the connection: {error}")
+            )
+            self._count_failure(priority, backend.name, mapped.code or "upstream", None)
+            return mapped
+
+        if streaming:
+            await self._stream(ctx, backend, response, send)
+        else:
+            await send({"type": "http.response.start", "status": response.status,
+                        "headers": self._head(response.raw_headers, ctx, backend, len(body))})
+            await send({"type": "http.response.body", "body": body})
+            if response.status == 200:
+                # Usage sits at the end of an OpenAI answer.
+                self._observe_length(ctx, body[-512:])
+            elapsed = time.perf_counter() - ctx.arrived_at
+            self.metrics.child(self.metrics.time_to_first_byte, priority, backend.name).observe(elapsed)
+            self.metrics.child(self.metrics.duration, priority, backend.name).observe(elapsed)
+            if response.status == 200:
+                self.metrics.child(self.metrics.e2e_latency, priority, ctx.model).observe(elapsed)
+        if response.status < 500:
+            backend.record_success()
+        self.metrics.child(self.metrics.requests, self.endpoint, priority, backend.name, str(response.status)).inc()
+        return None
+
+    async def _stream(self, ctx: RequestContext, backend: Backend, response: aiohttp.ClientResponse, send: Send) -> None:
+        """Relay Server-Sent Events as they arrive; once started there is no retry."""
+        priority = str(ctx.priority.priority)
+        await send({"type": "http.response.start", "status": response.status,
+                    "headers": self._head(response.raw_headers, ctx, backend, None)})
+        first = True
+        first_token_at: float | None = None
+        completion_tokens: int | None = None
+        # Holds back the usage event the router asked for on the client's behalf.
+        usage_filter = UsageFilter() if self._adds_usage(ctx) else None
+        try:
+            async for chunk in response.content.iter_any():
+                if usage_filter is not None:
+                    chunk = usage_filter.feed(chunk)
+                    if usage_filter.usage_event is not None:
+                        completion_tokens = self._observe_length(ctx, usage_filter.usage_event)
+                        usage_filter.usage_event = None
+                    if not chunk:
+                        continue
+                elif b"completion_tokens" in chunk:
+                    completion_tokens = self._observe_length(ctx, chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if first:
+                    first = False
+                    self.metrics.child(self.metrics.time_to_first_byte, priority, backend.name).observe(
+                        time.perf_counter() - ctx.arrived_at
+                    )
+                if first_token_at is None and carries_token(chunk):
+                    first_token_at = time.perf_counter()
+                    self.metrics.child(self.metrics.time_to_first_token, priority, ctx.model).observe(
+                        first_token_at - ctx.arrived_at
+                    )
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            # Too late to retry or change the status: tell the client in the stream itself.
+            self.pool.mark_failure(backend, self.failure_threshold)
+            self._count_failure(priority, backend.name, "upstream_broke_stream", None)
+            failure = UpstreamTimeout if isinstance(error, asyncio.TimeoutError) else UpstreamUnreachable
+            event = b"data: " + failure(f"backend {backend.name} failed mid-stream").body() + b"\n\n"
+            if usage_filter is not None:
+                # Whatever the filter holds was sent before the failure: it goes first.
+                event = usage_filter.flush() + event
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        if usage_filter is not None and (rest := usage_filter.flush()):
+            await send({"type": "http.response.body", "body": rest, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        ended = time.perf_counter()
+        self.metrics.child(self.metrics.duration, priority, backend.name).observe(ended - ctx.arrived_at)
+        if response.status == 200:
+            self.metrics.child(self.metrics.e2e_latency, priority, ctx.model).observe(ended - ctx.arrived_at)
+            if first_token_at is not None and completion_tokens is not None and completion_tokens > 1:
+                self.metrics.child(self.metrics.time_per_output_token, priority, ctx.model).observe(
+                    (ended - first_token_at) / (completion_tokens - 1)
+                )
+
+    def _head(
+        self,
+        upstream_headers: tuple[tuple[bytes, bytes], ...] | Any,
+        ctx: RequestContext,
+        backend: Backend | None,
+        content_length: int | None,
+    ) -> list[tuple[bytes, bytes]]:
+        head = [
+            (name.lower(), value)
+            for name, value in upstream_headers
+            if name.lower() not in HOP_BY_HOP_BYTES and name.lower() not in _OWN_HEADERS
+        ]
+        if content_length is not None:
+            head.append((b"content-length", str(content_length).encode()))
+        head.extend(self._triage_headers(ctx.request_id, ctx.priority))
+        if ctx.predicted is not None:
+            head.append((b"x-triage-predicted-tokens", str(ctx.predicted.median).encode()))
+            head.append((b"x-triage-predicted-tokens-high", str(ctx.predicted.high).encode()))
+        if backend is not None:
+            head.append((b"x-triage-backend", backend.name.encode()))
+            if DEBUG_HEADER in ctx.headers:
+                explanation = self.dispatcher.explanation(ctx.request_id)
+                head.append((b"x-triage-placement", explanation.encode("latin-1", "replace")))
+        return head
+
+    @staticmethod
+    def _triage_headers(request_id: str, decision: PriorityDecision | None) -> list[tuple[bytes, bytes]]:
+        head = [(b"x-request-id", request_id.encode("latin-1"))]
+        if decision is not None:
+            head.append((b"x-triage-priority", str(decision.priority).encode()))
+            head.append((b"x-triage-priority-source", decision.source.encode()))
+            if decision.clamped_from is not None:
+                head.append((b"x-triage-priority-clamped-from", str(decision.clamped_from).encode()))
+            if decision.adjusted_by:
+                head.append((b"x-triage-priority-adjusted-by", ",".join(decision.adjusted_by).encode("latin-1", "replace")))
+        return head
+
+    def _adds_usage(self, ctx: RequestContext) -> bool:
+        return self.stream_usage and ctx.stream and not asks_for_usage(ctx.body)
+
+    def _observe_length(self, ctx: RequestContext, payload: bytes) -> int | None:
+        """Teach the predictor the completion tokens in `payload`'s usage; returns them, if any."""
+        if ctx.predicted is None:
+            return None
+        tokens = self.predictor.observe_usage(ctx.predicted, payload)
+        if tokens is not None:
+            self.dispatcher.on_output(ctx.tenant, ctx.predicted.median, tokens)
+            self.metrics.child(self.metrics.output_length_error, str(ctx.predicted.features.priority)).observe(
+                tokens - ctx.predicted.median
+            )
+        return tokens
+
+    async def reject(self, send: Send, error: ApiError) -> None:
+        """Answer with an error before any routing (e.g. a wrong method)."""
+        await self._reply_error(send, error, new_request_id(), None)
+
+    async def _reply_error(
+        self, send: Send, error: ApiError, request_id: str, decision: PriorityDecision | None
+    ) -> None:
+        body = error.body()
+        head = [_JSON, (b"content-length", str(len(body)).encode()), *self._triage_headers(request_id, decision)]
+        head.extend(error.headers())
+        await send({"type": "http.response.start", "status": error.status, "headers": head})
+        await send({"type": "http.response.body", "body": body})
+
+    def _count_failure(self, priority: str, backend: str, reason: str, status: int | None) -> None:
+        self.metrics.child(self.metrics.errors, priority, backend, reason).inc()
+        if status is not None:
+            self.metrics.child(self.metrics.requests, self.endpoint, priority, backend, str(status)).inc()

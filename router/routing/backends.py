@@ -1,0 +1,129 @@
+"""Backends: the upstream servers Triage routes to, with the state the router keeps on each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from triage_router.policies.request import PRIORITY_LEVELS
+from triage_router.policies.saturation import ConcurrencyEstimate, SaturationLimits
+from triage_router.router.config import BackendConfig
+from triage_router.router.routing.fingerprint import CHARS_PER_TOKEN
+from triage_router.router.routing.load_report import LoadReport
+from triage_router.router.routing.prefix_index import PrefixIndex
+
+# Assumed KV capacity when neither the config nor the backend's /metrics gives one.
+DEFAULT_KV_CAPACITY_TOKENS = 65536
+
+
+class Backend:
+    """One upstream and what this router process knows of it."""
+
+    __slots__ = ("config", "name", "base_url", "limits", "concurrency", "in_flight", "in_flight_tokens",
+                 "in_flight_by_priority", "releases", "releases_at_reading", "reading_seen_at",
+                 "consecutive_failures", "healthy", "load_report", "kv_capacity_tokens", "prefix_index",
+                 "_block_chars", "_index_capacity_factor")
+
+    def __init__(self, config: BackendConfig, block_chars: int, index_capacity_factor: float = 2.0) -> None:
+        self.config = config
+        self.name = config.name
+        self.base_url = config.url
+        self.limits = SaturationLimits(config.max_load, config.max_waiting, config.max_kv_usage,
+                                       config.max_in_flight_tokens)
+        # With no explicit limits, how many requests it runs at once, as learned from its
+        # /metrics and its 429s (triage_router.policies.saturation).
+        self.concurrency = ConcurrencyEstimate()
+        # Requests this router has sent there and not yet finished, and their tokens
+        # (prompt + predicted output).
+        self.in_flight = 0
+        self.in_flight_tokens = 0
+        self.in_flight_by_priority = [0] * PRIORITY_LEVELS
+        # Requests of ours that ended, ever and when the current reading arrived: their
+        # difference is what the reading still counts that is gone.
+        self.releases = 0
+        self.releases_at_reading = 0
+        self.reading_seen_at = -1.0
+        self.consecutive_failures = 0
+        self.healthy = True
+        # The backend's own /metrics reading, when it has one.
+        self.load_report: LoadReport | None = None
+        # Configured, else reported by the backend; None until either is known.
+        self.kv_capacity_tokens = config.kv_capacity_tokens
+        self._block_chars = block_chars
+        self._index_capacity_factor = index_capacity_factor
+        self.prefix_index = PrefixIndex(self._index_blocks(config.kv_capacity_tokens or DEFAULT_KV_CAPACITY_TOKENS))
+
+    def _index_blocks(self, kv_capacity_tokens: int) -> int:
+        return int(kv_capacity_tokens * CHARS_PER_TOKEN * self._index_capacity_factor) // self._block_chars
+
+    def reported_capacity(self, kv_capacity_tokens: int) -> None:
+        """The backend told us its KV capacity; a configured capacity still wins."""
+        if self.config.kv_capacity_tokens is None:
+            self.kv_capacity_tokens = kv_capacity_tokens
+            self.prefix_index.resize(self._index_blocks(kv_capacity_tokens))
+
+    @property
+    def cached_tokens(self) -> int:
+        """Distinct prompt tokens recently sent here (the prefix index's blocks): an estimate
+        of the working set its cache is asked to hold, which can exceed its capacity."""
+        return len(self.prefix_index) * self._block_chars // CHARS_PER_TOKEN
+
+    @property
+    def orders_by_priority(self) -> bool:
+        """The backend's own queue runs by the `priority` field we send it."""
+        return self.config.scheduling == "priority"
+
+    def in_flight_at_least_as_urgent_as(self, priority: int) -> int:
+        return sum(self.in_flight_by_priority[: priority + 1])
+
+    def fresh_report(self, now: float, stale_s: float) -> LoadReport | None:
+        report = self.load_report
+        if report is None or now - report.read_at > stale_s:
+            return None
+        return report
+
+    def record_success(self) -> None:
+        self.consecutive_failures = 0
+
+    def record_failure(self, threshold: int) -> bool:
+        """Count a failure; return True when this one marks the backend down."""
+        self.consecutive_failures += 1
+        if self.healthy and self.consecutive_failures >= threshold:
+            self.healthy = False
+            return True
+        return False
+
+    def __repr__(self) -> str:
+        return f"Backend({self.name!r}, healthy={self.healthy}, in_flight={self.in_flight})"
+
+
+class BackendPool:
+    """All configured backends, looked up by the model they serve."""
+
+    def __init__(self, configs: list[BackendConfig], block_chars: int = 256, index_capacity_factor: float = 2.0) -> None:
+        self.backends = [Backend(config, block_chars, index_capacity_factor) for config in configs]
+        self._by_model: dict[str, list[Backend]] = {}
+        # Called with a backend the moment it is marked down (the health prober listens).
+        self.on_down: Callable[[Backend], None] = lambda backend: None
+        # Called when a backend is taken as healthy again (queued requests may now go there).
+        self.on_up: Callable[[Backend], None] = lambda backend: None
+
+    def serving(self, model: str) -> list[Backend]:
+        """Backends configured for a model, healthy or not."""
+        found = self._by_model.get(model)
+        if found is None:
+            found = [backend for backend in self.backends if backend.config.serves(model)]
+            # Bounded: clients choose model names, so do not cache unknown ones forever.
+            if found or len(self._by_model) < 4096:
+                self._by_model[model] = found
+        return found
+
+    def mark_failure(self, backend: Backend, threshold: int) -> None:
+        if backend.record_failure(threshold):
+            self.on_down(backend)
+
+    def mark_up(self, backend: Backend) -> None:
+        backend.consecutive_failures = 0
+        backend.healthy = True
+        # A backend that was down may have restarted: whatever we thought it cached is gone.
+        backend.prefix_index.clear()
+        self.on_up(backend)

@@ -1,0 +1,198 @@
+"""Dispatcher: gives each request a backend, now or after waiting in the admission queue.
+
+For a request it builds a `triage_router.policies.placement.BackendState` per candidate from what the router
+knows (its own in-flight counts, the backend's fresh /metrics, the prefix index's match), sets
+aside the saturated ones, and asks the configured placer. A slot is taken the moment a backend
+is chosen and given back when the answer is complete, which is when waiting requests move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from triage_router.policies.placement import (
+    BackendState,
+    CacheAffinity,
+    LeastLoad,
+    Placement,
+    PlacementRequest,
+    Placer,
+    PowerOfTwoChoices,
+    RoundRobin,
+    session_placement,
+)
+from triage_router.policies.prefix_homes import PrefixHomes
+from triage_router.policies.saturation import BackendLoad, saturation
+from triage_router.router.routing.admission import AdmissionQueue, Job
+from triage_router.router.routing.backends import Backend, BackendPool
+from triage_router.router.config import Config, RoutingConfig
+from triage_router.router.errors import NoHealthyBackend
+from triage_router.router.routing.fingerprint import CHARS_PER_TOKEN
+from triage_router.router.routing.load_report import LoadReport
+from triage_router.router.metrics import RouterMetrics
+
+log = logging.getLogger("triage.dispatch")
+
+
+def make_placer(routing: RoutingConfig) -> Placer:
+    if routing.policy == "cache-affinity":
+        return CacheAffinity(routing.balance_abs_threshold, routing.balance_rel_threshold, routing.cache_threshold,
+                             routing.overflow_imbalance)
+    if routing.policy == "least-load":
+        return LeastLoad()
+    if routing.policy == "power-of-two":
+        return PowerOfTwoChoices()
+    return RoundRobin()
+
+
+def explain(placement: Placement, saturated: dict[str, str]) -> str:
+    """One line: policy, reason, then every candidate's score or why it was not eligible."""
+    parts = [f"{c.backend}={c.score:.4g}" if c.eligible else f"{c.backend}=({c.reason})" for c in placement.candidates]
+    parts.extend(f"{name}=(saturated: {why})" for name, why in sorted(saturated.items()))
+    return f"{placement.policy}: {placement.reason}; " + ", ".join(parts)
+
+
+class Dispatcher:
+    def __init__(
+        self, config: Config, pool: BackendPool, metrics: RouterMetrics, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
+        self.routing = config.routing
+        self.headroom = config.admission.headroom
+        self.metrics = metrics
+        self.clock = clock
+        self.placer = make_placer(config.routing)
+        self.queue = AdmissionQueue(config.admission, metrics, clock)
+        self.backends = {backend.name: backend for backend in pool.backends}
+        self.homes = PrefixHomes()
+        pool.on_up = lambda backend: self.pump()
+        # Why each job in flight went where it went; formatted only when asked for.
+        self._decisions: dict[str, tuple[Placement, dict[str, str]]] = {}
+
+    async def acquire(self, job: Job) -> Backend:
+        """A backend with a slot taken for `job`; waits in the queue if every candidate is full."""
+        if not any(self.backends[n].healthy for n in job.candidates - job.exclude):
+            raise NoHealthyBackend("no healthy backend serves this model; try again shortly")
+        name = self._try_place(job)
+        if name is None:
+            try:
+                name = await self.queue.wait(job)
+            except asyncio.CancelledError:
+                placed = job.placed
+                if placed is not None and placed.done() and not placed.cancelled() and placed.exception() is None:
+                    self.release(self.backends[placed.result()], job)
+                raise
+        if not job.exclude:  # a retry's second placement is not queueing
+            self.metrics.child(self.metrics.queue_time, str(job.priority), job.model).observe(self.clock() - job.arrival)
+        return self.backends[name]
+
+    def release(self, backend: Backend, job: Job) -> None:
+        backend.in_flight -= 1
+        backend.in_flight_tokens -= job.tokens
+        backend.in_flight_by_priority[job.priority] -= 1
+        backend.releases += 1
+        self._decisions.pop(job.request_id, None)
+        self.pump()
+
+    def explanation(self, request_id: str) -> str:
+        """Why an in-flight request went where it went (for the debug header)."""
+        decision = self._decisions.get(request_id)
+        return explain(*decision) if decision is not None else ""
+
+    def pump(self) -> None:
+        """Let waiting requests go wherever there is room now."""
+        if len(self.queue):
+            self.queue.pump(self._try_place)
+
+    def on_load_update(self) -> None:
+        for backend in self.backends.values():
+            report = backend.load_report
+            if report is None:
+                continue
+            if report.read_at != backend.reading_seen_at:
+                backend.reading_seen_at = report.read_at
+                backend.releases_at_reading = backend.releases
+            if report.kv_capacity_tokens:
+                backend.reported_capacity(report.kv_capacity_tokens)
+            backend.concurrency.observe_reading(report.running, report.waiting)
+        self.pump()
+
+    def on_output(self, tenant: str, predicted_output_tokens: int, completion_tokens: int) -> None:
+        """An answer reported its length: correct the fair-share charge made on the prediction."""
+        if self.queue.fair_share is not None:
+            self.queue.fair_share.charge(tenant, output_tokens=completion_tokens - predicted_output_tokens)
+
+    def on_refusal(self, backend: Backend) -> None:
+        """The backend answered 429 to one of ours: it runs no more than it already had."""
+        backend.concurrency.observe_refusal(backend.in_flight - 1)
+
+    def metrics_interval(self, backend: Backend) -> float:
+        """How often to read `backend`'s /metrics: fast while a reading can hold a request back
+        or let one go (a limit reads it and this router has requests on it or waiting), else
+        slow, since each read costs the backend CPU and our own counts are current."""
+        if backend.limits.read_metrics and (backend.in_flight or len(self.queue)):
+            return self.routing.metrics_fast_interval_s
+        return self.routing.metrics_interval_s
+
+    @staticmethod
+    def _load(backend: Backend, report: LoadReport | None, priority: int) -> BackendLoad:
+        ahead = backend.in_flight_at_least_as_urgent_as(priority) if backend.orders_by_priority else None
+        if report is None:
+            return BackendLoad(backend.in_flight, backend.in_flight_tokens, in_flight_ahead=ahead)
+        return BackendLoad(backend.in_flight, backend.in_flight_tokens, report.running, report.waiting,
+                           report.kv_usage, backend.releases - backend.releases_at_reading, ahead)
+
+    def _try_place(self, job: Job) -> str | None:
+        """Choose a backend with room and take a slot on it; None if every candidate is full."""
+        now = self.clock()
+        states: list[BackendState] = []
+        saturated: dict[str, str] = {}
+        blocks = job.fingerprint.block_hashes
+        home = self.homes.home(blocks[0]) if blocks else None
+        matched_blocks: dict[str, int] = {}
+        for name in sorted(job.candidates - job.exclude):
+            backend = self.backends[name]
+            load = self._load(backend, backend.fresh_report(now, self.routing.metrics_stale_s), job.priority)
+            if backend.healthy:
+                reason = saturation(backend.limits, load, backend.concurrency.limit, self.headroom[job.priority],
+                                    job.tokens)
+                if reason is not None:
+                    saturated[name] = f"{reason} for priority {job.priority}"
+                    continue
+            matched = matched_blocks[name] = backend.prefix_index.match(blocks)
+            states.append(BackendState(
+                name,
+                load=load.load,
+                in_flight_tokens=backend.in_flight_tokens,
+                prefix_match_tokens=matched * self.routing.block_chars // CHARS_PER_TOKEN,
+                cached_prefixes=backend.prefix_index.roots,
+                cached_tokens=backend.cached_tokens,
+                kv_capacity_tokens=backend.kv_capacity_tokens,
+                home=name == home,
+                kv_usage=load.kv_usage or 0.0,
+                healthy=backend.healthy,
+            ))
+        placement = session_placement(job.session, states) if job.session else None
+        if placement is None:
+            request = PlacementRequest(job.request_id, job.priority, job.prompt_tokens, job.predicted_output_tokens)
+            placement = self.placer.place(request, states, now)
+        if placement.backend is None:
+            return None
+        backend = self.backends[placement.backend]
+        backend.in_flight += 1
+        backend.in_flight_tokens += job.tokens
+        backend.in_flight_by_priority[job.priority] += 1
+        if self.queue.fair_share is not None:
+            # Charged on the prediction now, corrected when the answer reports its real length.
+            self.queue.fair_share.charge(job.tenant, job.prompt_tokens, job.predicted_output_tokens)
+        backend.prefix_index.insert(blocks)
+        if blocks:
+            self.homes.placed(blocks[0], backend.name, matched_blocks.get(backend.name, 0), len(blocks),
+                              self.routing.cache_threshold)
+        self.metrics.child(self.metrics.placements, placement.policy, backend.name).inc()
+        self._decisions[job.request_id] = (placement, saturated)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("request %s -> %s (%s)", job.request_id, backend.name, explain(placement, saturated))
+        return backend.name
