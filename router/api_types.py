@@ -12,7 +12,10 @@ import msgspec
 
 from triage_router.router.errors import BadRequest
 
-Endpoint = Literal["chat", "completions"]
+# chat and completions generate (priority, prediction, cache affinity); embeddings get priority
+# and admission only; passthrough is any other path, forwarded unchanged.
+Endpoint = Literal["chat", "completions", "embeddings", "passthrough"]
+GENERATING: frozenset[str] = frozenset({"chat", "completions"})
 
 
 class ChatMessage(msgspec.Struct):
@@ -47,16 +50,38 @@ class CompletionRequest(msgspec.Struct):
         return self.max_tokens
 
 
-_DECODERS = {
+class EmbeddingRequest(msgspec.Struct):
+    model: str
+    input: str | list[Any]
+    stream: bool = False
+    output_limit: None = None
+
+
+class PassthroughRequest(msgspec.Struct):
+    """Any other endpoint: only the model is read, to route it; `stream` to time it."""
+
+    model: str
+    stream: bool = False
+    output_limit: None = None
+
+
+AnyRequest = ChatCompletionRequest | CompletionRequest | EmbeddingRequest | PassthroughRequest
+
+_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
     "chat": msgspec.json.Decoder(ChatCompletionRequest),
     "completions": msgspec.json.Decoder(CompletionRequest),
+    "embeddings": msgspec.json.Decoder(EmbeddingRequest),
+    "passthrough": msgspec.json.Decoder(PassthroughRequest),
 }
 
 
-def decode_request(endpoint: Endpoint, body: bytes) -> ChatCompletionRequest | CompletionRequest:
-    """Validate a body; a problem becomes a 400 naming the offending field."""
+def decode_request(endpoint: Endpoint, body: bytes, content_type: str = "application/json") -> AnyRequest:
+    """Validate a body; a problem becomes a 400 naming the offending field. A multipart form
+    (audio uploads) is read for its `model` field only."""
     if not body:
         raise BadRequest("request body is empty; expected a JSON object")
+    if endpoint == "passthrough" and content_type.startswith("multipart/form-data"):
+        return PassthroughRequest(model=form_field(body, content_type, "model"))
     try:
         return _DECODERS[endpoint].decode(body)
     except msgspec.ValidationError as error:
@@ -71,6 +96,20 @@ def decode_request(endpoint: Endpoint, body: bytes) -> ChatCompletionRequest | C
 
 def _raise(message: str, param: str | None) -> Any:
     raise BadRequest(message, param=param)
+
+
+def form_field(body: bytes, content_type: str, name: str) -> str:
+    """The value of a small text field of a multipart/form-data body (RFC 7578)."""
+    _, _, boundary = content_type.partition("boundary=")
+    boundary = boundary.split(";")[0].strip().strip('"')
+    if not boundary:
+        raise BadRequest("multipart body without a boundary in its content-type")
+    wanted = f'name="{name}"'.encode()
+    for part in body.split(b"--" + boundary.encode()):
+        head, sep, value = part.partition(b"\r\n\r\n")
+        if sep and wanted in head and b"filename=" not in head:
+            return value.rstrip(b"\r\n").decode("utf-8", "replace")
+    raise BadRequest(f"the form has no `{name}` field", param=name)
 
 
 def with_fields(body: bytes, fields: dict[str, Any]) -> bytes:

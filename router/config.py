@@ -39,7 +39,10 @@ class BackendConfig(_Section):
     name: str
     url: str
     kind: Literal["openai", "vllm", "engine"] = "openai"
-    models: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    # Served besides what the backend lists at /v1/models (read at start-up and every
+    # upstream.models_refresh_s): names it does not list, or serves before its listing is read.
+    # "*": any model name at all. Empty (the default): exactly what it lists.
+    models: list[str] = msgspec.field(default_factory=list)
     # The key Triage sends upstream. The client's own key is forwarded only if asked.
     api_key: str = ""
     forward_client_key: bool = False
@@ -84,8 +87,9 @@ class UpstreamConfig(_Section):
     probe_path: str = "/v1/models"
     probe_initial_interval_s: PositiveFloat = 0.5
     probe_max_interval_s: PositiveFloat = 30.0
-    # How long a wildcard backend's own /v1/models listing is reused.
-    models_cache_s: PositiveFloat = 10.0
+    # How often each backend's /v1/models is read: its models (LoRA adapters and embedding
+    # models included) are routed to it from then on.
+    models_refresh_s: PositiveFloat = 10.0
 
 
 class RoutingConfig(_Section):

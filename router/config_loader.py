@@ -44,8 +44,6 @@ def _check(config: Config) -> None:
         seen.add(backend.name)
         if backend.launch and backend.kind != "engine":
             raise ConfigError(f"backends[{i}].launch: only a backend of kind \"engine\" can be launched by Triage")
-        if not backend.models:
-            raise ConfigError(f"backends[{i}].models: expected at least one model name or \"*\"")
     keys: set[str] = set()
     for i, api_key in enumerate(config.api_keys):
         if not api_key.key:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from triage_router.router.api_types import ChatCompletionRequest, CompletionRequest, Endpoint
+from triage_router.router.api_types import AnyRequest, Endpoint
 from triage_router.router.config import ApiKeyConfig
 from triage_router.router.prediction.length import LengthPrediction
 
@@ -60,7 +60,7 @@ class RequestContext:
     # Lower-cased header names; the last value wins for repeated headers.
     headers: dict[str, str]
     body: bytes
-    request: ChatCompletionRequest | CompletionRequest
+    request: AnyRequest
     api_key: ApiKeyConfig | None
     arrived_at: float
     # Who the request belongs to (router/http/auth.py, tenant_of): never the raw key.
@@ -68,6 +68,8 @@ class RequestContext:
     priority: PriorityDecision | None = field(default=None)
     # Completion tokens expected, set before dispatch; the predictor learns from the answer.
     predicted: LengthPrediction | None = field(default=None)
+    # The path (and query) the client called, forwarded as-is to the backend.
+    path: str = ""
 
     @property
     def model(self) -> str:

@@ -10,7 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from triage_router.router.api_types import ChatCompletionRequest, ChatMessage, CompletionRequest
+from triage_router.router.api_types import (
+    AnyRequest,
+    ChatCompletionRequest,
+    ChatMessage,
+    CompletionRequest,
+    EmbeddingRequest,
+)
 
 _CUT = "\n…\n"
 
@@ -47,14 +53,19 @@ def prompt_text(request: CompletionRequest) -> str:
     return "\n".join(item for item in prompt if isinstance(item, str))
 
 
-def examined_texts(
-    request: ChatCompletionRequest | CompletionRequest, roles: Iterable[str], latest_only: bool, max_chars: int
-) -> list[str]:
+def examined_texts(request: AnyRequest, roles: Iterable[str], latest_only: bool, max_chars: int) -> list[str]:
     """The texts of the messages with one of `roles` (only the latest one if `latest_only`),
-    each bounded to `max_chars`. A completion's prompt counts as a user turn."""
+    each bounded to `max_chars`. A completion's prompt and an embedding's input count as a user
+    turn; other endpoints have no text."""
     roles = frozenset(roles)
     if isinstance(request, CompletionRequest):
         return [bounded(prompt_text(request), max_chars)] if "user" in roles else []
+    if isinstance(request, EmbeddingRequest):
+        inputs = [request.input] if isinstance(request.input, str) else request.input
+        text = "\n".join(item for item in inputs if isinstance(item, str))
+        return [bounded(text, max_chars)] if "user" in roles else []
+    if not isinstance(request, ChatCompletionRequest):
+        return []
     texts: list[str] = []
     for message in reversed(request.messages):
         if message.role in roles:
@@ -65,6 +76,6 @@ def examined_texts(
     return texts
 
 
-def latest_user_text(request: ChatCompletionRequest | CompletionRequest, max_chars: int) -> str:
+def latest_user_text(request: AnyRequest, max_chars: int) -> str:
     texts = examined_texts(request, ("user",), True, max_chars)
     return texts[0] if texts else ""

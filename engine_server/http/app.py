@@ -18,11 +18,13 @@ from triage_router.engine_server.api_types import (
     ChatMessageOut,
     Completion,
     CompletionChoice,
+    DetokenizeResponse,
     EmbeddingData,
     EmbeddingResponse,
     EmbeddingUsage,
     ModelCard,
     ModelList,
+    TokenizeResponse,
 )
 from triage_router.engine_server.embeddings import EmbeddingBatcher
 from triage_router.engine_server.engine import RequestRejected
@@ -84,6 +86,16 @@ class _Routes:
         usage = EmbeddingUsage(result.prompt_tokens, result.prompt_tokens)
         return json_response(EmbeddingResponse(data, self.embedding_model_name, usage))
 
+    async def tokenize(self, request: Request) -> Response[Any]:
+        body, ids = self.parser.tokenize(await request.body())
+        tokenizer = self.parser.tokenizer
+        strs = tokenizer.convert_ids_to_tokens(ids) if body.return_token_strs else None
+        return json_response(TokenizeResponse(len(ids), self.parser.engine.limits.max_model_len, ids, strs))
+
+    async def detokenize(self, request: Request) -> Response[Any]:
+        ids = self.parser.detokenize(await request.body())
+        return json_response(DetokenizeResponse(self.parser.tokenizer.decode(ids)))
+
     def models(self) -> Response[Any]:
         cards = [ModelCard(self.model_name, self.created)]
         if self.embedder is not None:
@@ -131,6 +143,14 @@ def create_app(
     async def embeddings(request: Request) -> Any:
         return await routes.embeddings(request)
 
+    @post("/tokenize", status_code=200)
+    async def tokenize(request: Request) -> Any:
+        return await routes.tokenize(request)
+
+    @post("/detokenize", status_code=200)
+    async def detokenize(request: Request) -> Any:
+        return await routes.detokenize(request)
+
     @get("/v1/models")
     async def models() -> Any:
         return routes.models()
@@ -147,7 +167,7 @@ def create_app(
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return Litestar(
-        route_handlers=[chat, completions, embeddings, models, health, metrics],
+        route_handlers=[chat, completions, embeddings, tokenize, detokenize, models, health, metrics],
         exception_handlers={Exception: _on_error},
         on_startup=[engine.start],
         on_shutdown=[engine.stop],

@@ -11,7 +11,13 @@ import msgspec
 
 from triage_router.policies.request import DEFAULT_PRIORITY, LEAST_URGENT, MOST_URGENT
 
-from triage_router.engine_server.api_types import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from triage_router.engine_server.api_types import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    EmbeddingRequest,
+    TokenizeRequest,
+)
 from triage_router.engine_server.engine import RequestRejected
 from triage_router.engine_server.engine_client import EngineClient
 from triage_router.engine_server.errors import ContextTooLong
@@ -82,6 +88,20 @@ def embedding_request(raw: bytes, served_model: str | None) -> tuple[EmbeddingRe
     return body, texts
 
 
+def _render(tokenizer: Any, messages: list[dict[str, Any]], add_generation_prompt: bool) -> list[int]:
+    """Chat messages through the model's chat template, into token ids."""
+    try:
+        encoded = tokenizer.apply_chat_template(
+            [flatten_content(m) for m in messages], add_generation_prompt=add_generation_prompt,
+            tokenize=True, return_dict=True,
+        )
+    except BadRequest:
+        raise
+    except Exception as e:  # the template rejects roles or shapes it does not know
+        raise BadRequest(f"the chat template rejected the messages: {e}", param="messages") from None
+    return list(encoded["input_ids"])
+
+
 class RequestParser:
     """Chat and legacy-completion bodies into `Generation`s, with the engine's tokenizer and limits."""
 
@@ -95,16 +115,30 @@ class RequestParser:
         check_model(body.model, self.model_name)
         if not body.messages:
             raise BadRequest("messages must not be empty", param="messages")
-        messages = [flatten_content(m) for m in body.messages]
-        try:
-            encoded = self.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=True, return_dict=True
-            )
-        except Exception as e:  # the template rejects roles or shapes it does not know
-            raise BadRequest(f"the chat template rejected the messages: {e}", param="messages") from None
+        ids = _render(self.tokenizer, body.messages, add_generation_prompt=True)
         top = (body.top_logprobs or 0) if body.logprobs else None
         max_tokens = body.max_completion_tokens or body.max_tokens
-        return self._generation("chatcmpl", body, headers, list(encoded["input_ids"]), max_tokens, top)
+        return self._generation("chatcmpl", body, headers, ids, max_tokens, top)
+
+    def tokenize(self, raw: bytes) -> tuple[TokenizeRequest, list[int]]:
+        body: TokenizeRequest = decode(raw, TokenizeRequest)
+        check_model(body.model, self.model_name)
+        if (body.prompt is None) == (body.messages is None):
+            raise BadRequest("give either `prompt` or `messages`", param="prompt")
+        if body.messages is not None:
+            ids = _render(self.tokenizer, body.messages, body.add_generation_prompt)
+        else:
+            special = True if body.add_special_tokens is None else body.add_special_tokens
+            ids = list(self.tokenizer(body.prompt, add_special_tokens=special)["input_ids"])
+        return body, ids
+
+    def detokenize(self, raw: bytes) -> list[int]:
+        body: DetokenizeRequest = decode(raw, DetokenizeRequest)
+        check_model(body.model, self.model_name)
+        vocab = self.engine.limits.vocab_size
+        if any(not 0 <= t < vocab for t in body.tokens):
+            raise BadRequest(f"token ids must be integers in [0, {vocab})", param="tokens")
+        return body.tokens
 
     def completion(self, raw: bytes, headers: Any) -> Generation:
         body: CompletionRequest = decode(raw, CompletionRequest)

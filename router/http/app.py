@@ -32,21 +32,30 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+# Paths outside /v1/ that vLLM serves and that are routed by their body's model.
+TOP_LEVEL_RELAYS = ("/tokenize", "/detokenize")
+
+
 class TriageApp:
-    """The ASGI application: the two relay paths go straight to their handlers, litestar serves
-    everything else (and the relay paths too, for spellings like a trailing slash).
+    """The ASGI application: POSTs to the relay paths go straight to their handlers, and any
+    other POST under /v1/ to the passthrough relay; litestar serves everything else (and the
+    relay paths too, for spellings like a trailing slash).
 
     Skipping litestar's middleware stack and router on the hot path measurably cuts the
     proxy's per-request cost; nothing there is used by the relay.
     """
 
-    def __init__(self, litestar: Litestar, relays: dict[str, ProxyEndpoint]) -> None:
+    def __init__(self, litestar: Litestar, relays: dict[str, ProxyEndpoint], passthrough: ProxyEndpoint) -> None:
         self.litestar = litestar
         self.relays = relays
+        self.passthrough = passthrough
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            relay = self.relays.get(scope["path"])
+            path = scope["path"]
+            relay = self.relays.get(path)
+            if relay is None and path.startswith("/v1/") and not path.endswith("/"):
+                relay = self.passthrough
             if relay is not None:
                 await relay(scope, receive, send)
                 return
@@ -60,7 +69,7 @@ def _relay_route(path: str, endpoint: ProxyEndpoint) -> ASGIRouteHandler:
         else:
             await endpoint.reject(send, MethodNotAllowed(f"use POST for {path}"))
 
-    relay.__name__ = f"relay_{endpoint.endpoint}"
+    relay.__name__ = f"relay_{path.strip('/').replace('/', '_')}"
     # An ASGI route takes every method; the handler itself answers 405 for anything but POST.
     return asgi(path, is_mount=False, copy_scope=False)(relay)
 
@@ -85,7 +94,7 @@ def create_app(config: Config) -> TriageApp:
         # One clock for readings and for judging their age.
         clock=dispatcher.clock,
     )
-    catalog = ModelCatalog(pool, control, config.upstream.models_cache_s, config.upstream.connect_timeout_s)
+    catalog = ModelCatalog(pool, control, config.upstream.models_refresh_s, config.upstream.connect_timeout_s)
     # Tagging has its own client: a slow tagger must not hold the control plane's connections.
     tagging_http = httpx.AsyncClient(timeout=30.0)
     resolver, classifiers = build_resolver(config, metrics, tagging_http)
@@ -94,12 +103,17 @@ def create_app(config: Config) -> TriageApp:
     shared = dict(config=config, pool=pool, upstream=upstream, resolver=resolver,
                   api_keys=ApiKeys(config.api_keys), metrics=metrics,
                   dispatcher=dispatcher, predictor=predictor)
-    chat = ProxyEndpoint("chat", "/v1/chat/completions", **shared)
-    completions = ProxyEndpoint("completions", "/v1/completions", **shared)
+    relays = {
+        "/v1/chat/completions": ProxyEndpoint("chat", **shared),
+        "/v1/completions": ProxyEndpoint("completions", **shared),
+        "/v1/embeddings": ProxyEndpoint("embeddings", **shared),
+    }
+    passthrough = ProxyEndpoint("passthrough", **shared)
+    relays.update({path: passthrough for path in TOP_LEVEL_RELAYS})
 
     @get("/v1/models")
     async def list_models() -> ModelList:
-        return await catalog.list_models()
+        return catalog.list_models()
 
     @get("/health")
     async def health() -> dict[str, Any]:
@@ -118,6 +132,7 @@ def create_app(config: Config) -> TriageApp:
         return Response(metrics.render(), media_type=PROMETHEUS_CONTENT_TYPE)
 
     async def startup() -> None:
+        await catalog.start()
         scraper.start()
         for classifier in classifiers:
             await classifier.start()
@@ -125,6 +140,7 @@ def create_app(config: Config) -> TriageApp:
             background.append(asyncio.ensure_future(predictor.save_periodically()))
 
     async def shutdown() -> None:
+        await catalog.stop()
         await scraper.stop()
         for classifier in classifiers:
             await classifier.close()
@@ -139,8 +155,7 @@ def create_app(config: Config) -> TriageApp:
 
     app = Litestar(
         route_handlers=[
-            _relay_route("/v1/chat/completions", chat),
-            _relay_route("/v1/completions", completions),
+            *(_relay_route(path, endpoint) for path, endpoint in relays.items()),
             list_models,
             health,
             prometheus,
@@ -150,4 +165,4 @@ def create_app(config: Config) -> TriageApp:
         on_shutdown=[shutdown],
         openapi_config=None,
     )
-    return TriageApp(app, {"/v1/chat/completions": chat, "/v1/completions": completions})
+    return TriageApp(app, relays, passthrough)

@@ -1,4 +1,9 @@
-"""The data path: one OpenAI endpoint, relayed to a backend chunk by chunk.
+"""The data path: an OpenAI endpoint, relayed to a backend chunk by chunk.
+
+Chat and legacy completions get the whole treatment: priority, length prediction, cache
+affinity, scheduling fields for the backend. Embeddings get priority and admission. Any other
+POST path (tokenize, rerank, score, audio, what vLLM adds next) is routed by its `model` and
+forwarded unchanged.
 
 This is a raw ASGI handler rather than a litestar route with a Request and a Response: the
 proxy must cost next to nothing per request, and it needs the ASGI `receive` channel itself to
@@ -16,9 +21,10 @@ from typing import Any
 import aiohttp
 
 from triage_router.router.routing.admission import Job
-from triage_router.router.api_types import Endpoint, decode_request, with_fields
+from triage_router.router.api_types import GENERATING, Endpoint, decode_request, with_fields
 from triage_router.router.http.asgi_io import ClientGone, DisconnectWatch, Receive, Send, new_request_id, read_body
 from triage_router.router.http.auth import ApiKeys, tenant_of
+from triage_router.router.http.response_headers import DEBUG_HEADER, response_head, triage_headers
 from triage_router.router.routing.backends import Backend, BackendPool
 from triage_router.router.config import Config
 from triage_router.router.context import PriorityDecision, RequestContext
@@ -27,31 +33,25 @@ from triage_router.router.errors import (
     BodyTooLarge,
     ModelNotFound,
     NoHealthyBackend,
+    NotFound,
     ApiError,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from triage_router.router.routing.fingerprint import fingerprint
+from triage_router.router.routing.fingerprint import PrefixFingerprint, fingerprint
 from triage_router.router.http.first_token import carries_token
 from triage_router.router.prediction.length import LengthPredictor
 from triage_router.router.prediction.features import features_of
 from triage_router.router.metrics import NO_BACKEND, RouterMetrics
 from triage_router.router.tagging.priority import PriorityResolver
 from triage_router.router.http.stream_usage import UsageFilter, asks_for_usage, stream_options_with_usage
-from triage_router.router.routing.upstream import HOP_BY_HOP_BYTES, UpstreamClient, forwarded_headers
+from triage_router.router.routing.upstream import UpstreamClient, forwarded_headers
 from triage_router.router.routing.upstream_fields import scheduling_fields
 
 log = logging.getLogger("triage.proxy")
 
 # Upstream answers that mean "this backend, not this request": try another one.
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
-_OWN_HEADERS = frozenset(
-    {b"x-request-id", b"x-triage-priority", b"x-triage-priority-source", b"x-triage-priority-clamped-from",
-     b"x-triage-priority-adjusted-by", b"x-triage-backend", b"x-triage-placement", b"x-triage-predicted-tokens",
-     b"x-triage-predicted-tokens-high"}
-)
-# A request carrying this header gets the placement explained in `x-triage-placement`.
-DEBUG_HEADER = "x-triage-debug"
 _JSON = (b"content-type", b"application/json")
 
 
@@ -65,12 +65,11 @@ class _BufferedAnswer:
 
 
 class ProxyEndpoint:
-    """Serves one OpenAI path (`/v1/chat/completions` or `/v1/completions`)."""
+    """Serves one kind of endpoint (module docstring) on the paths it is mounted at."""
 
     def __init__(
         self,
         endpoint: Endpoint,
-        upstream_path: str,
         *,
         config: Config,
         pool: BackendPool,
@@ -82,7 +81,7 @@ class ProxyEndpoint:
         predictor: LengthPredictor,
     ) -> None:
         self.endpoint = endpoint
-        self.upstream_path = upstream_path
+        self.generates = endpoint in GENERATING
         self.pool = pool
         self.upstream = upstream
         self.resolver = resolver
@@ -107,9 +106,9 @@ class ProxyEndpoint:
                 raise BodyTooLarge(f"request body exceeds the limit of {self.max_body} bytes")
             api_key = self.api_keys.authenticate(headers)
             body = await read_body(receive, self.max_body)
-            request = decode_request(self.endpoint, body)
+            request = decode_request(self.endpoint, body, headers.get("content-type", "application/json"))
             ctx = RequestContext(request_id, self.endpoint, headers, body, request, api_key, arrived,
-                                 tenant_of(api_key, headers, self.tenant_header))
+                                 tenant_of(api_key, headers, self.tenant_header), path=_path_of(scope))
             ctx.priority = await self.resolver.resolve(ctx)
         except ClientGone:
             return
@@ -137,16 +136,21 @@ class ProxyEndpoint:
 
     def _job(self, ctx: RequestContext, candidates: list[Backend]) -> Job:
         assert ctx.priority is not None
-        prefix = fingerprint(ctx.request, self.routing.block_chars, self.routing.max_blocks)
         session = ctx.headers.get(self.routing.session_header) or None
-        ctx.predicted = self.predictor.predict(features_of(ctx, prefix.prompt_tokens))
-        self.metrics.child(self.metrics.predicted_output_tokens, str(ctx.priority.priority)).observe(ctx.predicted.median)
+        if self.generates:
+            prefix = fingerprint(ctx.request, self.routing.block_chars, self.routing.max_blocks)  # type: ignore[arg-type]
+            ctx.predicted = self.predictor.predict(features_of(ctx, prefix.prompt_tokens))
+            self.metrics.child(self.metrics.predicted_output_tokens, str(ctx.priority.priority)).observe(ctx.predicted.median)
+        else:
+            # No prompt to match against caches, no output to predict: the body's size stands in
+            # for the work, at the fingerprint's own characters per token.
+            prefix = PrefixFingerprint((), len(ctx.body))
         return Job(
             ctx.request_id,
             ctx.priority.priority,
             self.dispatcher.clock(),
             prefix.prompt_tokens,
-            ctx.predicted.median,
+            ctx.predicted.median if ctx.predicted is not None else 0,
             prefix,
             frozenset(backend.name for backend in candidates),
             session=session,
@@ -195,12 +199,14 @@ class ProxyEndpoint:
         in_flight.inc()
         try:
             headers = forwarded_headers(ctx.headers, backend, ctx.request_id)
-            fields = scheduling_fields(backend.config, job.priority, job.predicted_output_tokens, job.tenant)
-            if self._adds_usage(ctx):
-                fields["stream_options"] = stream_options_with_usage(ctx.body)
-            body = with_fields(ctx.body, fields)
+            body = ctx.body
+            if self.generates:
+                fields = scheduling_fields(backend.config, job.priority, job.predicted_output_tokens, job.tenant)
+                if self._adds_usage(ctx):
+                    fields["stream_options"] = stream_options_with_usage(ctx.body)
+                body = with_fields(ctx.body, fields)
             try:
-                response = await self.upstream.post(backend, self.upstream_path, headers, body)
+                response = await self.upstream.post(backend, ctx.path, headers, body)
             except (UpstreamUnreachable, UpstreamTimeout) as error:
                 self.pool.mark_failure(backend, self.failure_threshold)
                 self._count_failure(priority, backend.name, error.code or "upstream", None)
@@ -228,6 +234,12 @@ class ProxyEndpoint:
             if not streaming:
                 # Read it all before sending a byte: a failure midway can still go to another backend.
                 body = await response.read()
+                if response.status == 404 and not self.generates and b'"error"' not in body:
+                    # The backend does not serve this path at all: say so in OpenAI's shape.
+                    not_found = NotFound(f"backend {backend.name} does not serve POST {ctx.path}")
+                    await self._reply_error(send, not_found, ctx.request_id, ctx.priority)
+                    self._count_failure(priority, backend.name, "path_not_served", 404)
+                    return None
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             self.pool.mark_failure(backend, self.failure_threshold)
             mapped: ApiError = (
@@ -312,44 +324,15 @@ class ProxyEndpoint:
                 )
 
     def _head(
-        self,
-        upstream_headers: tuple[tuple[bytes, bytes], ...] | Any,
-        ctx: RequestContext,
-        backend: Backend | None,
-        content_length: int | None,
+        self, upstream_headers: Any, ctx: RequestContext, backend: Backend | None, content_length: int | None,
     ) -> list[tuple[bytes, bytes]]:
-        head = [
-            (name.lower(), value)
-            for name, value in upstream_headers
-            if name.lower() not in HOP_BY_HOP_BYTES and name.lower() not in _OWN_HEADERS
-        ]
-        if content_length is not None:
-            head.append((b"content-length", str(content_length).encode()))
-        head.extend(self._triage_headers(ctx.request_id, ctx.priority))
-        if ctx.predicted is not None:
-            head.append((b"x-triage-predicted-tokens", str(ctx.predicted.median).encode()))
-            head.append((b"x-triage-predicted-tokens-high", str(ctx.predicted.high).encode()))
-        if backend is not None:
-            head.append((b"x-triage-backend", backend.name.encode()))
-            if DEBUG_HEADER in ctx.headers:
-                explanation = self.dispatcher.explanation(ctx.request_id)
-                head.append((b"x-triage-placement", explanation.encode("latin-1", "replace")))
-        return head
-
-    @staticmethod
-    def _triage_headers(request_id: str, decision: PriorityDecision | None) -> list[tuple[bytes, bytes]]:
-        head = [(b"x-request-id", request_id.encode("latin-1"))]
-        if decision is not None:
-            head.append((b"x-triage-priority", str(decision.priority).encode()))
-            head.append((b"x-triage-priority-source", decision.source.encode()))
-            if decision.clamped_from is not None:
-                head.append((b"x-triage-priority-clamped-from", str(decision.clamped_from).encode()))
-            if decision.adjusted_by:
-                head.append((b"x-triage-priority-adjusted-by", ",".join(decision.adjusted_by).encode("latin-1", "replace")))
-        return head
+        explanation = None
+        if backend is not None and DEBUG_HEADER in ctx.headers:
+            explanation = self.dispatcher.explanation(ctx.request_id)
+        return response_head(upstream_headers, ctx, backend.name if backend else None, content_length, explanation)
 
     def _adds_usage(self, ctx: RequestContext) -> bool:
-        return self.stream_usage and ctx.stream and not asks_for_usage(ctx.body)
+        return self.generates and self.stream_usage and ctx.stream and not asks_for_usage(ctx.body)
 
     def _observe_length(self, ctx: RequestContext, payload: bytes) -> int | None:
         """Teach the predictor the completion tokens in `payload`'s usage; returns them, if any."""
@@ -371,7 +354,7 @@ class ProxyEndpoint:
         self, send: Send, error: ApiError, request_id: str, decision: PriorityDecision | None
     ) -> None:
         body = error.body()
-        head = [_JSON, (b"content-length", str(len(body)).encode()), *self._triage_headers(request_id, decision)]
+        head = [_JSON, (b"content-length", str(len(body)).encode()), *triage_headers(request_id, decision)]
         head.extend(error.headers())
         await send({"type": "http.response.start", "status": error.status, "headers": head})
         await send({"type": "http.response.body", "body": body})
@@ -380,3 +363,8 @@ class ProxyEndpoint:
         self.metrics.child(self.metrics.errors, priority, backend, reason).inc()
         if status is not None:
             self.metrics.child(self.metrics.requests, self.endpoint, priority, backend, str(status)).inc()
+
+
+def _path_of(scope: dict[str, Any]) -> str:
+    query = scope.get("query_string", b"")
+    return scope["path"] + ("?" + query.decode("latin-1") if query else "")

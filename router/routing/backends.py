@@ -20,7 +20,7 @@ class Backend:
 
     __slots__ = ("config", "name", "base_url", "limits", "concurrency", "in_flight", "in_flight_tokens",
                  "in_flight_by_priority", "releases", "releases_at_reading", "reading_seen_at",
-                 "consecutive_failures", "healthy", "load_report", "kv_capacity_tokens", "prefix_index",
+                 "consecutive_failures", "healthy", "load_report", "kv_capacity_tokens", "prefix_index", "listed_models",
                  "_block_chars", "_index_capacity_factor")
 
     def __init__(self, config: BackendConfig, block_chars: int, index_capacity_factor: float = 2.0) -> None:
@@ -51,6 +51,11 @@ class Backend:
         self._block_chars = block_chars
         self._index_capacity_factor = index_capacity_factor
         self.prefix_index = PrefixIndex(self._index_blocks(config.kv_capacity_tokens or DEFAULT_KV_CAPACITY_TOKENS))
+        # What its own /v1/models last listed (router/routing/models.py reads it).
+        self.listed_models: frozenset[str] = frozenset()
+
+    def serves(self, model: str) -> bool:
+        return model in self.listed_models or self.config.serves(model)
 
     def _index_blocks(self, kv_capacity_tokens: int) -> int:
         return int(kv_capacity_tokens * CHARS_PER_TOKEN * self._index_capacity_factor) // self._block_chars
@@ -108,14 +113,19 @@ class BackendPool:
         self.on_up: Callable[[Backend], None] = lambda backend: None
 
     def serving(self, model: str) -> list[Backend]:
-        """Backends configured for a model, healthy or not."""
+        """Backends that list or are configured for a model, healthy or not."""
         found = self._by_model.get(model)
         if found is None:
-            found = [backend for backend in self.backends if backend.config.serves(model)]
+            found = [backend for backend in self.backends if backend.serves(model)]
             # Bounded: clients choose model names, so do not cache unknown ones forever.
             if found or len(self._by_model) < 4096:
                 self._by_model[model] = found
         return found
+
+    def set_listed_models(self, backend: Backend, models: frozenset[str]) -> None:
+        if models != backend.listed_models:
+            backend.listed_models = models
+            self._by_model.clear()
 
     def mark_failure(self, backend: Backend, threshold: int) -> None:
         if backend.record_failure(threshold):

@@ -1,14 +1,19 @@
-"""GET /v1/models: the union of the models every backend serves."""
+"""Models found, not only configured: each backend's own /v1/models is read at start-up and
+every `upstream.models_refresh_s`, so that its LoRA adapters and embedding models route to it.
+GET /v1/models answers the union, each model once.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
+import logging
 
 import httpx
 import msgspec
 
 from triage_router.router.routing.backends import Backend, BackendPool
+
+log = logging.getLogger("triage.models")
 
 
 class ModelCard(msgspec.Struct):
@@ -28,39 +33,51 @@ class _UpstreamModelList(msgspec.Struct):
 
 
 class ModelCatalog:
-    """Named models come from the config; a wildcard backend is asked for its own list."""
-
-    def __init__(self, pool: BackendPool, client: httpx.AsyncClient, cache_s: float, timeout_s: float) -> None:
+    def __init__(self, pool: BackendPool, client: httpx.AsyncClient, refresh_s: float, timeout_s: float) -> None:
         self.pool = pool
         self.client = client
-        self.cache_s = cache_s
+        self.refresh_s = refresh_s
         self.timeout_s = timeout_s
-        self._listed: dict[str, tuple[float, list[ModelCard]]] = {}
+        self._cards: dict[str, list[ModelCard]] = {}
+        self._task: asyncio.Task[None] | None = None
 
-    async def list_models(self) -> ModelList:
-        cards: dict[str, ModelCard] = {}
-        wildcards = [backend for backend in self.pool.backends if "*" in backend.config.models]
-        for listing in await asyncio.gather(*(self._upstream_models(backend) for backend in wildcards)):
-            for card in listing:
-                cards.setdefault(card.id, card)
-        for backend in self.pool.backends:
-            for name in backend.config.models:
-                if name != "*":
-                    cards.setdefault(name, ModelCard(name, owned_by=backend.name))
-        return ModelList(sorted(cards.values(), key=lambda card: card.id))
+    async def refresh(self) -> None:
+        """Read every backend's listing once. An unreachable backend keeps what it listed last."""
+        await asyncio.gather(*(self._read(backend) for backend in self.pool.backends))
 
-    async def _upstream_models(self, backend: Backend) -> list[ModelCard]:
-        now = time.monotonic()
-        cached = self._listed.get(backend.name)
-        if cached is not None and now - cached[0] < self.cache_s:
-            return cached[1]
+    async def _read(self, backend: Backend) -> None:
         headers = {"authorization": f"Bearer {backend.config.api_key}"} if backend.config.api_key else None
         try:
             response = await self.client.get(f"{backend.base_url}/v1/models", headers=headers, timeout=self.timeout_s)
             response.raise_for_status()
             cards = msgspec.json.decode(response.content, type=_UpstreamModelList).data
-        except (httpx.HTTPError, msgspec.DecodeError):
-            # An unreachable backend lists nothing; the others still answer.
-            cards = []
-        self._listed[backend.name] = (now, cards)
-        return cards
+        except (httpx.HTTPError, msgspec.DecodeError) as error:
+            log.debug("backend %s: no model listing (%s)", backend.name, error)
+            return
+        self._cards[backend.name] = cards
+        self.pool.set_listed_models(backend, frozenset(card.id for card in cards))
+
+    async def start(self) -> None:
+        """The first reading, before the router takes requests, then one every `refresh_s`."""
+        await self.refresh()
+        self._task = asyncio.ensure_future(self._refresh_periodically())
+
+    async def _refresh_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            await self.refresh()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def list_models(self) -> ModelList:
+        cards: dict[str, ModelCard] = {}
+        for backend in self.pool.backends:
+            for card in self._cards.get(backend.name, []):
+                cards.setdefault(card.id, card)
+            for name in backend.config.models:
+                if name != "*":
+                    cards.setdefault(name, ModelCard(name, owned_by=backend.name))
+        return ModelList(sorted(cards.values(), key=lambda card: card.id))

@@ -31,9 +31,6 @@ def test_the_embedded_default_serves_a_real_model(tmp_path: Path) -> None:
     assert shipped.backends[0].launch and shipped.backends[0].kind == "engine"
     engine_url = f"http://127.0.0.1:{free_port()}"
     config = (ROOT / "config.toml").read_text().replace("http://127.0.0.1:8100", engine_url)
-    config = config.replace('launch_args = ["--model", "default", "--served-model-name", "smol"',
-                            'launch_args = ["--model", "default", "--served-model-name", "smol", "--embedding-model", "none"')
-    assert '"--embedding-model", "none"' in config
     path = tmp_path / "config.toml"
     path.write_text(config)
     process = subprocess.Popen([sys.executable, "-m", "triage_router.router.cli", "serve", "--config", str(path), "--port", "0"],
@@ -55,6 +52,12 @@ def test_the_embedded_default_serves_a_real_model(tmp_path: Path) -> None:
         assert answer.choices[0].message.content == "The capital of France is Paris."
         assert raw.headers["x-triage-backend"] == "engine"
         assert httpx.get(f"{engine_url}/health").status_code == 200
+        # The embedding model is found in the engine's /v1/models, not configured.
+        assert {m.id for m in client.models.list()} == {"smol", "all-MiniLM-L6-v2"}
+        vectors = client.embeddings.create(model="all-MiniLM-L6-v2", input=["a kitchen fire", "a lunch menu"])
+        assert [len(d.embedding) for d in vectors.data] == [384, 384]
+        tokens = httpx.post(f"{url}/tokenize", json={"model": "smol", "prompt": "Hello world"})
+        assert tokens.status_code == 200 and tokens.json()["count"] == 2
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0

@@ -92,12 +92,18 @@ def test_stream_is_relayed_before_the_upstream_finishes(upstream: FakeUpstream) 
     assert rest == ["tok1 ", "tok2 "]
 
 
-def test_models_lists_the_union_of_backends(upstream: FakeUpstream, second_upstream: FakeUpstream) -> None:
+def test_models_are_found_listed_once_and_routed(upstream: FakeUpstream, second_upstream: FakeUpstream) -> None:
+    # a: what it lists (alpha-model) plus two configured names; b: only what it lists.
     config = (
         f'[[backends]]\nname = "a"\nurl = "{upstream.url}"\nmodels = ["smol", "big"]\n'
-        f'[[backends]]\nname = "b"\nurl = "{second_upstream.url}"\nmodels = ["*"]\n'
+        f'[[backends]]\nname = "b"\nurl = "{second_upstream.url}"\n'
     )
     with running_proxy(config) as proxy:
         client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="sk-client", max_retries=0)
         ids = [model.id for model in client.models.list()]
-    assert ids == ["beta-model", "big", "smol"]
+        answer = client.chat.completions.create(model="beta-model", messages=[{"role": "user", "content": "hi"}])
+        with pytest.raises(openai.NotFoundError) as missing:
+            client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+    assert ids == ["alpha-model", "beta-model", "big", "smol"]
+    assert answer.choices[0].message.content == "Hello from beta"
+    assert "no-such-model" in str(missing.value)

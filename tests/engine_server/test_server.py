@@ -229,3 +229,20 @@ def test_n_choices_stream_interleaved_with_their_index(client):
 def test_n_out_of_range_is_a_clear_error(client):
     r = client.post("/v1/chat/completions", json={**PARIS, "n": 17})
     assert r.status_code == 400 and r.json()["error"]["param"] == "n"
+
+
+def test_tokenize_and_detokenize_in_vllms_shapes(client, smollm2_engine):
+    chat = client.post("/tokenize", json={"model": MODEL, **PARIS})
+    assert chat.status_code == 200
+    body = chat.json()
+    # The same ids the chat endpoint prefills: its usage counts 37 prompt tokens.
+    assert body["count"] == len(body["tokens"]) == 37
+    assert body["max_model_len"] == smollm2_engine.limits.max_model_len
+    plain = client.post("/tokenize", json={"model": MODEL, "prompt": "Hello world", "return_token_strs": True}).json()
+    assert plain["token_strs"] == ["Hello", "Ġworld"]
+    back = client.post("/detokenize", json={"model": MODEL, "tokens": plain["tokens"]})
+    assert back.status_code == 200 and back.json() == {"prompt": "Hello world"}
+    neither = client.post("/tokenize", json={"model": MODEL})
+    assert neither.status_code == 400 and neither.json()["error"]["param"] == "prompt"
+    bad_id = client.post("/detokenize", json={"model": MODEL, "tokens": [10**9]})
+    assert bad_id.status_code == 400 and bad_id.json()["error"]["param"] == "tokens"

@@ -49,6 +49,11 @@ class FakeUpstream:
         "vllm:kv_cache_usage_perc{model_name=\"smol\"} 0.0\n"
     )
     scrapes: int = 0
+    # GET /v1/models answers f"{name}-model" plus these (and the embedding model when `embed` is set).
+    listed_models: list[str] = field(default_factory=list)
+    listings: int = 0
+    # POST paths answered with FastAPI's plain 404.
+    unserved_paths: set[str] = field(default_factory=set)
     # Set when a client closes a connection while this server is still working on its request.
     disconnected: threading.Event = field(default_factory=threading.Event)
     # Set once a request has been received (before answering).
@@ -135,6 +140,14 @@ class FakeUpstream:
         if method == "GET" and path == "/metrics":
             self.scrapes += 1
             return await self._metrics(writer)
+        if method == "GET" and path == "/v1/models":
+            # Read by the router at start-up and periodically: counted, not recorded.
+            self.listings += 1
+            if self.mode == "refuse":
+                return False
+            if self.mode == "status":
+                return await self._json(writer, self.status, {"error": {"message": "down", "type": "server_error"}})
+            return await self._json(writer, 200, self._model_list())
         request = ReceivedRequest(method, path, headers, body)
         self.requests.append(request)
         self.received.set()
@@ -144,12 +157,17 @@ class FakeUpstream:
         if self.mode == "status":
             return await self._json(writer, self.status, {"error": {"message": f"{self.name} says {self.status}", "type": "server_error", "param": None, "code": None}})
         if method == "GET":
-            return await self._json(writer, 200, {"object": "list", "data": [{"id": f"{self.name}-model", "object": "model", "created": 0, "owned_by": self.name}]})
+            return await self._json(writer, 200, self._model_list())
         if self.mode == "hang":
             # Wait for the client to give up; EOF on the socket means it closed the connection.
             if await reader.read(1) == b"":
                 self.disconnected.set()
             return False
+        if path in self.unserved_paths:
+            # FastAPI's own 404, as vLLM answers a path it does not have: not OpenAI's shape.
+            return await self._json(writer, 404, {"detail": "Not Found"})
+        if headers.get("content-type", "").startswith("multipart/form-data"):
+            return await self._json(writer, 200, {"text": f"{self.name} heard {len(body)} bytes at {path}"})
         payload = request.json()
         if path == "/v1/embeddings" and self.embed is not None:
             return await self._json(writer, 200, await self._embeddings(payload))
@@ -164,6 +182,10 @@ class FakeUpstream:
         data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
         return {"object": "list", "data": data, "model": self.embedding_model,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+    def _model_list(self) -> dict[str, Any]:
+        ids = [f"{self.name}-model", *self.listed_models] + ([self.embedding_model] if self.embed else [])
+        return {"object": "list", "data": [{"id": i, "object": "model", "created": 0, "owned_by": self.name} for i in ids]}
 
     def _completion(self, payload: dict[str, Any]) -> dict[str, Any]:
         text = f"Hello from {self.name}"

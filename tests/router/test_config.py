@@ -24,7 +24,7 @@ def test_backend_defaults_and_trailing_slash() -> None:
     config = parse_config('[[backends]]\nname = "a"\nurl = "http://h:1/"\n')
     backend = config.backends[0]
     assert backend.url == "http://h:1"
-    assert backend.models == ["*"] and backend.serves("anything")
+    assert backend.models == [] and not backend.serves("anything")  # it serves what it lists
     assert backend.kind == "openai" and backend.scheduling == "fcfs"
 
 
