@@ -14,8 +14,9 @@ from triage_router.router.errors import BadRequest
 
 # chat and completions generate (priority, prediction, cache affinity); embeddings get priority
 # and admission only; passthrough is any other path, forwarded unchanged.
-Endpoint = Literal["chat", "completions", "embeddings", "passthrough"]
-GENERATING: frozenset[str] = frozenset({"chat", "completions"})
+# responses and messages are translated to chat (router/http/translated.py) for routing.
+Endpoint = Literal["chat", "completions", "embeddings", "passthrough", "responses", "messages"]
+GENERATING: frozenset[str] = frozenset({"chat", "completions", "responses", "messages"})
 
 
 class ChatMessage(msgspec.Struct):

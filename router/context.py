@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from triage_router.router.api_types import AnyRequest, Endpoint
 from triage_router.router.config import ApiKeyConfig
 from triage_router.router.prediction.length import LengthPrediction
+from triage_router.router.translation.api_translation import ApiTranslation
 
 
 @dataclass(slots=True)
@@ -70,6 +71,8 @@ class RequestContext:
     predicted: LengthPrediction | None = field(default=None)
     # The path (and query) the client called, forwarded as-is to the backend.
     path: str = ""
+    # A Responses or Messages request: its body and the chat completion it translates to.
+    translation: ApiTranslation | None = None
 
     @property
     def model(self) -> str:

@@ -104,7 +104,8 @@ def test_the_layers() -> None:
         + _violations("the router never imports the engine", ("router",), ("engine_server", "kernels"))
         # Inside router/: the rooms below the HTTP edge never reach up into it.
         + _violations("router rooms stay below the edge",
-                      ("router.tagging", "router.prediction", "router.routing"), ("router.http", "router.cli"))
+                      ("router.tagging", "router.prediction", "router.routing", "router.translation"),
+                      ("router.http", "router.cli"))
         + _violations("the HTTP edge does not import the command line", ("router.http",), ("router.cli",))
         + _violations("routing does not depend on tagging or prediction",
                       ("router.routing",), ("router.tagging", "router.prediction"))

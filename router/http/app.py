@@ -107,6 +107,8 @@ def create_app(config: Config) -> TriageApp:
         "/v1/chat/completions": ProxyEndpoint("chat", **shared),
         "/v1/completions": ProxyEndpoint("completions", **shared),
         "/v1/embeddings": ProxyEndpoint("embeddings", **shared),
+        "/v1/responses": ProxyEndpoint("responses", **shared),
+        "/v1/messages": ProxyEndpoint("messages", **shared),
     }
     passthrough = ProxyEndpoint("passthrough", **shared)
     relays.update({path: passthrough for path in TOP_LEVEL_RELAYS})

@@ -26,8 +26,10 @@ class ApiKeys:
             return None
         authorization = headers.get("authorization", "")
         scheme, _, token = authorization.partition(" ")
+        if not authorization and headers.get("x-api-key"):  # Anthropic's clients
+            scheme, token = "bearer", headers["x-api-key"]
         if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
+            raise Unauthorized("missing API key: send `Authorization: Bearer <key>` (or `x-api-key: <key>`)")
         entry = self._by_key.get(token.strip())
         if entry is None:
             raise Unauthorized("incorrect API key provided")

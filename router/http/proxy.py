@@ -21,9 +21,10 @@ from typing import Any
 import aiohttp
 
 from triage_router.router.routing.admission import Job
-from triage_router.router.api_types import GENERATING, Endpoint, decode_request, with_fields
+from triage_router.router.api_types import GENERATING, Endpoint, decode_request
 from triage_router.router.http.asgi_io import ClientGone, DisconnectWatch, Receive, Send, new_request_id, read_body
 from triage_router.router.http.auth import ApiKeys, tenant_of
+from triage_router.router.http.outgoing import outgoing_request, path_of
 from triage_router.router.http.response_headers import DEBUG_HEADER, response_head, triage_headers
 from triage_router.router.routing.backends import Backend, BackendPool
 from triage_router.router.config import Config
@@ -44,9 +45,14 @@ from triage_router.router.prediction.length import LengthPredictor
 from triage_router.router.prediction.features import features_of
 from triage_router.router.metrics import NO_BACKEND, RouterMetrics
 from triage_router.router.tagging.priority import PriorityResolver
-from triage_router.router.http.stream_usage import UsageFilter, asks_for_usage, stream_options_with_usage
+from triage_router.router.translation.api_translation import (
+    TRANSLATED_ENDPOINTS,
+    ApiTranslation,
+    StreamTranslation,
+    error_body,
+)
+from triage_router.router.http.stream_usage import UsageFilter, asks_for_usage
 from triage_router.router.routing.upstream import UpstreamClient, forwarded_headers
-from triage_router.router.routing.upstream_fields import scheduling_fields
 
 log = logging.getLogger("triage.proxy")
 
@@ -106,9 +112,17 @@ class ProxyEndpoint:
                 raise BodyTooLarge(f"request body exceeds the limit of {self.max_body} bytes")
             api_key = self.api_keys.authenticate(headers)
             body = await read_body(receive, self.max_body)
-            request = decode_request(self.endpoint, body, headers.get("content-type", "application/json"))
+            translation = None
+            if self.endpoint in TRANSLATED_ENDPOINTS:
+                # Routed as the chat completion it translates to: tagging, prediction and cache
+                # affinity read the same request whichever API it came in.
+                translation = ApiTranslation.of(self.endpoint, body)
+                request = decode_request("chat", translation.chat_body)
+            else:
+                request = decode_request(self.endpoint, body, headers.get("content-type", "application/json"))
             ctx = RequestContext(request_id, self.endpoint, headers, body, request, api_key, arrived,
-                                 tenant_of(api_key, headers, self.tenant_header), path=_path_of(scope))
+                                 tenant_of(api_key, headers, self.tenant_header), path=path_of(scope),
+                                 translation=translation)
             ctx.priority = await self.resolver.resolve(ctx)
         except ClientGone:
             return
@@ -199,27 +213,23 @@ class ProxyEndpoint:
         in_flight.inc()
         try:
             headers = forwarded_headers(ctx.headers, backend, ctx.request_id)
-            body = ctx.body
-            if self.generates:
-                fields = scheduling_fields(backend.config, job.priority, job.predicted_output_tokens, job.tenant)
-                if self._adds_usage(ctx):
-                    fields["stream_options"] = stream_options_with_usage(ctx.body)
-                body = with_fields(ctx.body, fields)
+            path, body, translation = outgoing_request(ctx, job, backend.config, self._adds_usage(ctx))
             try:
-                response = await self.upstream.post(backend, ctx.path, headers, body)
+                response = await self.upstream.post(backend, path, headers, body)
             except (UpstreamUnreachable, UpstreamTimeout) as error:
                 self.pool.mark_failure(backend, self.failure_threshold)
                 self._count_failure(priority, backend.name, error.code or "upstream", None)
                 return error
             try:
-                return await self._answer(ctx, backend, response, send)
+                return await self._answer(ctx, backend, response, send, translation)
             finally:
                 response.close()
         finally:
             in_flight.dec()
 
     async def _answer(
-        self, ctx: RequestContext, backend: Backend, response: aiohttp.ClientResponse, send: Send
+        self, ctx: RequestContext, backend: Backend, response: aiohttp.ClientResponse, send: Send,
+        translation: ApiTranslation | None,
     ) -> ApiError | _BufferedAnswer | None:
         priority = str(ctx.priority.priority)
         streaming = response.content_type == "text/event-stream"
@@ -251,14 +261,17 @@ class ProxyEndpoint:
             return mapped
 
         if streaming:
-            await self._stream(ctx, backend, response, send)
+            await self._stream(ctx, backend, response, send,
+                               translation.stream_translation() if translation is not None else None)
         else:
-            await send({"type": "http.response.start", "status": response.status,
-                        "headers": self._head(response.raw_headers, ctx, backend, len(body))})
-            await send({"type": "http.response.body", "body": body})
             if response.status == 200:
                 # Usage sits at the end of an OpenAI answer.
                 self._observe_length(ctx, body[-512:])
+            if translation is not None:
+                body = translation.answer(response.status, body)
+            await send({"type": "http.response.start", "status": response.status,
+                        "headers": self._head(response.raw_headers, ctx, backend, len(body))})
+            await send({"type": "http.response.body", "body": body})
             elapsed = time.perf_counter() - ctx.arrived_at
             self.metrics.child(self.metrics.time_to_first_byte, priority, backend.name).observe(elapsed)
             self.metrics.child(self.metrics.duration, priority, backend.name).observe(elapsed)
@@ -269,8 +282,12 @@ class ProxyEndpoint:
         self.metrics.child(self.metrics.requests, self.endpoint, priority, backend.name, str(response.status)).inc()
         return None
 
-    async def _stream(self, ctx: RequestContext, backend: Backend, response: aiohttp.ClientResponse, send: Send) -> None:
-        """Relay Server-Sent Events as they arrive; once started there is no retry."""
+    async def _stream(
+        self, ctx: RequestContext, backend: Backend, response: aiohttp.ClientResponse, send: Send,
+        translation: StreamTranslation | None,
+    ) -> None:
+        """Relay Server-Sent Events as they arrive (translated to the API called, if it must be);
+        once started there is no retry."""
         priority = str(ctx.priority.priority)
         await send({"type": "http.response.start", "status": response.status,
                     "headers": self._head(response.raw_headers, ctx, backend, None)})
@@ -290,29 +307,37 @@ class ProxyEndpoint:
                         continue
                 elif b"completion_tokens" in chunk:
                     completion_tokens = self._observe_length(ctx, chunk)
+                if first_token_at is None and carries_token(chunk):
+                    first_token_at = time.perf_counter()
+                    self.metrics.child(self.metrics.time_to_first_token, priority, ctx.model).observe(
+                        first_token_at - ctx.arrived_at
+                    )
+                if translation is not None and not (chunk := translation.feed(chunk)):
+                    continue
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 if first:
                     first = False
                     self.metrics.child(self.metrics.time_to_first_byte, priority, backend.name).observe(
                         time.perf_counter() - ctx.arrived_at
                     )
-                if first_token_at is None and carries_token(chunk):
-                    first_token_at = time.perf_counter()
-                    self.metrics.child(self.metrics.time_to_first_token, priority, ctx.model).observe(
-                        first_token_at - ctx.arrived_at
-                    )
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             # Too late to retry or change the status: tell the client in the stream itself.
             self.pool.mark_failure(backend, self.failure_threshold)
             self._count_failure(priority, backend.name, "upstream_broke_stream", None)
             failure = UpstreamTimeout if isinstance(error, asyncio.TimeoutError) else UpstreamUnreachable
-            event = b"data: " + failure(f"backend {backend.name} failed mid-stream").body() + b"\n\n"
+            message = f"backend {backend.name} failed mid-stream"
+            event = b"data: " + failure(message).body() + b"\n\n"
+            if translation is not None:
+                event = translation.fail(message)
+                translation = None
             if usage_filter is not None:
                 # Whatever the filter holds was sent before the failure: it goes first.
                 event = usage_filter.flush() + event
             await send({"type": "http.response.body", "body": event, "more_body": True})
         if usage_filter is not None and (rest := usage_filter.flush()):
             await send({"type": "http.response.body", "body": rest, "more_body": True})
+        if translation is not None:
+            await send({"type": "http.response.body", "body": translation.finish(), "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         ended = time.perf_counter()
         self.metrics.child(self.metrics.duration, priority, backend.name).observe(ended - ctx.arrived_at)
@@ -332,7 +357,10 @@ class ProxyEndpoint:
         return response_head(upstream_headers, ctx, backend.name if backend else None, content_length, explanation)
 
     def _adds_usage(self, ctx: RequestContext) -> bool:
-        return self.generates and self.stream_usage and ctx.stream and not asks_for_usage(ctx.body)
+        """Whether the router asks a chat or completion stream for usage the client did not ask
+        for (and then filters it out). A translated stream always asks: its translator uses it."""
+        return (self.generates and ctx.translation is None and self.stream_usage and ctx.stream
+                and not asks_for_usage(ctx.body))
 
     def _observe_length(self, ctx: RequestContext, payload: bytes) -> int | None:
         """Teach the predictor the completion tokens in `payload`'s usage; returns them, if any."""
@@ -353,7 +381,7 @@ class ProxyEndpoint:
     async def _reply_error(
         self, send: Send, error: ApiError, request_id: str, decision: PriorityDecision | None
     ) -> None:
-        body = error.body()
+        body = error_body(self.endpoint, error)
         head = [_JSON, (b"content-length", str(len(body)).encode()), *triage_headers(request_id, decision)]
         head.extend(error.headers())
         await send({"type": "http.response.start", "status": error.status, "headers": head})
@@ -363,8 +391,3 @@ class ProxyEndpoint:
         self.metrics.child(self.metrics.errors, priority, backend, reason).inc()
         if status is not None:
             self.metrics.child(self.metrics.requests, self.endpoint, priority, backend, str(status)).inc()
-
-
-def _path_of(scope: dict[str, Any]) -> str:
-    query = scope.get("query_string", b"")
-    return scope["path"] + ("?" + query.decode("latin-1") if query else "")

@@ -68,3 +68,21 @@ def test_a_multipart_upload_is_routed_by_its_form_field(upstream: FakeUpstream) 
         upstream.listed_models = []
     assert text.text.startswith("alpha heard") and upstream.requests[-1].path == "/v1/audio/transcriptions"
     assert b'name="model"' in upstream.requests[-1].body  # the form, byte for byte
+
+
+def test_responses_and_messages_pass_through_to_vllm_and_translate_elsewhere(
+        upstream: FakeUpstream, second_upstream: FakeUpstream) -> None:
+    # alpha is a vLLM (it serves both APIs itself); beta a plain OpenAI-compatible chat server.
+    config = (f'[[backends]]\nname = "alpha"\nkind = "vllm"\nurl = "{upstream.url}"\nmodels = ["big"]\n'
+              f'[[backends]]\nname = "beta"\nurl = "{second_upstream.url}"\nmodels = ["smol"]\n')
+    with running_proxy(config) as proxy:
+        native = httpx.post(f"{proxy.url}/v1/responses", json={"model": "big", "input": "hi", "extra": 1})
+        translated = httpx.post(f"{proxy.url}/v1/messages", headers={"x-api-key": "k"},
+                                json={"model": "smol", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})
+    assert upstream.requests[-1].path == "/v1/responses" and upstream.requests[-1].json()["extra"] == 1
+    assert native.headers["x-triage-backend"] == "alpha"
+    sent = second_upstream.requests[-1]
+    assert sent.path == "/v1/chat/completions" and sent.json()["messages"] == [{"role": "user", "content": "hi"}]
+    body = translated.json()
+    assert body["type"] == "message" and body["content"] == [{"type": "text", "text": "Hello from beta"}]
+    assert body["usage"] == {"input_tokens": 7, "output_tokens": 3, "cache_read_input_tokens": 0}

@@ -104,5 +104,32 @@ def test_triage_in_front_of_a_real_vllm(tmp_path: Path) -> None:
         assert after["queries"] > before["queries"]
         assert after["hits"] - before["hits"] >= 128, (before, after)
         assert after["success"] - before["success"] == 2
+        _every_endpoint_passes_through(triage.url)
     finally:
         procs.stop_all(started)
+
+
+def _every_endpoint_passes_through(url: str) -> None:
+    """vLLM serves Responses, Messages and /tokenize itself: Triage routes them there unchanged,
+    plain and streamed, through the OpenAI SDK and in Anthropic's shapes."""
+    import openai
+
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0, timeout=120)
+    assert "smol" in {m.id for m in client.models.list()}
+    answer = client.responses.create(model="smol", input="What is the capital of France?", temperature=0,
+                                     max_output_tokens=20)
+    assert "Paris" in answer.output_text
+    events = list(client.responses.create(model="smol", input="What is the capital of France?", temperature=0,
+                                          max_output_tokens=20, stream=True))
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    body = {"model": "smol", "max_tokens": 20, "temperature": 0,
+            "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+    headers = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
+    message = httpx.post(f"{url}/v1/messages", json=body, headers=headers, timeout=120)
+    assert message.status_code == 200, message.text
+    assert message.json()["type"] == "message" and "Paris" in message.json()["content"][0]["text"]
+    with httpx.stream("POST", f"{url}/v1/messages", json={**body, "stream": True}, headers=headers, timeout=120) as r:
+        text = "".join(r.iter_text())
+    assert "event: message_start" in text and "event: message_stop" in text
+    tokens = httpx.post(f"{url}/tokenize", json={"model": "smol", "prompt": "Hello world"}, timeout=60)
+    assert tokens.status_code == 200 and tokens.json()["count"] == 2
