@@ -265,6 +265,16 @@ class LengthConfig(_Section):
     stream_usage: bool = True
 
 
+class ModelConfig(_Section):
+    """A model name clients may ask for, beyond the ones the backends list."""
+
+    name: str
+    # Serve `name` with this model of the backends (an alias: "gpt-4o-mini" served as "smol").
+    serve_as: str = ""
+    # When every backend for the model fails before its first byte, try this model's backends.
+    fallback: str = ""
+
+
 class ApiKeyConfig(_Section):
     key: str
     # The most urgent level this key may ask for; more urgent asks are clamped to it.
@@ -280,6 +290,7 @@ class Config(_Section):
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     admission: AdmissionConfig = msgspec.field(default_factory=AdmissionConfig)
     api_keys: list[ApiKeyConfig] = msgspec.field(default_factory=list)
+    models: list[ModelConfig] = msgspec.field(default_factory=list)
     rules: list[RuleConfig] = msgspec.field(default_factory=list)
     tagging: TaggingConfig = msgspec.field(default_factory=TaggingConfig)
     length: LengthConfig = msgspec.field(default_factory=LengthConfig)

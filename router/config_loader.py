@@ -71,6 +71,15 @@ def _check(config: Config) -> None:
     for i, timeout in enumerate(config.admission.timeout_s):
         if timeout <= 0:
             raise ConfigError(f"admission.timeout_s[{i}]: expected a positive number of seconds")
+    names: set[str] = set()
+    for i, model in enumerate(config.models):
+        if not model.name or model.name in names:
+            raise ConfigError(f"models[{i}].name: expected a unique, non-empty model name, got {model.name!r}")
+        names.add(model.name)
+        if model.name in (model.serve_as, model.fallback):
+            raise ConfigError(f"models[{i}]: a model cannot be its own alias or fallback")
+        if not (model.serve_as or model.fallback):
+            raise ConfigError(f"models[{i}]: expected `serve_as`, `fallback` or both")
     _check_rules(config.rules)
     for name in ("embedding", "llm"):
         _check_tagger(f"tagging.{name}", getattr(config.tagging, name), seen)

@@ -71,6 +71,8 @@ class RequestContext:
     predicted: LengthPrediction | None = field(default=None)
     # The path (and query) the client called, forwarded as-is to the backend.
     path: str = ""
+    # The model the backends are asked for: the client's, or what it is an alias or fallback of.
+    upstream_model: str = ""
     # A Responses or Messages request: its body and the chat completion it translates to.
     translation: ApiTranslation | None = None
 

@@ -20,7 +20,7 @@ from triage_router.router.routing.health import HealthProber
 from triage_router.router.prediction.length import LengthPredictor
 from triage_router.router.routing.load import MetricsScraper
 from triage_router.router.metrics import RouterMetrics
-from triage_router.router.routing.models import ModelCatalog, ModelList
+from triage_router.router.routing.models import ModelCatalog, ModelList, ModelRoutes
 from triage_router.router.tagging.priority import build_resolver
 from triage_router.router.http.asgi_io import Receive, Send
 from triage_router.router.http.proxy import ProxyEndpoint
@@ -94,7 +94,8 @@ def create_app(config: Config) -> TriageApp:
         # One clock for readings and for judging their age.
         clock=dispatcher.clock,
     )
-    catalog = ModelCatalog(pool, control, config.upstream.models_refresh_s, config.upstream.connect_timeout_s)
+    catalog = ModelCatalog(pool, control, config.upstream.models_refresh_s, config.upstream.connect_timeout_s,
+                           aliases=ModelRoutes(config.models).names())
     # Tagging has its own client: a slow tagger must not hold the control plane's connections.
     tagging_http = httpx.AsyncClient(timeout=30.0)
     resolver, classifiers = build_resolver(config, metrics, tagging_http)

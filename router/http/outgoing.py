@@ -30,16 +30,19 @@ def outgoing_request(
 ) -> tuple[str, bytes, ApiTranslation | None]:
     """(path, body, the translation to apply to the answer or None)."""
     translation = ctx.translation
+    # An alias or a fallback: the backend is asked for its own name of the model.
+    renamed = {"model": ctx.upstream_model} if ctx.upstream_model and ctx.upstream_model != ctx.model else {}
+    multipart = ctx.headers.get("content-type", "").startswith("multipart/")
     if translation is not None:
         if translation.natively_served(backend):
-            return ctx.path, ctx.body, None
-        fields = scheduling_fields(backend, job.priority, job.predicted_output_tokens, job.tenant)
+            return ctx.path, with_fields(ctx.body, renamed), None
+        fields = scheduling_fields(backend, job.priority, job.predicted_output_tokens, job.tenant) | renamed
         if translation.stream:  # the translator needs the usage for its last event
             fields["stream_options"] = {"include_usage": True}
         return "/v1/chat/completions", with_fields(translation.chat_body, fields), translation
     if ctx.endpoint not in GENERATING:
-        return ctx.path, ctx.body, None
-    fields = scheduling_fields(backend, job.priority, job.predicted_output_tokens, job.tenant)
+        return ctx.path, ctx.body if multipart else with_fields(ctx.body, renamed), None
+    fields = scheduling_fields(backend, job.priority, job.predicted_output_tokens, job.tenant) | renamed
     if adds_usage:
         fields["stream_options"] = stream_options_with_usage(ctx.body)
     return ctx.path, with_fields(ctx.body, fields), None

@@ -30,16 +30,10 @@ from triage_router.router.routing.backends import Backend, BackendPool
 from triage_router.router.config import Config
 from triage_router.router.context import PriorityDecision, RequestContext
 from triage_router.router.routing.dispatcher import Dispatcher
-from triage_router.router.errors import (
-    BodyTooLarge,
-    ModelNotFound,
-    NoHealthyBackend,
-    NotFound,
-    ApiError,
-    UpstreamTimeout,
-    UpstreamUnreachable,
-)
+from triage_router.router.errors import ApiError, BodyTooLarge, ModelNotFound, NoHealthyBackend, NotFound, \
+    UpstreamTimeout, UpstreamUnreachable
 from triage_router.router.routing.fingerprint import PrefixFingerprint, fingerprint
+from triage_router.router.routing.models import ModelRoutes
 from triage_router.router.http.first_token import carries_token
 from triage_router.router.prediction.length import LengthPredictor
 from triage_router.router.prediction.features import features_of
@@ -101,6 +95,7 @@ class ProxyEndpoint:
         self.tenant_header = config.admission.tenant_header
         self.failure_threshold = config.upstream.failure_threshold
         self.stream_usage = config.length.stream_usage
+        self.model_routes = ModelRoutes(config.models)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         arrived = time.perf_counter()
@@ -174,18 +169,31 @@ class ProxyEndpoint:
         )
 
     async def _relay(self, ctx: RequestContext, send: Send) -> None:
-        candidates = self.pool.serving(ctx.model)
-        if not candidates:
+        """The model asked for, then its fallback, if any: the first answer goes to the client."""
+        failure: ApiError | _BufferedAnswer | None = None
+        for model in self.model_routes.chain(ctx.model):
+            if candidates := self.pool.serving(model):
+                ctx.upstream_model = model
+                if (failure := await self._attempts(ctx, self._job(ctx, candidates), send)) is None:
+                    return
+        if failure is None:
             raise ModelNotFound(f"the model `{ctx.model}` does not exist or no backend serves it", param="model")
-        job = self._job(ctx, candidates)
+        if isinstance(failure, ApiError):
+            raise failure
+        await send({"type": "http.response.start", "status": failure.status,
+                    "headers": self._head(failure.raw_headers, ctx, None, len(failure.body))})
+        await send({"type": "http.response.body", "body": failure.body})
+        self.metrics.child(self.metrics.requests, self.endpoint, str(ctx.priority.priority), NO_BACKEND,
+                           str(failure.status)).inc()
+
+    async def _attempts(self, ctx: RequestContext, job: Job, send: Send) -> ApiError | _BufferedAnswer | None:
+        """Up to `max_attempts` backends for one model; None once the client has its answer."""
         failure: ApiError | _BufferedAnswer | None = None
         for attempt in range(self.max_attempts):
             try:
                 backend = await self.dispatcher.acquire(job)
-            except NoHealthyBackend:
-                if failure is None:
-                    raise
-                break
+            except NoHealthyBackend as none_healthy:
+                return failure or none_healthy
             if attempt:
                 self.metrics.child(self.metrics.retries, backend.name).inc()
             try:
@@ -193,16 +201,9 @@ class ProxyEndpoint:
             finally:
                 self.dispatcher.release(backend, job)
             if failure is None:
-                return
+                return None
             job.exclude = job.exclude | {backend.name}
-        if isinstance(failure, ApiError):
-            raise failure
-        assert failure is not None
-        await send({"type": "http.response.start", "status": failure.status,
-                    "headers": self._head(failure.raw_headers, ctx, None, len(failure.body))})
-        await send({"type": "http.response.body", "body": failure.body})
-        self.metrics.child(self.metrics.requests, self.endpoint, str(ctx.priority.priority), NO_BACKEND,
-                           str(failure.status)).inc()
+        return failure
 
     async def _attempt(
         self, ctx: RequestContext, job: Job, backend: Backend, send: Send

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 import httpx
 import msgspec
 
+from triage_router.router.config import ModelConfig
 from triage_router.router.routing.backends import Backend, BackendPool
 
 log = logging.getLogger("triage.models")
@@ -32,9 +34,28 @@ class _UpstreamModelList(msgspec.Struct):
     data: list[ModelCard]
 
 
+class ModelRoutes:
+    """Aliases and fallbacks from the config's [[models]]: which model names to try, in order,
+    for the name a client asked for."""
+
+    def __init__(self, models: list[ModelConfig]) -> None:
+        self._chains: dict[str, tuple[str, ...]] = {}
+        for model in models:
+            served = model.serve_as or model.name
+            self._chains[model.name] = (served, model.fallback) if model.fallback else (served,)
+
+    def chain(self, asked: str) -> tuple[str, ...]:
+        return self._chains.get(asked, (asked,))
+
+    def names(self) -> list[str]:
+        return list(self._chains)
+
+
 class ModelCatalog:
-    def __init__(self, pool: BackendPool, client: httpx.AsyncClient, refresh_s: float, timeout_s: float) -> None:
+    def __init__(self, pool: BackendPool, client: httpx.AsyncClient, refresh_s: float, timeout_s: float,
+                 aliases: Sequence[str] = ()) -> None:
         self.pool = pool
+        self.aliases = aliases
         self.client = client
         self.refresh_s = refresh_s
         self.timeout_s = timeout_s
@@ -80,4 +101,6 @@ class ModelCatalog:
             for name in backend.config.models:
                 if name != "*":
                     cards.setdefault(name, ModelCard(name, owned_by=backend.name))
+        for name in self.aliases:
+            cards.setdefault(name, ModelCard(name))
         return ModelList(sorted(cards.values(), key=lambda card: card.id))

@@ -86,3 +86,28 @@ def test_responses_and_messages_pass_through_to_vllm_and_translate_elsewhere(
     body = translated.json()
     assert body["type"] == "message" and body["content"] == [{"type": "text", "text": "Hello from beta"}]
     assert body["usage"] == {"input_tokens": 7, "output_tokens": 3, "cache_read_input_tokens": 0}
+
+
+def test_an_alias_is_served_as_its_model_and_a_fallback_takes_over(
+        upstream: FakeUpstream, second_upstream: FakeUpstream) -> None:
+    config = (f'[[backends]]\nname = "alpha"\nurl = "{upstream.url}"\nmodels = ["smol"]\n'
+              f'[[backends]]\nname = "beta"\nurl = "{second_upstream.url}"\nmodels = ["big"]\n'
+              '[[models]]\nname = "gpt-4o-mini"\nserve_as = "smol"\n'
+              '[[models]]\nname = "big"\nfallback = "smol"\n')
+    second_upstream.mode = "refuse"
+    try:
+        with running_proxy(config) as proxy:
+            client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="sk-client", max_retries=0)
+            listed = {m.id for m in client.models.list()}
+            aliased = client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+            alias_body = upstream.requests[-1].json()
+            fell_back = client.chat.completions.with_raw_response.create(
+                model="big", messages=[{"role": "user", "content": "hi"}])
+            fallback_body = upstream.requests[-1].json()
+    finally:
+        second_upstream.mode = "ok"
+    assert "gpt-4o-mini" in listed
+    assert aliased.headers["x-triage-backend"] == "alpha" and alias_body["model"] == "smol"
+    assert fell_back.headers["x-triage-backend"] == "alpha" and fallback_body["model"] == "smol"
+    assert second_upstream.requests, "the fallback is taken only after the model's own backend failed"

@@ -69,3 +69,13 @@ def test_config_path_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRIAGE_CONFIG", "/etc/triage.toml")
     assert resolve_config_path(None) == Path("/etc/triage.toml")
     assert resolve_config_path("mine.toml") == Path("mine.toml")
+
+
+@pytest.mark.parametrize(("models", "message"), [
+    ('[[models]]\nname = "a"\nserve_as = "a"\n', "its own alias"),
+    ('[[models]]\nname = "a"\n', "expected `serve_as`, `fallback` or both"),
+    ('[[models]]\nname = "a"\nserve_as = "b"\n[[models]]\nname = "a"\nfallback = "c"\n', "unique"),
+])
+def test_model_aliases_and_fallbacks_are_checked(models: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(models)
