@@ -95,13 +95,21 @@ def _messages(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return messages
 
 
+# The Messages API's own fields: everything else is an extension and goes to the chat body as
+# the client sent it.
+_KNOWN = frozenset({"model", "messages", "system", "max_tokens", "temperature", "top_p", "top_k", "stream",
+                    "stop_sequences", "metadata", "tools", "tool_choice", "thinking", "service_tier", "container",
+                    "mcp_servers"})
+
+
 def chat_request(doc: dict[str, Any]) -> dict[str, Any]:
     """A Messages request as a chat completion request."""
     if not isinstance(doc.get("model"), str):
         raise BadRequest("model: field required", param="model")
     if not isinstance(doc.get("max_tokens"), int):
         raise BadRequest("max_tokens: field required", param="max_tokens")
-    chat: dict[str, Any] = {"model": doc["model"], "messages": _messages(doc), "max_tokens": doc["max_tokens"]}
+    chat: dict[str, Any] = {key: value for key, value in doc.items() if key not in _KNOWN}
+    chat.update({"model": doc["model"], "messages": _messages(doc), "max_tokens": doc["max_tokens"]})
     for key in ("temperature", "top_p", "top_k", "stream"):
         if doc.get(key) is not None:
             chat[key] = doc[key]

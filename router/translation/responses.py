@@ -16,6 +16,12 @@ from triage_router.router.errors import BadRequest
 from triage_router.router.translation.chat_events import ChatAnswer, ToolCall, sse_event
 
 _COPIED = ("temperature", "top_p", "stream", "user", "parallel_tool_calls", "seed")
+# The Responses API's own fields: everything else is an extension (top_k, repetition_penalty...)
+# and goes to the chat body as the client sent it.
+_KNOWN = frozenset({*_COPIED, "model", "input", "instructions", "max_output_tokens", "tools", "tool_choice",
+                    "previous_response_id", "store", "metadata", "text", "reasoning", "include", "truncation",
+                    "background", "prompt", "service_tier", "top_logprobs", "stream_options", "max_tool_calls",
+                    "safety_identifier", "prompt_cache_key", "conversation"})
 
 
 def _text_of_parts(parts: Any, param: str) -> Any:
@@ -81,7 +87,8 @@ def chat_request(doc: dict[str, Any]) -> dict[str, Any]:
         raise BadRequest("store: true is not supported: Triage stores no responses", param="store")
     if not isinstance(doc.get("model"), str):
         raise BadRequest("model is required", param="model")
-    chat: dict[str, Any] = {"model": doc["model"], "messages": _messages(doc)}
+    chat: dict[str, Any] = {key: value for key, value in doc.items() if key not in _KNOWN}
+    chat.update({"model": doc["model"], "messages": _messages(doc)})
     chat.update({key: doc[key] for key in _COPIED if doc.get(key) is not None})
     if doc.get("max_output_tokens") is not None:
         chat["max_tokens"] = doc["max_output_tokens"]

@@ -34,6 +34,12 @@ def test_a_conversation_with_a_function_call_becomes_chat_messages() -> None:
     assert chat["tool_choice"] == {"type": "function", "function": {"name": "weather"}}
 
 
+def test_unknown_fields_pass_through_and_responses_own_fields_do_not() -> None:
+    chat = chat_request({"model": "m", "input": "hi", "repetition_penalty": 1.1, "reasoning": {"effort": "low"},
+                         "metadata": {"k": "v"}})
+    assert chat["repetition_penalty"] == 1.1 and "reasoning" not in chat and "metadata" not in chat
+
+
 @pytest.mark.parametrize(("doc", "param"), [
     ({"model": "m", "input": "hi", "previous_response_id": "resp_1"}, "previous_response_id"),
     ({"model": "m", "input": "hi", "store": True}, "store"),
