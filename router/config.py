@@ -163,6 +163,10 @@ class AdmissionConfig(_Section):
 class PriorityConfig(_Section):
     default: PriorityLevel = DEFAULT_PRIORITY
     header: str = "x-priority"
+    # The most urgent level a caller without an API key may claim by header (with no
+    # [[api_keys]], every caller): without it anyone could send `x-priority: 0`. Rules and
+    # taggers still raise such a request by what it says.
+    anonymous_max_priority: PriorityLevel = DEFAULT_PRIORITY
 
 
 class RuleConfig(_Section):

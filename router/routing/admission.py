@@ -19,9 +19,9 @@ from triage_router.policies.catalog import make_ordering
 from triage_router.policies.cost_model import CostModel
 from triage_router.policies.fair_share import fair_share_of
 from triage_router.policies.queue import RequestQueue
-from triage_router.policies.request import PRIORITY_LEVELS
+from triage_router.policies.request import MOST_URGENT, PRIORITY_LEVELS
 from triage_router.router.config import AdmissionConfig
-from triage_router.router.errors import QueueFull, QueueTimeout
+from triage_router.router.errors import QueueFull, QueueTimeout, Shed
 from triage_router.router.routing.fingerprint import PrefixFingerprint
 from triage_router.router.metrics import RouterMetrics
 
@@ -123,12 +123,19 @@ class AdmissionQueue:
             queue.drain()
 
     def _make_room(self, job: Job) -> None:
-        if self.waiting(job.priority) >= self.config.max_queued_per_priority[job.priority]:
+        """Refuse `job` (429) or displace a less urgent waiting request for it (503 to that one).
+
+        A full queue sheds its least urgent, newest request for a more urgent arrival; an arrival
+        with nothing less urgent to displace is refused. A priority's own limit refuses its
+        arrivals, except priority 0's: the most urgent work is never refused while less urgent
+        work waits, so it displaces some instead.
+        """
+        level_full = self.waiting(job.priority) >= self.config.max_queued_per_priority[job.priority]
+        if not level_full and len(self) < self.config.max_queued:
+            return
+        if level_full and job.priority != MOST_URGENT:
             self._count_rejection(job.priority, "full")
             raise QueueFull(f"the queue for priority {job.priority} is full", retry_after_s=self.config.retry_after_s)
-        if len(self) < self.config.max_queued:
-            return
-        # Shed the least urgent, newest waiting request, if it is less urgent than this one.
         for priority in range(PRIORITY_LEVELS - 1, job.priority, -1):
             jobs = self._by_priority[priority]
             if jobs:
@@ -137,7 +144,7 @@ class AdmissionQueue:
                 self._count_rejection(priority, "shed")
                 assert victim.placed is not None
                 victim.placed.set_exception(
-                    QueueFull("shed to make room for more urgent work", retry_after_s=self.config.retry_after_s)
+                    Shed("shed to make room for more urgent work", retry_after_s=self.config.retry_after_s)
                 )
                 return
         self._count_rejection(job.priority, "full")

@@ -35,10 +35,12 @@ class PriorityStep(Protocol):
 
 
 class HeaderPriority:
-    """`x-priority: 0..4`, clamped to what the request's API key may ask for."""
+    """`x-priority: 0..4`, clamped to what the request's API key may ask for, or without a key
+    to `anonymous_max_priority`."""
 
-    def __init__(self, header: str) -> None:
+    def __init__(self, header: str, anonymous_max_priority: int = MOST_URGENT) -> None:
         self.header = header.lower()
+        self.anonymous_max_priority = anonymous_max_priority
 
     async def decide(self, ctx: RequestContext) -> PriorityDecision | None:
         raw = ctx.headers.get(self.header)
@@ -53,7 +55,7 @@ class HeaderPriority:
                 code="invalid_priority",
             )
         asked = int(value)
-        cap = ctx.api_key.max_priority if ctx.api_key is not None else MOST_URGENT
+        cap = ctx.api_key.max_priority if ctx.api_key is not None else self.anonymous_max_priority
         if asked < cap:
             return PriorityDecision(cap, "header", clamped_from=asked)
         return PriorityDecision(asked, "header")
@@ -111,7 +113,7 @@ def build_resolver(
 ) -> tuple[PriorityResolver, list[Classifier]]:
     """header → rules → model-based taggers in `tagging.order` → default; and the classifiers,
     which the app starts and closes with itself."""
-    steps: list[PriorityStep] = [HeaderPriority(config.priority.header)]
+    steps: list[PriorityStep] = [HeaderPriority(config.priority.header, config.priority.anonymous_max_priority)]
     if config.rules:  # no rules: no step to pay for on every request
         steps.append(RulePriority(RuleSet(config.rules, config.tagging, metrics)))
     classifiers: list[Classifier] = []

@@ -23,12 +23,12 @@ def test_embeddings_route_by_a_listed_model_with_priority() -> None:
         with running_proxy(_config(embedder)) as proxy:
             client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="sk-client", max_retries=0)
             raw = client.embeddings.with_raw_response.create(
-                model="all-MiniLM-L6-v2", input=["the server is down", "lunch menu"], extra_headers={"x-priority": "1"})
+                model="all-MiniLM-L6-v2", input=["the server is down", "lunch menu"], extra_headers={"x-priority": "3"})
             answer = raw.parse()
     finally:
         embedder.stop()
     assert [len(d.embedding) for d in answer.data] == [384, 384]
-    assert raw.headers["x-triage-priority"] == "1" and raw.headers["x-triage-backend"] == "embedder"
+    assert raw.headers["x-triage-priority"] == "3" and raw.headers["x-triage-backend"] == "embedder"
     forwarded = embedder.requests[-1]
     assert forwarded.path == "/v1/embeddings"
     assert "priority" not in forwarded.json()  # forwarded unchanged

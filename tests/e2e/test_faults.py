@@ -79,12 +79,20 @@ def test_invalid_priority_header_is_400_naming_it(upstream: FakeUpstream, value:
 
 
 def test_priority_header_name_is_configurable(upstream: FakeUpstream) -> None:
-    config = _backend(upstream) + '[priority]\nheader = "x-urgency"\ndefault = 3\n'
+    config = _backend(upstream) + '[priority]\nheader = "x-urgency"\ndefault = 3\nanonymous_max_priority = 0\n'
     with running_proxy(config) as proxy:
         asked = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"x-urgency": "0"})
         default = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"x-priority": "0"})
     assert asked.headers["x-triage-priority"] == "0"
     assert default.headers["x-triage-priority"] == "3" and default.headers["x-triage-priority-source"] == "default"
+
+
+def test_a_caller_without_a_key_cannot_claim_more_than_the_default_level(upstream: FakeUpstream) -> None:
+    with running_proxy(_backend(upstream)) as proxy:
+        claimed = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"x-priority": "0"})
+        modest = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"x-priority": "4"})
+    assert claimed.headers["x-triage-priority"] == "2" and claimed.headers["x-triage-priority-clamped-from"] == "0"
+    assert modest.headers["x-triage-priority"] == "4"
 
 
 def test_api_keys_authenticate_and_clamp_priority(upstream: FakeUpstream) -> None:
@@ -233,13 +241,13 @@ def test_shutdown_drains_a_request_in_flight(upstream: FakeUpstream) -> None:
 
 def test_metrics_are_labelled_by_priority_and_backend(upstream: FakeUpstream) -> None:
     with running_proxy(_backend(upstream)) as proxy:
-        httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"x-priority": "1"})
+        httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"x-priority": "3"})
         httpx.post(f"{proxy.url}/v1/chat/completions", json={"model": "smol"})
         text = httpx.get(f"{proxy.url}/metrics").text
-    assert 'triage_requests_total{backend="alpha",endpoint="chat",priority="1",status="200"} 1.0' in text
-    assert 'triage_time_to_first_byte_seconds_count{backend="alpha",priority="1"} 1.0' in text
-    assert 'triage_request_duration_seconds_count{backend="alpha",priority="1"} 1.0' in text
-    assert 'triage_requests_in_flight{backend="alpha",priority="1"} 0.0' in text
+    assert 'triage_requests_total{backend="alpha",endpoint="chat",priority="3",status="200"} 1.0' in text
+    assert 'triage_time_to_first_byte_seconds_count{backend="alpha",priority="3"} 1.0' in text
+    assert 'triage_request_duration_seconds_count{backend="alpha",priority="3"} 1.0' in text
+    assert 'triage_requests_in_flight{backend="alpha",priority="3"} 0.0' in text
     assert 'triage_requests_total{backend="none",endpoint="chat",priority="none",status="400"} 1.0' in text
     assert 'triage_backend_up{backend="alpha"} 1.0' in text
 
@@ -296,10 +304,10 @@ def test_queue_time_is_recorded_for_a_request_that_waited(upstream: FakeUpstream
             assert next(held).startswith("data: ")
             # The second request waits in the queue until the first one's slot comes back.
             waiter = threading.Thread(target=lambda: waited.append(httpx.post(
-                f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"x-priority": "0"}, timeout=30)))
+                f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"x-priority": "3"}, timeout=30)))
             waiter.start()
             for _ in range(10_000):
-                if metric_count(httpx.get(f"{proxy.url}/metrics").text, "triage_queue_length", priority="0") == 1:
+                if metric_count(httpx.get(f"{proxy.url}/metrics").text, "triage_queue_length", priority="3") == 1:
                     break
             else:
                 raise AssertionError("the second request never queued")
@@ -307,6 +315,6 @@ def test_queue_time_is_recorded_for_a_request_that_waited(upstream: FakeUpstream
             waiter.join(30)
         text = httpx.get(f"{proxy.url}/metrics").text
     assert waited and waited[0].status_code == 200
-    assert metric_count(text, "triage_request_queue_time_seconds_count", priority="0", model="smol") == 1
+    assert metric_count(text, "triage_request_queue_time_seconds_count", priority="3", model="smol") == 1
     # It waited at least as long as the polls above took: not in the lowest bucket.
-    assert metric_count(text, "triage_request_queue_time_seconds_bucket", le="0.001", model="smol", priority="0") == 0
+    assert metric_count(text, "triage_request_queue_time_seconds_bucket", le="0.001", model="smol", priority="3") == 0

@@ -24,13 +24,13 @@ def test_chat_non_streaming_passes_content_usage_and_unknown_fields(upstream: Fa
             model="smol",
             messages=[{"role": "user", "content": "Hi"}],
             extra_body={"client_extra": {"nested": [1, 2]}},
-            extra_headers={"x-priority": "1", "x-request-id": "req-42"},
+            extra_headers={"x-priority": "3", "x-request-id": "req-42"},
         )
         completion = raw.parse()
     assert completion.choices[0].message.content == "Hello from alpha"
     assert completion.usage is not None and completion.usage.total_tokens == 10
     assert completion.model_extra["upstream_extra"] == {"served_by": "alpha"}
-    assert raw.headers["x-triage-priority"] == "1"
+    assert raw.headers["x-triage-priority"] == "3"
     assert raw.headers["x-triage-priority-source"] == "header"
     assert raw.headers["x-triage-backend"] == "alpha"
     assert raw.headers["x-request-id"] == "req-42"

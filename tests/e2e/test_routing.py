@@ -17,6 +17,7 @@ def test_priority_field_goes_only_to_priority_scheduling_backends(upstream: Fake
         f'[[backends]]\nname = "alpha"\nurl = "{upstream.url}"\nmodels = ["smol"]\n'
         f'scheduling = "priority"\npriority_map = [-10, -5, 0, 5, 10]\n'
         f'[[backends]]\nname = "beta"\nurl = "{second_upstream.url}"\nmodels = ["big"]\n'
+        '[priority]\nanonymous_max_priority = 0\n'  # trusted clients: the header's level is taken as is
     )
     with running_proxy(config) as proxy:
         reply = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"x-priority": "1"})

