@@ -84,6 +84,11 @@ def decode_request(endpoint: Endpoint, body: bytes, content_type: str = "applica
     if endpoint == "passthrough" and content_type.startswith("multipart/form-data"):
         return PassthroughRequest(model=form_field(body, content_type, "model"))
     try:
+        # msgspec checks only the strings it decodes; the rest is forwarded, so check it all.
+        body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return _raise(f"request body is not valid JSON: Invalid UTF-8 at byte {error.start}", None)
+    try:
         return _DECODERS[endpoint].decode(body)
     except msgspec.ValidationError as error:
         message, _, where = str(error).partition(" - at `$")

@@ -25,3 +25,15 @@ def test_bad_bodies_name_the_field(endpoint: str, body: bytes, param: str | None
     with pytest.raises(BadRequest) as caught:
         decode_request(endpoint, body)  # type: ignore[arg-type]
     assert caught.value.param == param
+
+
+def test_malformed_utf8_is_a_400_on_every_endpoint() -> None:
+    import pytest
+
+    from triage_router.router.api_types import decode_request
+    from triage_router.router.errors import BadRequest
+
+    body = b'{"model": "smol", "messages": [{"role": "user", "content": "\xff"}], "input": "\xfe", "prompt": "\xfd"}'
+    for endpoint in ("chat", "completions", "embeddings", "passthrough"):
+        with pytest.raises(BadRequest, match="UTF-8"):
+            decode_request(endpoint, body)  # type: ignore[arg-type]
