@@ -284,6 +284,10 @@ class ApiKeyConfig(_Section):
     # The most urgent level this key may ask for; more urgent asks are clamped to it.
     max_priority: PriorityLevel = 0
     name: str = ""
+    # Rate limits (0 = none): requests, and prompt plus completion tokens from the answers'
+    # usage, per minute. Exact within one router process; each replica enforces its own.
+    requests_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 0
+    tokens_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
 class Config(_Section):

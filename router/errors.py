@@ -108,6 +108,22 @@ class Shed(QueueFull):
     code = "shed_for_more_urgent_work"
 
 
+class RateLimited(ApiError):
+    """A key went past its requests or tokens per minute, with OpenAI's x-ratelimit-* headers."""
+
+    status = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: int, limit_headers: list[tuple[bytes, bytes]]) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.limit_headers = limit_headers
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", str(self.retry_after_s).encode()), *self.limit_headers]
+
+
 class BodyTooLarge(ApiError):
     status = 413
     error_type = "invalid_request_error"

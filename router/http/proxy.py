@@ -105,7 +105,7 @@ class ProxyEndpoint:
             declared = headers.get("content-length", "")
             if declared.isdigit() and int(declared) > self.max_body:
                 raise BodyTooLarge(f"request body exceeds the limit of {self.max_body} bytes")
-            api_key = self.api_keys.authenticate(headers)
+            api_key = self.api_keys.admit(headers)
             body = await read_body(receive, self.max_body)
             translation = None
             if self.endpoint in TRANSLATED_ENDPOINTS:
@@ -267,7 +267,7 @@ class ProxyEndpoint:
         else:
             if response.status == 200:
                 # Usage sits at the end of an OpenAI answer.
-                self._observe_length(ctx, body[-512:])
+                self._observe_usage(ctx, body[-512:])
             if translation is not None:
                 body = translation.answer(response.status, body)
             await send({"type": "http.response.start", "status": response.status,
@@ -302,12 +302,12 @@ class ProxyEndpoint:
                 if usage_filter is not None:
                     chunk = usage_filter.feed(chunk)
                     if usage_filter.usage_event is not None:
-                        completion_tokens = self._observe_length(ctx, usage_filter.usage_event)
+                        completion_tokens = self._observe_usage(ctx, usage_filter.usage_event)
                         usage_filter.usage_event = None
                     if not chunk:
                         continue
                 elif b"completion_tokens" in chunk:
-                    completion_tokens = self._observe_length(ctx, chunk)
+                    completion_tokens = self._observe_usage(ctx, chunk)
                 if first_token_at is None and carries_token(chunk):
                     first_token_at = time.perf_counter()
                     self.metrics.child(self.metrics.time_to_first_token, priority, ctx.model).observe(
@@ -363,8 +363,10 @@ class ProxyEndpoint:
         return (self.generates and ctx.translation is None and self.stream_usage and ctx.stream
                 and not asks_for_usage(ctx.body))
 
-    def _observe_length(self, ctx: RequestContext, payload: bytes) -> int | None:
-        """Teach the predictor the completion tokens in `payload`'s usage; returns them, if any."""
+    def _observe_usage(self, ctx: RequestContext, payload: bytes) -> int | None:
+        """Charge the key's tokens and teach the predictor from `payload`'s usage; returns the
+        completion tokens, if any."""
+        self.api_keys.charge(ctx.api_key, payload)
         if ctx.predicted is None:
             return None
         tokens = self.predictor.observe_usage(ctx.predicted, payload)

@@ -318,3 +318,21 @@ def test_queue_time_is_recorded_for_a_request_that_waited(upstream: FakeUpstream
     assert metric_count(text, "triage_request_queue_time_seconds_count", priority="3", model="smol") == 1
     # It waited at least as long as the polls above took: not in the lowest bucket.
     assert metric_count(text, "triage_request_queue_time_seconds_bucket", le="0.001", model="smol", priority="3") == 0
+
+
+def test_a_key_allowed_20_a_minute_gets_exactly_20_of_40_quick_requests(upstream: FakeUpstream) -> None:
+    config = _backend(upstream) + ('[[api_keys]]\nkey = "sk-20"\nrequests_per_minute = 20\n'
+                                   '[[api_keys]]\nkey = "sk-tokens"\ntokens_per_minute = 25\n')
+    with running_proxy(config) as proxy:
+        burst = [httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer sk-20"})
+                 for _ in range(40)]
+        # Each answer reports 10 tokens of usage: 25 a minute admits three (the third overdraws).
+        spent = [httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer sk-tokens"})
+                 for _ in range(4)]
+    statuses = [r.status_code for r in burst]
+    assert statuses.count(200) == 20 and statuses.count(429) == 20 and statuses[:20] == [200] * 20
+    refused = burst[-1]
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded" and int(refused.headers["retry-after"]) >= 1
+    assert refused.headers["x-ratelimit-limit-requests"] == "20" and refused.headers["x-ratelimit-remaining-requests"] == "0"
+    assert [r.status_code for r in spent] == [200, 200, 200, 429]
+    assert spent[-1].headers["x-ratelimit-limit-tokens"] == "25"
