@@ -280,7 +280,14 @@ class ModelConfig(_Section):
 
 
 class ApiKeyConfig(_Section):
-    key: str
+    # The secret, in exactly one of four forms: as written (`key`), its SHA-256 in hex
+    # (`key_sha256`), or read at start-up from an environment variable (`key_env`) or a file
+    # (`key_file`, e.g. a mounted Kubernetes Secret; surrounding whitespace is dropped). Once
+    # loaded only the hash is kept (config_loader.py).
+    key: str = ""
+    key_sha256: str = ""
+    key_env: str = ""
+    key_file: str = ""
     # The most urgent level this key may ask for; more urgent asks are clamped to it.
     max_priority: PriorityLevel = 0
     name: str = ""

@@ -6,6 +6,7 @@ Every mistake is reported with its key path and what was expected, for example
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -14,7 +15,7 @@ import msgspec
 import regex
 
 from triage_router.policies.catalog import policy_names
-from triage_router.router.config import Config, ConfigError, ModelTaggerConfig, RuleConfig
+from triage_router.router.config import ApiKeyConfig, Config, ConfigError, ModelTaggerConfig, RuleConfig
 
 DEFAULT_CONFIG_PATH = "config.toml"
 CONFIG_ENV_VAR = "TRIAGE_CONFIG"
@@ -46,11 +47,10 @@ def _check(config: Config) -> None:
             raise ConfigError(f"backends[{i}].launch: only a backend of kind \"engine\" can be launched by Triage")
     keys: set[str] = set()
     for i, api_key in enumerate(config.api_keys):
-        if not api_key.key:
-            raise ConfigError(f"api_keys[{i}].key: expected a non-empty key")
-        if api_key.key in keys:
-            raise ConfigError(f"api_keys[{i}].key: duplicate key")
-        keys.add(api_key.key)
+        _hash_key(i, api_key)
+        if api_key.key_sha256 in keys:
+            raise ConfigError(f"api_keys[{i}]: duplicate key")
+        keys.add(api_key.key_sha256)
     routing = config.routing
     if routing.metrics_fast_interval_s > routing.metrics_interval_s:
         raise ConfigError("routing.metrics_fast_interval_s: expected at most metrics_interval_s "
@@ -83,6 +83,32 @@ def _check(config: Config) -> None:
     _check_rules(config.rules)
     for name in ("embedding", "llm"):
         _check_tagger(f"tagging.{name}", getattr(config.tagging, name), seen)
+
+
+def _hash_key(i: int, api_key: ApiKeyConfig) -> None:
+    """Resolve the key's one given form into `key_sha256`, and forget the plain key."""
+    forms = [name for name in ("key", "key_sha256", "key_env", "key_file") if getattr(api_key, name)]
+    if len(forms) != 1:
+        raise ConfigError(f"api_keys[{i}]: expected exactly one of key, key_sha256, key_env, key_file")
+    if api_key.key_sha256:
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", api_key.key_sha256):
+            raise ConfigError(f"api_keys[{i}].key_sha256: expected 64 hex digits")
+        api_key.key_sha256 = api_key.key_sha256.lower()
+        return
+    secret = api_key.key
+    if api_key.key_env:
+        secret = os.environ.get(api_key.key_env, "").strip()
+        if not secret:
+            raise ConfigError(f"api_keys[{i}].key_env: the environment variable {api_key.key_env} is unset or empty")
+    elif api_key.key_file:
+        try:
+            secret = Path(api_key.key_file).read_text().strip()
+        except OSError as error:
+            raise ConfigError(f"api_keys[{i}].key_file: cannot read {api_key.key_file!r}: {error.strerror}") from None
+        if not secret:
+            raise ConfigError(f"api_keys[{i}].key_file: {api_key.key_file!r} is empty")
+    api_key.key_sha256 = hashlib.sha256(secret.encode()).hexdigest()
+    api_key.key = ""
 
 
 def _check_rules(rules: list[RuleConfig]) -> None:

@@ -21,21 +21,22 @@ class ApiKeys:
     """With no keys configured the proxy is open; otherwise every request needs a known key."""
 
     def __init__(self, keys: list[ApiKeyConfig], clock: Callable[[], float] = time.monotonic) -> None:
-        self._by_key = {entry.key: entry for entry in keys}
+        # By the key's SHA-256 (config_loader.py keeps nothing else): a key is never held as written.
+        self._by_hash = {entry.key_sha256: entry for entry in keys}
         self.clock = clock
         now = clock()
-        self._limits = {entry.key: KeyRateLimit(entry.requests_per_minute, entry.tokens_per_minute, now)
+        self._limits = {entry.key_sha256: KeyRateLimit(entry.requests_per_minute, entry.tokens_per_minute, now)
                         for entry in keys if entry.requests_per_minute or entry.tokens_per_minute}
 
     @property
     def enabled(self) -> bool:
-        return bool(self._by_key)
+        return bool(self._by_hash)
 
     def admit(self, headers: dict[str, str]) -> ApiKeyConfig | None:
         """The caller's key (None on an open proxy), once it is known and within its rate limits;
         else 401 or 429."""
         entry = self._authenticate(headers)
-        limit = self._limits.get(entry.key) if entry is not None else None
+        limit = self._limits.get(entry.key_sha256) if entry is not None else None
         if limit is not None:
             decision = limit.admit(self.clock())
             if not decision.allowed:
@@ -45,12 +46,12 @@ class ApiKeys:
 
     def charge(self, entry: ApiKeyConfig | None, usage_payload: bytes) -> None:
         """Charge a key's tokens per minute with the usage an answer reports."""
-        limit = self._limits.get(entry.key) if entry is not None else None
+        limit = self._limits.get(entry.key_sha256) if entry is not None else None
         if limit is not None and (match := _TOTAL_TOKENS.search(usage_payload)):
             limit.charge_tokens(int(match.group(1)), self.clock())
 
     def _authenticate(self, headers: dict[str, str]) -> ApiKeyConfig | None:
-        if not self._by_key:
+        if not self._by_hash:
             return None
         authorization = headers.get("authorization", "")
         scheme, _, token = authorization.partition(" ")
@@ -58,7 +59,7 @@ class ApiKeys:
             scheme, token = "bearer", headers["x-api-key"]
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("missing API key: send `Authorization: Bearer <key>` (or `x-api-key: <key>`)")
-        entry = self._by_key.get(token.strip())
+        entry = self._by_hash.get(hashlib.sha256(token.strip().encode()).hexdigest())
         if entry is None:
             raise Unauthorized("incorrect API key provided")
         return entry
@@ -70,7 +71,7 @@ def tenant_of(api_key: ApiKeyConfig | None, headers: dict[str, str], tenant_head
     raw key, which would then sit in memory tables and debug output, and never a header a keyed
     client could set to pass for another tenant."""
     if api_key is not None:
-        return api_key.name or "key-" + hashlib.blake2b(api_key.key.encode(), digest_size=6).hexdigest()
+        return api_key.name or "key-" + api_key.key_sha256[:12]
     return headers.get(tenant_header, "")[:MAX_TENANT_CHARS] if tenant_header else ""
 
 

@@ -79,3 +79,21 @@ def test_config_path_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_model_aliases_and_fallbacks_are_checked(models: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config(models)
+
+
+def test_a_key_may_be_given_hashed_or_from_the_environment_or_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    digest = hashlib.sha256(b"sk-secret").hexdigest()
+    (tmp_path / "key").write_text("sk-secret\n")
+    monkeypatch.setenv("TRIAGE_TEST_KEY", "sk-secret")
+    for form in (f'key = "sk-secret"', f'key_sha256 = "{digest.upper()}"', 'key_env = "TRIAGE_TEST_KEY"',
+                 f'key_file = "{tmp_path / "key"}"'):
+        (entry,) = parse_config(f"[[api_keys]]\n{form}\n").api_keys
+        assert entry.key_sha256 == digest and entry.key == ""  # only the hash is kept
+    for bad, message in (('key = "a"\nkey_env = "X"', "exactly one"), ('key_sha256 = "abc"', "64 hex"),
+                         ('key_env = "TRIAGE_NO_SUCH_VARIABLE"', "unset"), ('key_file = "/no/such/file"', "cannot read")):
+        with pytest.raises(ConfigError, match=message):
+            parse_config(f"[[api_keys]]\n{bad}\n")
+    with pytest.raises(ConfigError, match="duplicate"):
+        parse_config(f'[[api_keys]]\nkey = "sk-secret"\n[[api_keys]]\nkey_sha256 = "{digest}"\n')
