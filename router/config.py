@@ -71,6 +71,10 @@ class BackendConfig(_Section):
     launch: bool = False
     launch_args: list[str] = msgspec.field(default_factory=list)
     launch_timeout_s: PositiveFloat = 600.0
+    # This backend's own timeouts; unset: [upstream]'s.
+    connect_timeout_s: PositiveFloat | None = None
+    first_byte_timeout_s: PositiveFloat | None = None
+    read_timeout_s: PositiveFloat | None = None
 
     def serves(self, model: str) -> bool:
         return "*" in self.models or model in self.models
@@ -78,6 +82,8 @@ class BackendConfig(_Section):
 
 class UpstreamConfig(_Section):
     connect_timeout_s: PositiveFloat = 5.0
+    # Longest wait for an answer's head (for a non-streamed answer, the whole generation).
+    first_byte_timeout_s: PositiveFloat = 600.0
     # Longest silence allowed between two chunks from the upstream (not the whole answer).
     read_timeout_s: PositiveFloat = 300.0
     # Tries per request, the first included; retries go to other backends serving the model.

@@ -54,12 +54,26 @@ class UpstreamClient:
             skip_auto_headers=("Accept-Encoding", "User-Agent"),
         )
 
+    def _limits(self, backend: Backend) -> tuple[aiohttp.ClientTimeout | None, float]:
+        """The backend's own connect and idle timeouts (None: the session's), and its first-byte one."""
+        own = backend.config
+        first_byte = own.first_byte_timeout_s or self.config.first_byte_timeout_s
+        if own.connect_timeout_s is None and own.read_timeout_s is None:
+            return None, first_byte
+        timeout = aiohttp.ClientTimeout(total=None, connect=own.connect_timeout_s or self.config.connect_timeout_s,
+                                        sock_read=own.read_timeout_s or self.config.read_timeout_s)
+        return timeout, first_byte
+
     async def post(self, backend: Backend, path: str, headers: dict[str, str], body: bytes) -> aiohttp.ClientResponse:
         """Send a request and return once the response head has arrived."""
         if self._session is None:
             self._session = self._open_session()
+        timeout, first_byte = self._limits(backend)
         try:
-            return await self._session.post(backend.base_url + path, data=body, headers=headers)
+            # asyncio.timeout, not wait_for: no extra task per request on the hot path.
+            async with asyncio.timeout(first_byte):
+                return await self._session.post(backend.base_url + path, data=body, headers=headers,
+                                                **({"timeout": timeout} if timeout is not None else {}))
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as error:
             raise UpstreamTimeout(f"backend {backend.name} did not answer in time") from error
         except aiohttp.ClientError as error:

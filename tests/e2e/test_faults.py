@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import httpx
 import openai
@@ -336,3 +337,13 @@ def test_a_key_allowed_20_a_minute_gets_exactly_20_of_40_quick_requests(upstream
     assert refused.headers["x-ratelimit-limit-requests"] == "20" and refused.headers["x-ratelimit-remaining-requests"] == "0"
     assert [r.status_code for r in spent] == [200, 200, 200, 429]
     assert spent[-1].headers["x-ratelimit-limit-tokens"] == "25"
+
+
+def test_a_backend_with_its_own_first_byte_timeout_is_cut_off_by_it(upstream: FakeUpstream) -> None:
+    # [upstream] would wait 300 s for the hanging backend; its own first_byte_timeout_s is 0.3 s.
+    upstream.mode = "hang"
+    config = _backend(upstream) + "first_byte_timeout_s = 0.3\n[upstream]\nmax_attempts = 1\n"
+    with running_proxy(config) as proxy:
+        # The client gives up after 30 s: a 504 before that can only come from the backend's limit.
+        response = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, timeout=30)
+    assert response.status_code == 504 and _error(response)["code"] == "upstream_timeout"
