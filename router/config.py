@@ -31,6 +31,11 @@ class ServerConfig(_Section):
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
     # Bodies above this are refused with 413 before they are parsed.
     max_body_bytes: PositiveInt = 8 * 1024 * 1024
+    # More request headers than this, or more bytes of them, are refused with 431.
+    max_headers: PositiveInt = 100
+    max_header_bytes: PositiveInt = 64 * 1024
+    # A request body must arrive within this (a slow-drip client is cut off with 408).
+    body_deadline_s: PositiveFloat = 60.0
     # How long a shutdown waits for in-flight requests to finish.
     shutdown_grace_s: PositiveFloat = 30.0
 

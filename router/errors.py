@@ -124,6 +124,20 @@ class RateLimited(ApiError):
         return [(b"retry-after", str(self.retry_after_s).encode()), *self.limit_headers]
 
 
+class HeadersTooLarge(ApiError):
+    status = 431
+    error_type = "invalid_request_error"
+    code = "request_header_fields_too_large"
+
+
+class BodyTooSlow(ApiError):
+    """The body did not arrive within the server's deadline (a slow-drip client)."""
+
+    status = 408
+    error_type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class BodyTooLarge(ApiError):
     status = 413
     error_type = "invalid_request_error"

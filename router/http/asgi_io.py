@@ -9,7 +9,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from triage_router.router.errors import BodyTooLarge
+from triage_router.router.errors import BodyTooLarge, BodyTooSlow, HeadersTooLarge
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -48,7 +48,23 @@ class DisconnectWatch:
         self._task.cancel()
 
 
-async def read_body(receive: Receive, limit: int) -> bytes:
+async def read_body(receive: Receive, limit: int, deadline_s: float = 60.0) -> bytes:
+    """The whole body, within `limit` bytes and `deadline_s` seconds."""
+    try:
+        async with asyncio.timeout(deadline_s):
+            return await _read_body(receive, limit)
+    except TimeoutError:
+        raise BodyTooSlow(f"the request body did not arrive within {deadline_s:g} s") from None
+
+
+def check_headers(headers: list[tuple[bytes, bytes]], max_count: int, max_bytes: int) -> None:
+    if len(headers) > max_count:
+        raise HeadersTooLarge(f"{len(headers)} request headers; at most {max_count} are accepted")
+    if (size := sum(len(name) + len(value) for name, value in headers)) > max_bytes:
+        raise HeadersTooLarge(f"{size} bytes of request headers; at most {max_bytes} are accepted")
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:

@@ -22,7 +22,8 @@ import aiohttp
 
 from triage_router.router.routing.admission import Job
 from triage_router.router.api_types import GENERATING, Endpoint, decode_request
-from triage_router.router.http.asgi_io import ClientGone, DisconnectWatch, Receive, Send, new_request_id, read_body
+from triage_router.router.http.asgi_io import (ClientGone, DisconnectWatch, Receive, Send, check_headers,
+                                               new_request_id, read_body)
 from triage_router.router.http.auth import ApiKeys, tenant_of
 from triage_router.router.http.outgoing import outgoing_request, path_of
 from triage_router.router.http.response_headers import DEBUG_HEADER, response_head, triage_headers
@@ -90,6 +91,7 @@ class ProxyEndpoint:
         self.dispatcher = dispatcher
         self.predictor = predictor
         self.routing = config.routing
+        self.server = config.server
         self.max_body = config.server.max_body_bytes
         self.max_attempts = config.upstream.max_attempts
         self.tenant_header = config.admission.tenant_header
@@ -102,11 +104,12 @@ class ProxyEndpoint:
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
         request_id = headers.get("x-request-id") or new_request_id()
         try:
+            check_headers(scope["headers"], self.server.max_headers, self.server.max_header_bytes)
             declared = headers.get("content-length", "")
             if declared.isdigit() and int(declared) > self.max_body:
                 raise BodyTooLarge(f"request body exceeds the limit of {self.max_body} bytes")
             api_key = self.api_keys.admit(headers)
-            body = await read_body(receive, self.max_body)
+            body = await read_body(receive, self.max_body, self.server.body_deadline_s)
             translation = None
             if self.endpoint in TRANSLATED_ENDPOINTS:
                 # Routed as the chat completion it translates to: tagging, prediction and cache

@@ -347,3 +347,19 @@ def test_a_backend_with_its_own_first_byte_timeout_is_cut_off_by_it(upstream: Fa
         # The client gives up after 30 s: a 504 before that can only come from the backend's limit.
         response = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, timeout=30)
     assert response.status_code == 504 and _error(response)["code"] == "upstream_timeout"
+
+
+def test_2000_headers_and_a_slow_drip_body_are_refused_and_the_next_request_succeeds(upstream: FakeUpstream) -> None:
+    config = _backend(upstream).replace("[[backends]]", "[server]\nbody_deadline_s = 0.5\n\n[[backends]]")
+    with running_proxy(config) as proxy:
+        many = {f"x-filler-{i}": "1" for i in range(2000)}
+        crowded = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers=many)
+        host, port = proxy.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as client:
+            client.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                           b"content-length: 1000\r\n\r\n{")  # then nothing more: a slowloris body
+            answer = client.recv(65536)
+        normal = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT)
+    assert crowded.status_code == 431 and _error(crowded)["code"] == "request_header_fields_too_large"
+    assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
+    assert normal.status_code == 200
