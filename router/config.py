@@ -203,7 +203,7 @@ class RuleConfig(_Section):
     # Model names (shell-style globs), API key names, and "chat" / "completions".
     models: list[str] = msgspec.field(default_factory=list)
     tenants: list[str] = msgspec.field(default_factory=list)
-    routes: list[Literal["chat", "completions"]] = msgspec.field(default_factory=list)
+    routes: list[Literal["chat", "completions", "responses", "messages", "embeddings"]] = msgspec.field(default_factory=list)
     # Which messages are examined: these roles, the latest such turn or all of them.
     roles: list[str] = msgspec.field(default_factory=lambda: ["user"])
     turns: Literal["last", "all"] = "last"

@@ -149,7 +149,7 @@ def test_examined_text_is_bounded_keeping_head_and_tail() -> None:
         ('[[rules]]\nname = "a"\npriority = 1\n[[rules]]\nname = "a"\nraise = 1\n', "rules[1].name: expected a unique"),
         ('[[rules]]\nname = "a"\npriority = 1\npatterns = ["ok", "(unclosed"]\n', "rules[0].patterns[1]: not a valid regular expression"),
         ('[[rules]]\nname = "a"\npriority = 9\n', "rules[0].priority: expected `int` <= 4"),
-        ('[[rules]]\nname = "a"\npriority = 1\nroutes = ["embeddings"]\n', "rules[0].routes[0]: invalid enum value"),
+        ('[[rules]]\nname = "a"\npriority = 1\nroutes = ["rerank"]\n', "rules[0].routes[0]: invalid enum value"),
         ('[[rules]]\nname = "a"\npriority = 1\nkeyword = ["x"]\n', "rules[0]: object contains unknown field `keyword`"),
     ],
 )
@@ -219,3 +219,11 @@ async def test_the_shipped_rules_keep_self_promotion_from_earning_urgency(text: 
     resolver = PriorityResolver([RulePriority(RuleSet(config.rules, config.tagging, RouterMetrics())), Tagger()],
                                 DefaultPriority(2))
     assert (await resolver.resolve(_user(text))).priority == expected
+
+
+def test_a_rule_can_name_the_responses_and_messages_routes() -> None:
+    from triage_router.router.config_loader import parse_config
+
+    config = parse_config('[[rules]]\nname = "agents"\nroutes = ["messages", "responses"]\npriority = 1\n'
+                          'keywords = ["deploy"]\n')
+    assert config.rules[0].routes == ["messages", "responses"]
