@@ -20,7 +20,7 @@ from triage_router.router.routing.health import HealthProber
 from triage_router.router.prediction.length import LengthPredictor
 from triage_router.router.routing.load import MetricsScraper
 from triage_router.router.metrics import RouterMetrics
-from triage_router.router.routing.models import ModelCatalog, ModelList, ModelRoutes
+from triage_router.router.routing.models import ModelCatalog, ModelList, ModelRoutes, configured_models
 from triage_router.router.tagging.priority import build_resolver
 from triage_router.router.http.asgi_io import Receive, Send
 from triage_router.router.http.proxy import ProxyEndpoint
@@ -94,8 +94,9 @@ def create_app(config: Config) -> TriageApp:
         # One clock for readings and for judging their age.
         clock=dispatcher.clock,
     )
+    routes = ModelRoutes(config.models)
     catalog = ModelCatalog(pool, control, config.upstream.models_refresh_s, config.upstream.connect_timeout_s,
-                           aliases=ModelRoutes(config.models).names())
+                           aliases=routes.names())
     # Tagging has its own client: a slow tagger must not hold the control plane's connections.
     tagging_http = httpx.AsyncClient(timeout=30.0)
     resolver, classifiers = build_resolver(config, metrics, tagging_http)
@@ -127,6 +128,19 @@ def create_app(config: Config) -> TriageApp:
             # A tagger still embedding its examples lets requests through to the next step.
             answer["tagging"] = {c.name: "ready" if c.ready else "starting" for c in classifiers}
         return answer
+
+    @get("/ready")
+    async def ready() -> Response[Any]:
+        """Readiness, for a load balancer or a Kubernetes probe: 200 only while a healthy
+        backend serves every configured model (and at least one is healthy); else 503 with why.
+        /health stays liveness: the process answers."""
+        missing = [name for name in configured_models(config)
+                   if not any(b.healthy for model in routes.chain(name) for b in pool.serving(model))]
+        if not any(b.healthy for b in pool.backends):
+            missing.append("(any model: no backend is healthy)")
+        if missing:
+            return Response({"status": "not ready", "no_healthy_backend_for": missing}, status_code=503)
+        return Response({"status": "ready"}, status_code=200)
 
     @get("/metrics")
     async def prometheus() -> Response[bytes]:
@@ -161,6 +175,7 @@ def create_app(config: Config) -> TriageApp:
             *(_relay_route(path, endpoint) for path, endpoint in relays.items()),
             list_models,
             health,
+            ready,
             prometheus,
         ],
         exception_handlers={HTTPException: _openai_error},

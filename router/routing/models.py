@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import httpx
 import msgspec
 
-from triage_router.router.config import ModelConfig
+from triage_router.router.config import Config, ModelConfig
 from triage_router.router.routing.backends import Backend, BackendPool
 
 log = logging.getLogger("triage.models")
@@ -32,6 +32,12 @@ class ModelList(msgspec.Struct):
 
 class _UpstreamModelList(msgspec.Struct):
     data: list[ModelCard]
+
+
+def configured_models(config: Config) -> list[str]:
+    """Every model name the config promises: the backends' named models and [[models]]."""
+    names = {name for backend in config.backends for name in backend.models if name != "*"}
+    return sorted(names | {model.name for model in config.models})
 
 
 class ModelRoutes:

@@ -363,3 +363,19 @@ def test_2000_headers_and_a_slow_drip_body_are_refused_and_the_next_request_succ
     assert crowded.status_code == 431 and _error(crowded)["code"] == "request_header_fields_too_large"
     assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
     assert normal.status_code == 200
+
+
+def test_ready_only_while_every_configured_model_has_a_healthy_backend(upstream: FakeUpstream) -> None:
+    config = _backend(upstream) + "[upstream]\nfailure_threshold = 1\nmax_attempts = 1\n"
+    with running_proxy(config) as proxy:
+        before = httpx.get(f"{proxy.url}/ready")
+        upstream.mode = "refuse"
+        try:
+            httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT)  # marks the only backend down
+            after = httpx.get(f"{proxy.url}/ready")
+            alive = httpx.get(f"{proxy.url}/health")
+        finally:
+            upstream.mode = "ok"
+    assert before.status_code == 200 and before.json() == {"status": "ready"}
+    assert after.status_code == 503 and "smol" in after.json()["no_healthy_backend_for"]
+    assert alive.status_code == 200  # liveness: the process answers
