@@ -119,6 +119,25 @@ class RouterMetrics:
             ["priority"], buckets=LENGTH_ERROR_BUCKETS, registry=r,
         )
         self.backend_up = Gauge("triage_backend_up", "1 while a backend is taken as healthy.", ["backend"], registry=r)
+        # What each backend's own /metrics said at the last reading (vLLM's names, summed over models).
+        self.backend_running = Gauge(
+            "triage_backend_running", "Requests the backend reported running.", ["backend"], registry=r)
+        self.backend_waiting = Gauge(
+            "triage_backend_waiting", "Requests the backend reported waiting in its own queue.", ["backend"], registry=r)
+        self.backend_kv_usage = Gauge(
+            "triage_backend_kv_cache_usage", "Fraction of the backend's KV cache in use, 0..1.", ["backend"], registry=r)
+        self.backend_prefix_queries = Gauge(
+            "triage_backend_prefix_cache_queries", "The backend's own prefix-cache query counter (tokens).",
+            ["backend"], registry=r)
+        self.backend_prefix_hits = Gauge(
+            "triage_backend_prefix_cache_hits", "The backend's own prefix-cache hit counter (tokens).",
+            ["backend"], registry=r)
+        self.backend_concurrency = Gauge(
+            "triage_backend_learned_concurrency", "Requests the backend runs at once, as Triage learned it (0: not yet).",
+            ["backend"], registry=r)
+        self.tokens = Counter(
+            "triage_tokens", "Tokens served, from each answer's usage, per API key name (never the key) and model.",
+            ["key", "model", "kind"], registry=r)
         # prometheus_client's labels() takes a lock and builds tuples; the hot path reuses children.
         self._children: dict[tuple[str, ...], MetricWrapperBase] = {}
 

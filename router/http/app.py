@@ -103,7 +103,7 @@ def create_app(config: Config) -> TriageApp:
     predictor = LengthPredictor(config.length)
     background: list[asyncio.Task[None]] = []
     shared = dict(config=config, pool=pool, upstream=upstream, resolver=resolver,
-                  api_keys=ApiKeys(config.api_keys), metrics=metrics,
+                  api_keys=ApiKeys(config.api_keys, metrics=metrics), metrics=metrics,
                   dispatcher=dispatcher, predictor=predictor)
     relays = {
         "/v1/chat/completions": ProxyEndpoint("chat", **shared),

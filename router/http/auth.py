@@ -10,8 +10,12 @@ from collections.abc import Callable
 from triage_router.policies.rate_limit import KeyRateLimit, RateDecision
 from triage_router.router.config import ApiKeyConfig
 from triage_router.router.errors import RateLimited, Unauthorized
+from triage_router.router.metrics import RouterMetrics
 
-_TOTAL_TOKENS = re.compile(rb'"total_tokens"\s*:\s*(\d+)')
+_TOKENS = re.compile(rb'"(prompt_tokens|completion_tokens|input_tokens|output_tokens)"\s*:\s*(\d+)')
+# How usage counts are named: OpenAI's, or the Responses and Messages APIs'.
+_KINDS = {b"prompt_tokens": "prompt", b"input_tokens": "prompt", b"completion_tokens": "completion",
+          b"output_tokens": "completion"}
 
 # A tenant header's value is a label in tables and metrics: bounded.
 MAX_TENANT_CHARS = 128
@@ -20,7 +24,9 @@ MAX_TENANT_CHARS = 128
 class ApiKeys:
     """With no keys configured the proxy is open; otherwise every request needs a known key."""
 
-    def __init__(self, keys: list[ApiKeyConfig], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, keys: list[ApiKeyConfig], clock: Callable[[], float] = time.monotonic,
+                 metrics: RouterMetrics | None = None) -> None:
+        self.metrics = metrics
         # By the key's SHA-256 (config_loader.py keeps nothing else): a key is never held as written.
         self._by_hash = {entry.key_sha256: entry for entry in keys}
         self.clock = clock
@@ -44,11 +50,21 @@ class ApiKeys:
                                   retry_after_s=decision.retry_after_s, limit_headers=_limit_headers(decision))
         return entry
 
-    def charge(self, entry: ApiKeyConfig | None, usage_payload: bytes) -> None:
-        """Charge a key's tokens per minute with the usage an answer reports."""
+    def account(self, entry: ApiKeyConfig | None, model: str, usage_payload: bytes) -> None:
+        """The usage an answer reports: charged to the key's tokens per minute, and counted per
+        key name and model for chargeback (`triage_tokens`)."""
+        counts: dict[str, int] = {}
+        for name, value in _TOKENS.findall(usage_payload):
+            counts.setdefault(_KINDS[name], int(value))
+        if not counts:
+            return
         limit = self._limits.get(entry.key_sha256) if entry is not None else None
-        if limit is not None and (match := _TOTAL_TOKENS.search(usage_payload)):
-            limit.charge_tokens(int(match.group(1)), self.clock())
+        if limit is not None:
+            limit.charge_tokens(sum(counts.values()), self.clock())
+        if self.metrics is not None:
+            key = "anonymous" if entry is None else entry.name or "key-" + entry.key_sha256[:12]
+            for kind, tokens in counts.items():
+                self.metrics.child(self.metrics.tokens, key, model, kind).inc(tokens)
 
     def _authenticate(self, headers: dict[str, str]) -> ApiKeyConfig | None:
         if not self._by_hash:

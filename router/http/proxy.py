@@ -369,7 +369,7 @@ class ProxyEndpoint:
     def _observe_usage(self, ctx: RequestContext, payload: bytes) -> int | None:
         """Charge the key's tokens and teach the predictor from `payload`'s usage; returns the
         completion tokens, if any."""
-        self.api_keys.charge(ctx.api_key, payload)
+        self.api_keys.account(ctx.api_key, ctx.model, payload)
         if ctx.predicted is None:
             return None
         tokens = self.predictor.observe_usage(ctx.predicted, payload)

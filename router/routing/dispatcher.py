@@ -117,7 +117,17 @@ class Dispatcher:
             if report.kv_capacity_tokens:
                 backend.reported_capacity(report.kv_capacity_tokens)
             backend.concurrency.observe_reading(report.running, report.waiting)
+            self._export(backend, report)
         self.pump()
+
+    def _export(self, backend: Backend, report: LoadReport) -> None:
+        """The backend's own reading, and what we learned from it, for a dashboard."""
+        m, name = self.metrics, backend.name
+        for gauge, value in ((m.backend_running, report.running), (m.backend_waiting, report.waiting),
+                             (m.backend_kv_usage, report.kv_usage), (m.backend_prefix_queries, report.prefix_queries),
+                             (m.backend_prefix_hits, report.prefix_hits),
+                             (m.backend_concurrency, backend.concurrency.limit or 0)):
+            m.child(gauge, name).set(value)
 
     def on_output(self, tenant: str, predicted_output_tokens: int, completion_tokens: int) -> None:
         """An answer reported its length: correct the fair-share charge made on the prediction."""

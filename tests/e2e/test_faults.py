@@ -379,3 +379,28 @@ def test_ready_only_while_every_configured_model_has_a_healthy_backend(upstream:
     assert before.status_code == 200 and before.json() == {"status": "ready"}
     assert after.status_code == 503 and "smol" in after.json()["no_healthy_backend_for"]
     assert alive.status_code == 200  # liveness: the process answers
+
+
+def test_backend_readings_and_tokens_per_key_are_exported(upstream: FakeUpstream) -> None:
+    upstream.metrics_text = (
+        'vllm:num_requests_running{model_name="smol"} 1.0\nvllm:num_requests_waiting{model_name="smol"} 0.0\n'
+        'vllm:kv_cache_usage_perc{model_name="smol"} 0.25\n'
+        'vllm:prefix_cache_queries_total{model_name="smol"} 1000.0\nvllm:prefix_cache_hits_total{model_name="smol"} 400.0\n')
+    config = _backend(upstream) + '[[api_keys]]\nkey = "sk-team"\nname = "team-a"\n'
+    try:
+        with running_proxy(config) as proxy:
+            for _ in range(2):
+                httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer sk-team"})
+            deadline = time.monotonic() + 10
+            while 'triage_backend_running{backend="alpha"} 1.0' not in (text := httpx.get(f"{proxy.url}/metrics").text):
+                assert time.monotonic() < deadline, "no reading was exported"
+                time.sleep(0.1)
+    finally:
+        upstream.metrics_text = FakeUpstream().metrics_text
+    assert 'triage_tokens_total{key="team-a",kind="prompt",model="smol"} 14.0' in text
+    assert 'triage_tokens_total{key="team-a",kind="completion",model="smol"} 6.0' in text
+    # A reading with nothing waiting teaches no concurrency: 0 until one does.
+    for line in ('triage_backend_waiting{backend="alpha"} 0.0', 'triage_backend_kv_cache_usage{backend="alpha"} 0.25',
+                 'triage_backend_prefix_cache_hits{backend="alpha"} 400.0',
+                 'triage_backend_learned_concurrency{backend="alpha"} 0.0'):
+        assert line in text, line
