@@ -8,7 +8,7 @@ headers are sent is reported in-band, as vLLM does, and the stream ends with `[D
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from triage_router.engine_server.api_types import (
     ChatChunkChoice,
@@ -26,34 +26,33 @@ from triage_router.engine_server.http.responses import DONE, event
 
 async def chat_stream(runner: GenerationRunner, gen: Generation, model_name: str) -> AsyncIterator[bytes]:
     created = int(time.time())
+    last: dict[int, RequestOutput] = {}
 
     def chunk(index: int, delta: ChatDelta, finish: str | None = None, logprobs: ChatLogprobs | None = None) -> bytes:
         return event(ChatCompletionChunk(gen.request_id, created, model_name, [ChatChunkChoice(index, delta, logprobs, finish)]))
 
-    for index in range(gen.n):
-        yield chunk(index, ChatDelta(role="assistant", content=""))
-    last: dict[int, RequestOutput] = {}
-    try:
+    async def deltas() -> AsyncIterator[bytes]:
+        for index in range(gen.n):
+            yield chunk(index, ChatDelta(role="assistant", content=""))
         async for index, out in runner.choices(gen):
             last[index] = out
             lps = runner.chat_logprobs(out.logprobs) if gen.params.logprobs else None
             if out.text or lps or out.finished:
                 yield chunk(index, ChatDelta(content=out.text), out.finish_reason if out.finished else None, lps)
-    except Exception as e:
-        yield event(as_api_error(e).envelope())
-        yield DONE
-        return
-    if gen.include_usage and last:
-        usage = runner.usage([last[i] for i in sorted(last)])
-        yield event(ChatCompletionChunk(gen.request_id, created, model_name, [], usage))
-    yield DONE
+
+    def usage() -> bytes:
+        return event(ChatCompletionChunk(gen.request_id, created, model_name, [], runner.usage([last[i] for i in sorted(last)])))
+
+    async for data in _ended(deltas(), usage if gen.include_usage else None, last):
+        yield data
 
 
 async def completion_stream(runner: GenerationRunner, gen: Generation, model_name: str) -> AsyncIterator[bytes]:
     created = int(time.time())
     last: dict[int, RequestOutput] = {}
     offsets = [0] * gen.n
-    try:
+
+    async def deltas() -> AsyncIterator[bytes]:
         async for index, out in runner.choices(gen):
             last[index] = out
             lps = runner.completion_logprobs(out.logprobs, offsets[index]) if gen.params.logprobs else None
@@ -61,11 +60,26 @@ async def completion_stream(runner: GenerationRunner, gen: Generation, model_nam
             if out.text or lps or out.finished:
                 choice = CompletionChoice(index, out.text, lps, out.finish_reason if out.finished else None)
                 yield event(Completion(gen.request_id, created, model_name, [choice]))
+
+    def usage() -> bytes:
+        return event(Completion(gen.request_id, created, model_name, [], runner.usage([last[i] for i in sorted(last)])))
+
+    async for data in _ended(deltas(), usage if gen.include_usage else None, last):
+        yield data
+
+
+async def _ended(
+    deltas: AsyncIterator[bytes], usage: Callable[[], bytes] | None, last: dict[int, RequestOutput],
+) -> AsyncIterator[bytes]:
+    """The stream's deltas, then its usage event when asked for and any choice finished, then
+    [DONE]; an error after the headers went out ends it in-band instead."""
+    try:
+        async for data in deltas:
+            yield data
     except Exception as e:
         yield event(as_api_error(e).envelope())
         yield DONE
         return
-    if gen.include_usage and last:
-        usage = runner.usage([last[i] for i in sorted(last)])
-        yield event(Completion(gen.request_id, created, model_name, [], usage))
+    if usage is not None and last:
+        yield usage()
     yield DONE
