@@ -12,8 +12,9 @@ Two ways to be saturated:
 - **Learned concurrency**, the default when no limit is set: `ConcurrencyEstimate` learns how many
   requests the backend runs at once from what it already shows, and the router stops sending at
   that many. A backend whose /metrics show requests *waiting* is queueing: the number it was
-  *running* then is its concurrency. A backend that answers 429 refused one more than it had. With
-  no reading and no 429 yet, nothing is known and nothing is held back.
+  *running* then is its concurrency. A backend that answers 429 refused one more than it had.
+  Until then a backend that reports readings gets a slow start (a probe that grows while it
+  shows no queue); one with no reading and no 429 yet is not held back.
 
 Either way a request of priority p may use only `1 - headroom[p]` of the limit, so that room stays
 free for more urgent work: without it, an urgent request behind a full batch of bulk streams waits
@@ -104,30 +105,70 @@ class ConcurrencyEstimate:
 
     One reading can mislead: a request that has just arrived shows as waiting until the
     backend's next step even while slots are free, so a reading taken then shows fewer running
-    than the backend can run. The estimate is therefore the most running seen in the last
-    `window` readings that showed a queue (or showed more running than the estimate): one such
-    reading cannot lower it, a backend that really runs fewer now lowers it within `window`
+    than the backend can run. So a queue teaches the limit only once it has lasted
+    `confirm_s` over at least two readings, and the estimate is the most running seen in the
+    last `window` readings that showed a queue (or showed more running than the estimate): one
+    such reading cannot lower it, a backend that really runs fewer now lowers it within `window`
     queueing readings. (A single reading's count measured the limit at 1 against vLLM's 4 once,
     and the router, holding at that limit, never saw a reading that could raise it again.)
+
+    **Slow start.** Until a limit is learned, a backend that reports readings is sent at most
+    `probe` requests: `slow_start_step` at first, one step more after every reading in which it
+    ran at least half the probe with nothing waiting. Forwarding everything instead let a flood
+    fill vLLM's queue before the first queue could be seen, and urgent requests then waited
+    behind that first wave for 12-14 s (bench/fleet, docs/benchmarks.md). A backend without
+    readings (a plain OpenAI endpoint) is not held back: nothing could ever raise its probe.
     """
 
-    __slots__ = ("limit", "_recent")
+    __slots__ = ("limit", "probe", "_recent", "_queue_since", "_queue_readings", "_step", "_confirm_s")
 
-    def __init__(self, window: int = 8) -> None:
+    def __init__(self, window: int = 8, slow_start_step: int = 8, confirm_s: float = 1.0) -> None:
         self.limit: int | None = None
+        self.probe: int | None = None
         self._recent: deque[int] = deque(maxlen=window)
+        # When the current run of queueing readings began, and how many it has had.
+        self._queue_since = 0.0
+        self._queue_readings = 0
+        self._step = slow_start_step
+        self._confirm_s = confirm_s
 
-    def observe_reading(self, running: float, waiting: float) -> None:
+    @property
+    def cap(self) -> int | None:
+        """The most requests to keep there: the learned limit, else the slow-start probe."""
+        return self.limit if self.limit is not None else self.probe
+
+    @property
+    def slow_starting(self) -> bool:
+        return self.limit is None and self.probe is not None
+
+    def observe_reading(self, running: float, waiting: float, at: float) -> None:
+        """A /metrics reading taken at `at` (seconds, any monotonic clock)."""
         queueing = waiting >= 1 and running >= 1
+        if not queueing:
+            self._queue_readings = 0
+        elif self._queue_readings == 0:
+            self._queue_since, self._queue_readings = at, 1
+        else:
+            self._queue_readings += 1
+        if self.limit is None:
+            if self.probe is None:
+                self.probe = self._step
+            elif not queueing and waiting < 1 and running >= self.probe / 2:
+                self.probe += self._step
+            if queueing:
+                self._recent.append(math.floor(running))
+                if self._queue_readings >= 2 and at - self._queue_since >= self._confirm_s:
+                    self.limit, self.probe = max(self._recent), None
+            return
         # Running more than thought, with nothing waiting: it has more room.
-        grew = self.limit is not None and running >= self.limit + 1
-        if queueing or grew:
+        if queueing or running >= self.limit + 1:
             self._recent.append(math.floor(running))
             self.limit = max(self._recent)
 
     def observe_refusal(self, in_flight: int) -> None:
         """A 429 with `in_flight` requests of ours already there (the refused one not counted)."""
         self.limit = max(1, in_flight if self.limit is None else min(self.limit, in_flight))
+        self.probe = None
         self._recent.clear()
         self._recent.append(self.limit)
 
@@ -135,12 +176,15 @@ class ConcurrencyEstimate:
 def saturation(
     limits: SaturationLimits,
     load: BackendLoad,
-    learned_limit: int | None,
+    concurrency: int | None,
     headroom: float,
     request_tokens: int,
+    *,
+    slow_start: bool = False,
 ) -> str | None:
     """Why the backend should not take this request now, or None if it should.
 
+    `concurrency` is the learned limit, or with `slow_start` the probe (`ConcurrencyEstimate.cap`);
     `headroom` is the fraction of the load limit this request's priority may not use."""
     if limits.any:
         if limits.max_load:
@@ -157,11 +201,12 @@ def saturation(
         ):
             return f"{load.in_flight_tokens} tokens in flight"
         return None
-    if learned_limit is not None:
+    if concurrency is not None:
         # Against the load *ahead*: a backend that orders by priority puts an urgent request
         # before the bulk work it already holds, so holding that request here would only make
         # it wait behind work the backend would have run after it.
-        cap = learned_limit * (1.0 - headroom)
+        cap = concurrency * (1.0 - headroom)
         if load.load_ahead >= cap:
-            return f"load {load.load_ahead} of {cap:g} (learned concurrency {learned_limit})"
+            source = "slow start at" if slow_start else "learned concurrency"
+            return f"load {load.load_ahead} of {cap:g} ({source} {concurrency})"
     return None

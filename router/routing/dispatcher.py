@@ -111,12 +111,13 @@ class Dispatcher:
             report = backend.load_report
             if report is None:
                 continue
-            if report.read_at != backend.reading_seen_at:
+            if report.read_at != backend.reading_seen_at:  # each reading is learned from once
                 backend.reading_seen_at = report.read_at
                 backend.releases_at_reading = backend.releases
+                if report.reports_load:
+                    backend.concurrency.observe_reading(report.running, report.waiting, report.read_at)
             if report.kv_capacity_tokens:
                 backend.reported_capacity(report.kv_capacity_tokens)
-            backend.concurrency.observe_reading(report.running, report.waiting)
             self._export(backend, report)
         self.pump()
 
@@ -141,8 +142,13 @@ class Dispatcher:
     def metrics_interval(self, backend: Backend) -> float:
         """How often to read `backend`'s /metrics: fast while a reading can hold a request back
         or let one go (a limit reads it and this router has requests on it or waiting), else
-        slow, since each read costs the backend CPU and our own counts are current."""
+        slow, since each read costs the backend CPU and our own counts are current. A slow start
+        also reads fast while the probe binds, so that it grows (or finds the limit) in a second
+        or two rather than a step a second."""
         if backend.limits.read_metrics and (backend.in_flight or len(self.queue)):
+            return self.routing.metrics_fast_interval_s
+        estimate = backend.concurrency
+        if estimate.slow_starting and not backend.limits.any and backend.in_flight * 2 >= (estimate.probe or 0):
             return self.routing.metrics_fast_interval_s
         return self.routing.metrics_interval_s
 
@@ -164,10 +170,15 @@ class Dispatcher:
         matched_blocks: dict[str, int] = {}
         for name in sorted(job.candidates - job.exclude):
             backend = self.backends[name]
-            load = self._load(backend, backend.fresh_report(now, self.routing.metrics_stale_s), job.priority)
+            report = backend.fresh_report(now, self.routing.metrics_stale_s)
+            load = self._load(backend, report, job.priority)
             if backend.healthy:
-                reason = saturation(backend.limits, load, backend.concurrency.limit, self.headroom[job.priority],
-                                    job.tokens)
+                concurrency = backend.concurrency.limit
+                if concurrency is None and report is not None:
+                    # The slow-start probe holds only while readings come: nothing else raises it.
+                    concurrency = backend.concurrency.probe
+                reason = saturation(backend.limits, load, concurrency, self.headroom[job.priority], job.tokens,
+                                    slow_start=backend.concurrency.slow_starting)
                 if reason is not None:
                     saturated[name] = f"{reason} for priority {job.priority}"
                     continue

@@ -31,6 +31,9 @@ class LoadReport:
     # From vllm:cache_config_info (num_gpu_blocks × block_size), when reported.
     kv_capacity_tokens: int | None = None
     read_at: float = 0.0
+    # Whether the text had vLLM's running gauge at all: a /metrics of some other server has not,
+    # and its zeros say nothing about load.
+    reports_load: bool = True
 
 
 def parse_metrics(text: str, read_at: float) -> LoadReport:
@@ -60,4 +63,5 @@ def parse_metrics(text: str, read_at: float) -> LoadReport:
     def first(names: tuple[str, ...]) -> float:
         return next((sums[n] for n in names if n in sums), 0.0)
 
-    return LoadReport(first(_RUNNING), first(_WAITING), first(_KV_USAGE), first(_QUERIES), first(_HITS), capacity, read_at)
+    return LoadReport(first(_RUNNING), first(_WAITING), first(_KV_USAGE), first(_QUERIES), first(_HITS), capacity, read_at,
+                      reports_load=any(name in sums for name in _RUNNING))

@@ -9,40 +9,80 @@ def test_nothing_is_held_back_until_a_concurrency_is_known() -> None:
     assert saturation(NO_LIMITS, BackendLoad(500, 10**6), None, 0.25, 100) is None
 
 
-def test_a_backend_queueing_shows_its_concurrency() -> None:
-    estimate = ConcurrencyEstimate()
-    estimate.observe_reading(running=10, waiting=0)
+def _readings(estimate: ConcurrencyEstimate, *readings: tuple[float, float, float]) -> None:
+    for running, waiting, at in readings:
+        estimate.observe_reading(running, waiting, at)
+
+
+def test_a_queue_that_lasts_shows_the_concurrency() -> None:
+    estimate = ConcurrencyEstimate(slow_start_step=64)
+    _readings(estimate, (10, 0, 0.0))
     assert estimate.limit is None  # running without queueing says nothing about the limit
-    estimate.observe_reading(running=16, waiting=8)
+    _readings(estimate, (16, 8, 1.0))
+    assert estimate.limit is None  # one queueing reading may be a request that just arrived
+    _readings(estimate, (16, 8, 2.0))
     assert estimate.limit == 16
     # Starting up (nothing running yet while requests wait) teaches nothing.
-    estimate.observe_reading(running=0, waiting=3)
+    _readings(estimate, (0, 3, 3.0))
     assert estimate.limit == 16
     # Running more than thought, with nothing waiting: it has more room.
-    estimate.observe_reading(running=20, waiting=0)
+    _readings(estimate, (20, 0, 4.0))
     assert estimate.limit == 20
+
+
+def test_a_queue_seen_only_briefly_or_once_teaches_nothing() -> None:
+    estimate = ConcurrencyEstimate(confirm_s=1.0)
+    # Two readings a tenth of a second apart: a backend between two steps looks like this.
+    _readings(estimate, (3, 2, 0.0), (3, 2, 0.1), (5, 0, 0.2), (1, 1, 1.5), (6, 0, 2.5))
+    assert estimate.limit is None
+    _readings(estimate, (6, 2, 3.0), (6, 2, 3.5), (6, 2, 4.0))
+    assert estimate.limit == 6
 
 
 def test_one_reading_taken_as_a_request_arrives_does_not_lower_the_concurrency() -> None:
     estimate = ConcurrencyEstimate(window=8)
-    estimate.observe_reading(running=4, waiting=8)
+    _readings(estimate, (4, 8, 0.0), (4, 8, 1.0))
     # A request that just arrived shows as waiting until the next step, while slots are free.
-    estimate.observe_reading(running=1, waiting=1)
+    _readings(estimate, (1, 1, 2.0))
     assert estimate.limit == 4
     # A backend that really runs fewer now shows it reading after reading.
-    for _ in range(8):
-        estimate.observe_reading(running=2, waiting=3)
+    _readings(estimate, *((2, 3, 3.0 + i) for i in range(8)))
     assert estimate.limit == 2
+
+
+def test_slow_start_grows_while_the_backend_runs_everything_and_stops_at_a_queue() -> None:
+    estimate = ConcurrencyEstimate(slow_start_step=8, confirm_s=1.0)
+    assert estimate.cap is None  # no reading yet: maybe no /metrics at all, so no probe
+    _readings(estimate, (0, 0, 0.0))
+    assert estimate.slow_starting and estimate.cap == 8
+    _readings(estimate, (3, 0, 0.1))
+    assert estimate.cap == 8  # using less than half the probe: no sign it needs more
+    _readings(estimate, (6, 0, 0.2))
+    assert estimate.cap == 16
+    _readings(estimate, (12, 0, 0.3))
+    assert estimate.cap == 24
+    # A queue holds the probe where it is until it has lasted, then the limit replaces it.
+    _readings(estimate, (16, 2, 0.4), (16, 2, 0.9))
+    assert estimate.cap == 24 and estimate.limit is None
+    _readings(estimate, (16, 2, 1.5))
+    assert estimate.limit == 16 and estimate.cap == 16 and not estimate.slow_starting
 
 
 def test_a_refusal_caps_the_concurrency_at_what_it_already_had() -> None:
     estimate = ConcurrencyEstimate()
+    _readings(estimate, (0, 0, 0.0))
     estimate.observe_refusal(in_flight=6)
-    assert estimate.limit == 6
+    assert estimate.limit == 6 and not estimate.slow_starting
     estimate.observe_refusal(in_flight=9)  # a later refusal never raises it
     assert estimate.limit == 6
     estimate.observe_refusal(in_flight=0)
     assert estimate.limit == 1
+
+
+def test_a_slow_start_probe_holds_bulk_work_back_and_says_so() -> None:
+    busy = BackendLoad(in_flight=6, in_flight_tokens=0, running=6, waiting=0)
+    assert saturation(NO_LIMITS, busy, 8, 0.25, 10, slow_start=True) == "load 6 of 6 (slow start at 8)"
+    assert saturation(NO_LIMITS, busy, 8, 0.0, 10, slow_start=True) is None
 
 
 def test_background_levels_leave_headroom_for_urgent_work_under_a_learned_limit() -> None:

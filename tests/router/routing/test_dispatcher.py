@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from triage_router.router.routing.admission import Job
-from triage_router.router.routing.backends import BackendPool
+from triage_router.router.routing.backends import Backend, BackendPool
 from triage_router.router.config import Config
 from triage_router.router.config_loader import parse_config
 from triage_router.router.routing.dispatcher import Dispatcher
@@ -52,6 +52,14 @@ def _job(dispatcher: Dispatcher, priority: int = 2, blocks: tuple[int, ...] = ()
 
 def _by_name(pool: BackendPool) -> dict:
     return {b.name: b for b in pool.backends}
+
+
+def _show_queue(dispatcher: Dispatcher, backend: Backend, clock: Clock, running: int, waiting: int) -> None:
+    """Two readings a second apart that both show a queue: enough to teach the concurrency."""
+    for _ in range(2):
+        clock.now += 1.0
+        backend.load_report = LoadReport(running=running, waiting=waiting, read_at=clock.now)
+        dispatcher.on_load_update()
 
 
 @pytest.mark.anyio
@@ -319,8 +327,7 @@ async def test_with_no_limits_a_backend_seen_queueing_holds_background_work_in_t
     for job in jobs:
         assert (await dispatcher.acquire(job)).name == "a"
     # vLLM's /metrics: 4 running, 2 waiting. It runs 4 at once.
-    backend.load_report = LoadReport(running=4, waiting=2, read_at=clock.now)
-    dispatcher.on_load_update()
+    _show_queue(dispatcher, backend, clock, running=4, waiting=2)
     assert backend.concurrency.limit == 4
     for job in jobs[:3]:
         dispatcher.release(backend, job)
@@ -383,8 +390,7 @@ async def test_on_a_priority_backend_bulk_work_already_there_does_not_hold_an_ur
     backend = _by_name(pool)["a"]
     for _ in range(6):
         await dispatcher.acquire(_job(dispatcher, priority=4, names=("a",)))
-    backend.load_report = LoadReport(running=4, waiting=2, read_at=clock.now)
-    dispatcher.on_load_update()
+    _show_queue(dispatcher, backend, clock, running=4, waiting=2)
     assert backend.concurrency.limit == 4
     # More bulk waits in the router...
     bulk = asyncio.ensure_future(dispatcher.acquire(_job(dispatcher, priority=4, names=("a",))))
@@ -403,8 +409,7 @@ async def test_a_request_that_ended_after_the_reading_frees_its_slot_at_once() -
     await dispatcher.acquire(first)
     await dispatcher.acquire(second)
     # The backend runs one at a time: ours, with our other one waiting.
-    backend.load_report = LoadReport(running=1, waiting=1, read_at=clock.now)
-    dispatcher.on_load_update()
+    _show_queue(dispatcher, backend, clock, running=1, waiting=1)
     assert backend.concurrency.limit == 1
     third = asyncio.ensure_future(dispatcher.acquire(_job(dispatcher, names=("a",))))
     await asyncio.sleep(0)
@@ -414,3 +419,57 @@ async def test_a_request_that_ended_after_the_reading_frees_its_slot_at_once() -
     # No new reading yet, and it still says two there: both ours, both ended.
     dispatcher.release(backend, second)
     assert (await third).name == "a"
+
+
+@pytest.mark.anyio
+async def test_a_slow_start_holds_bulk_work_at_the_probe_while_readings_come() -> None:
+    dispatcher, pool, clock = _setup(backends='[[backends]]\nname = "a"\nurl = "http://a"\n')
+    backend = _by_name(pool)["a"]
+    backend.load_report = LoadReport(running=0, waiting=0, read_at=clock.now)
+    dispatcher.on_load_update()
+    probe = backend.concurrency.probe
+    assert probe == 8
+    # Priority 4 leaves a quarter of the probe to urgent work: 6 go, the 7th waits here.
+    for _ in range(6):
+        await dispatcher.acquire(_job(dispatcher, priority=4, names=("a",)))
+    held = asyncio.ensure_future(dispatcher.acquire(_job(dispatcher, priority=4, names=("a",))))
+    await asyncio.sleep(0)
+    assert not held.done()
+    assert dispatcher.metrics_interval(backend) == dispatcher.routing.metrics_fast_interval_s
+    # The backend runs all six with nothing waiting: the probe grows, and the held one goes.
+    clock.now += 0.1
+    backend.load_report = LoadReport(running=6, waiting=0, read_at=clock.now)
+    dispatcher.on_load_update()
+    assert backend.concurrency.probe == 16
+    assert (await held).name == "a"
+
+
+@pytest.mark.anyio
+async def test_a_slow_start_lets_go_when_readings_stop_and_learns_from_each_reading_once() -> None:
+    dispatcher, pool, clock = _setup(backends='[[backends]]\nname = "a"\nurl = "http://a"\n')
+    backend = _by_name(pool)["a"]
+    backend.load_report = LoadReport(running=0, waiting=0, read_at=clock.now)
+    dispatcher.on_load_update()
+    for _ in range(6):
+        await dispatcher.acquire(_job(dispatcher, priority=4, names=("a",)))
+    clock.now += 0.1
+    backend.load_report = LoadReport(running=6, waiting=0, read_at=clock.now)
+    for _ in range(3):  # another backend's reading calls this too: the same reading counts once
+        dispatcher.on_load_update()
+    assert backend.concurrency.probe == 16
+    # Its /metrics stopped answering: nothing could raise the probe any more, so it is not held to it.
+    clock.now += dispatcher.routing.metrics_stale_s + 1
+    for _ in range(20):
+        await dispatcher.acquire(_job(dispatcher, priority=4, names=("a",)))
+    assert backend.in_flight == 26
+
+
+@pytest.mark.anyio
+async def test_a_metrics_page_without_vllm_gauges_starts_no_slow_start() -> None:
+    dispatcher, pool, clock = _setup(backends='[[backends]]\nname = "a"\nurl = "http://a"\n')
+    backend = _by_name(pool)["a"]
+    backend.load_report = LoadReport(read_at=clock.now, reports_load=False)
+    dispatcher.on_load_update()
+    assert backend.concurrency.cap is None
+    for _ in range(40):
+        await dispatcher.acquire(_job(dispatcher, priority=4, names=("a",)))

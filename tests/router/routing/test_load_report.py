@@ -27,6 +27,7 @@ def test_new_names_are_summed_over_label_sets() -> None:
     assert (report.running, report.waiting, report.kv_usage) == (5.0, 7.0, 0.42)
     assert (report.prefix_queries, report.prefix_hits) == (1000.0, 640.0)
     assert report.kv_capacity_tokens == 48 * 128 and report.read_at == 5.0
+    assert report.reports_load
 
 
 def test_old_names_are_read_too() -> None:
@@ -38,3 +39,9 @@ def test_old_names_are_read_too() -> None:
 def test_garbage_is_ignored() -> None:
     report = parse_metrics("vllm:num_requests_running{x=\"1\"} NaNx\nnot a metric\nvllm:num_requests_waiting 2\n", 0.0)
     assert report.running == 0.0 and report.waiting == 2.0
+
+
+def test_a_page_without_the_running_gauge_reports_no_load() -> None:
+    # Another server's /metrics (a proxy's, say): its zeros must not read as an idle vLLM.
+    report = parse_metrics("# HELP http_requests_total x\nhttp_requests_total 12\n", 0.0)
+    assert not report.reports_load
