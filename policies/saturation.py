@@ -114,7 +114,7 @@ class ConcurrencyEstimate:
 
     **Slow start.** Until a limit is learned, a backend that reports readings is sent at most
     `probe` requests: `slow_start_step` at first, one step more after every reading in which it
-    ran at least half the probe with nothing waiting. Forwarding everything instead let a flood
+    ran all of this router's requests, at least half the probe, with nothing waiting. Forwarding everything instead let a flood
     fill vLLM's queue before the first queue could be seen, and urgent requests then waited
     behind that first wave for 12-14 s (bench/fleet, docs/benchmarks.md). A backend without
     readings (a plain OpenAI endpoint) is not held back: nothing could ever raise its probe.
@@ -141,8 +141,9 @@ class ConcurrencyEstimate:
     def slow_starting(self) -> bool:
         return self.limit is None and self.probe is not None
 
-    def observe_reading(self, running: float, waiting: float, at: float) -> None:
-        """A /metrics reading taken at `at` (seconds, any monotonic clock)."""
+    def observe_reading(self, running: float, waiting: float, at: float, ours: int = 0) -> None:
+        """A /metrics reading taken at `at` (seconds, any monotonic clock), with `ours` of this
+        router's requests there as it arrived."""
         queueing = waiting >= 1 and running >= 1
         if not queueing:
             self._queue_readings = 0
@@ -153,7 +154,9 @@ class ConcurrencyEstimate:
         if self.limit is None:
             if self.probe is None:
                 self.probe = self._step
-            elif not queueing and waiting < 1 and running >= self.probe / 2:
+            elif waiting < 1 and running >= ours and ours >= self.probe / 2:
+                # It runs all of ours: a reading that does not show them yet (a server still
+                # tokenizing them counts them nowhere) must not grow the probe again and again.
                 self.probe += self._step
             if queueing:
                 self._recent.append(math.floor(running))

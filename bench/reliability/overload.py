@@ -91,6 +91,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "flood_statuses": dict(statuses),
         "refusals_without_retry_after": sum(1 for r in refusals if not r["retry_after"]),
         "unanswered": sum(1 for r in flood_results + probe_results if r["status"] is None),
+        # When each unanswered request failed, seconds after it was sent: when a fault strikes says
+        # which of the router's timers or paths it is.
+        "unanswered_after_s": sorted(round(r["seconds"], 3) for r in flood_results + probe_results
+                                     if r["status"] is None),
         "errors": dict(collections.Counter(r["error"][:120] for r in flood_results + probe_results if "error" in r)),
         "probe_statuses": [r["status"] for r in probe_results],
         "probe_seconds": [r["seconds"] for r in probe_results],

@@ -115,7 +115,8 @@ class Dispatcher:
                 backend.reading_seen_at = report.read_at
                 backend.releases_at_reading = backend.releases
                 if report.reports_load:
-                    backend.concurrency.observe_reading(report.running, report.waiting, report.read_at)
+                    backend.concurrency.observe_reading(report.running, report.waiting, report.read_at,
+                                                        backend.in_flight)
             if report.kv_capacity_tokens:
                 backend.reported_capacity(report.kv_capacity_tokens)
             self._export(backend, report)

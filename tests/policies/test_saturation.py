@@ -9,9 +9,10 @@ def test_nothing_is_held_back_until_a_concurrency_is_known() -> None:
     assert saturation(NO_LIMITS, BackendLoad(500, 10**6), None, 0.25, 100) is None
 
 
-def _readings(estimate: ConcurrencyEstimate, *readings: tuple[float, float, float]) -> None:
-    for running, waiting, at in readings:
-        estimate.observe_reading(running, waiting, at)
+def _readings(estimate: ConcurrencyEstimate, *readings: tuple[float, ...]) -> None:
+    """(running, waiting, at) or (running, waiting, at, ours)."""
+    for running, waiting, at, *ours in readings:
+        estimate.observe_reading(running, waiting, at, int(ours[0]) if ours else 0)
 
 
 def test_a_queue_that_lasts_shows_the_concurrency() -> None:
@@ -55,16 +56,19 @@ def test_slow_start_grows_while_the_backend_runs_everything_and_stops_at_a_queue
     assert estimate.cap is None  # no reading yet: maybe no /metrics at all, so no probe
     _readings(estimate, (0, 0, 0.0))
     assert estimate.slow_starting and estimate.cap == 8
-    _readings(estimate, (3, 0, 0.1))
+    _readings(estimate, (3, 0, 0.1, 3))
     assert estimate.cap == 8  # using less than half the probe: no sign it needs more
-    _readings(estimate, (6, 0, 0.2))
+    _readings(estimate, (6, 0, 0.2, 6))
     assert estimate.cap == 16
-    _readings(estimate, (12, 0, 0.3))
+    # Twelve of ours there, six shown: the server has not counted the rest yet.
+    _readings(estimate, (6, 0, 0.3, 12))
+    assert estimate.cap == 16
+    _readings(estimate, (12, 0, 0.4, 12))
     assert estimate.cap == 24
     # A queue holds the probe where it is until it has lasted, then the limit replaces it.
-    _readings(estimate, (16, 2, 0.4), (16, 2, 0.9))
+    _readings(estimate, (16, 2, 0.5, 18), (16, 2, 1.0, 18))
     assert estimate.cap == 24 and estimate.limit is None
-    _readings(estimate, (16, 2, 1.5))
+    _readings(estimate, (16, 2, 1.6, 18))
     assert estimate.limit == 16 and estimate.cap == 16 and not estimate.slow_starting
 
 
