@@ -13,8 +13,8 @@ Two ways to be saturated:
   requests the backend runs at once from what it already shows, and the router stops sending at
   that many. A backend whose /metrics show requests *waiting* is queueing: the number it was
   *running* then is its concurrency. A backend that answers 429 refused one more than it had.
-  Until then a backend that reports readings gets a slow start (a probe that grows while it
-  shows no queue); one with no reading and no 429 yet is not held back.
+  Until then a backend that reports readings gets a slow start (a probe that grows with every
+  request of ours that ends there); one with no reading and no 429 yet is not held back.
 
 Either way a request of priority p may use only `1 - headroom[p]` of the limit, so that room stays
 free for more urgent work: without it, an urgent request behind a full batch of bulk streams waits
@@ -113,23 +113,26 @@ class ConcurrencyEstimate:
     and the router, holding at that limit, never saw a reading that could raise it again.)
 
     **Slow start.** Until a limit is learned, a backend that reports readings is sent at most
-    `probe` requests: `slow_start_step` at first, one step more after every reading in which it
-    ran all of this router's requests, at least half the probe, with nothing waiting. Forwarding everything instead let a flood
-    fill vLLM's queue before the first queue could be seen, and urgent requests then waited
-    behind that first wave for 12-14 s (bench/fleet, docs/benchmarks.md). A backend without
-    readings (a plain OpenAI endpoint) is not held back: nothing could ever raise its probe.
+    `probe` requests: `initial_probe` at first, one more each time one of this router's requests
+    there ends while the probe binds, so that, as in TCP's slow start, it doubles every round
+    of requests. Forwarding everything instead let a flood take every slot before the first
+    queue could be seen, and urgent requests then waited behind that first wave for 12-14 s
+    (bench/fleet, docs/benchmarks.md). Growing on completions rather than on readings also
+    staggers the first requests, so the slots free up one by one instead of all at once when a
+    wave that started together ends together. A backend without readings (a plain OpenAI
+    endpoint) is not held back: nothing would ever show its queue.
     """
 
-    __slots__ = ("limit", "probe", "_recent", "_queue_since", "_queue_readings", "_step", "_confirm_s")
+    __slots__ = ("limit", "probe", "_recent", "_queue_since", "_queue_readings", "_initial_probe", "_confirm_s")
 
-    def __init__(self, window: int = 8, slow_start_step: int = 8, confirm_s: float = 1.0) -> None:
+    def __init__(self, window: int = 8, initial_probe: int = 8, confirm_s: float = 1.0) -> None:
         self.limit: int | None = None
         self.probe: int | None = None
         self._recent: deque[int] = deque(maxlen=window)
         # When the current run of queueing readings began, and how many it has had.
         self._queue_since = 0.0
         self._queue_readings = 0
-        self._step = slow_start_step
+        self._initial_probe = initial_probe
         self._confirm_s = confirm_s
 
     @property
@@ -141,9 +144,8 @@ class ConcurrencyEstimate:
     def slow_starting(self) -> bool:
         return self.limit is None and self.probe is not None
 
-    def observe_reading(self, running: float, waiting: float, at: float, ours: int = 0) -> None:
-        """A /metrics reading taken at `at` (seconds, any monotonic clock), with `ours` of this
-        router's requests there as it arrived."""
+    def observe_reading(self, running: float, waiting: float, at: float) -> None:
+        """A /metrics reading taken at `at` (seconds, any monotonic clock)."""
         queueing = waiting >= 1 and running >= 1
         if not queueing:
             self._queue_readings = 0
@@ -153,11 +155,7 @@ class ConcurrencyEstimate:
             self._queue_readings += 1
         if self.limit is None:
             if self.probe is None:
-                self.probe = self._step
-            elif waiting < 1 and running >= ours and ours >= self.probe / 2:
-                # It runs all of ours: a reading that does not show them yet (a server still
-                # tokenizing them counts them nowhere) must not grow the probe again and again.
-                self.probe += self._step
+                self.probe = self._initial_probe
             if queueing:
                 self._recent.append(math.floor(running))
                 if self._queue_readings >= 2 and at - self._queue_since >= self._confirm_s:
@@ -167,6 +165,11 @@ class ConcurrencyEstimate:
         if queueing or running >= self.limit + 1:
             self._recent.append(math.floor(running))
             self.limit = max(self._recent)
+
+    def observe_completion(self, ours: int) -> None:
+        """One of this router's requests there ended, with `ours` of them there until then."""
+        if self.probe is not None and self.limit is None and ours * 2 >= self.probe:
+            self.probe += 1
 
     def observe_refusal(self, in_flight: int) -> None:
         """A 429 with `in_flight` requests of ours already there (the refused one not counted)."""

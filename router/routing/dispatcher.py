@@ -89,6 +89,7 @@ class Dispatcher:
         return self.backends[name]
 
     def release(self, backend: Backend, job: Job) -> None:
+        backend.concurrency.observe_completion(backend.in_flight)
         backend.in_flight -= 1
         backend.in_flight_tokens -= job.tokens
         backend.in_flight_by_priority[job.priority] -= 1
@@ -115,8 +116,7 @@ class Dispatcher:
                 backend.reading_seen_at = report.read_at
                 backend.releases_at_reading = backend.releases
                 if report.reports_load:
-                    backend.concurrency.observe_reading(report.running, report.waiting, report.read_at,
-                                                        backend.in_flight)
+                    backend.concurrency.observe_reading(report.running, report.waiting, report.read_at)
             if report.kv_capacity_tokens:
                 backend.reported_capacity(report.kv_capacity_tokens)
             self._export(backend, report)
@@ -143,13 +143,8 @@ class Dispatcher:
     def metrics_interval(self, backend: Backend) -> float:
         """How often to read `backend`'s /metrics: fast while a reading can hold a request back
         or let one go (a limit reads it and this router has requests on it or waiting), else
-        slow, since each read costs the backend CPU and our own counts are current. A slow start
-        also reads fast while the probe binds, so that it grows (or finds the limit) in a second
-        or two rather than a step a second."""
+        slow, since each read costs the backend CPU and our own counts are current."""
         if backend.limits.read_metrics and (backend.in_flight or len(self.queue)):
-            return self.routing.metrics_fast_interval_s
-        estimate = backend.concurrency
-        if estimate.slow_starting and not backend.limits.any and backend.in_flight * 2 >= (estimate.probe or 0):
             return self.routing.metrics_fast_interval_s
         return self.routing.metrics_interval_s
 

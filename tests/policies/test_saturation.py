@@ -9,14 +9,13 @@ def test_nothing_is_held_back_until_a_concurrency_is_known() -> None:
     assert saturation(NO_LIMITS, BackendLoad(500, 10**6), None, 0.25, 100) is None
 
 
-def _readings(estimate: ConcurrencyEstimate, *readings: tuple[float, ...]) -> None:
-    """(running, waiting, at) or (running, waiting, at, ours)."""
-    for running, waiting, at, *ours in readings:
-        estimate.observe_reading(running, waiting, at, int(ours[0]) if ours else 0)
+def _readings(estimate: ConcurrencyEstimate, *readings: tuple[float, float, float]) -> None:
+    for running, waiting, at in readings:
+        estimate.observe_reading(running, waiting, at)
 
 
 def test_a_queue_that_lasts_shows_the_concurrency() -> None:
-    estimate = ConcurrencyEstimate(slow_start_step=64)
+    estimate = ConcurrencyEstimate(initial_probe=64)
     _readings(estimate, (10, 0, 0.0))
     assert estimate.limit is None  # running without queueing says nothing about the limit
     _readings(estimate, (16, 8, 1.0))
@@ -51,25 +50,26 @@ def test_one_reading_taken_as_a_request_arrives_does_not_lower_the_concurrency()
     assert estimate.limit == 2
 
 
-def test_slow_start_grows_while_the_backend_runs_everything_and_stops_at_a_queue() -> None:
-    estimate = ConcurrencyEstimate(slow_start_step=8, confirm_s=1.0)
+def test_slow_start_grows_with_each_request_that_ends_and_stops_at_a_queue() -> None:
+    estimate = ConcurrencyEstimate(initial_probe=8, confirm_s=1.0)
     assert estimate.cap is None  # no reading yet: maybe no /metrics at all, so no probe
     _readings(estimate, (0, 0, 0.0))
     assert estimate.slow_starting and estimate.cap == 8
-    _readings(estimate, (3, 0, 0.1, 3))
+    estimate.observe_completion(ours=3)
     assert estimate.cap == 8  # using less than half the probe: no sign it needs more
-    _readings(estimate, (6, 0, 0.2, 6))
-    assert estimate.cap == 16
-    # Twelve of ours there, six shown: the server has not counted the rest yet.
-    _readings(estimate, (6, 0, 0.3, 12))
-    assert estimate.cap == 16
-    _readings(estimate, (12, 0, 0.4, 12))
-    assert estimate.cap == 24
+    for ours in range(6, 12):  # each that ends makes room for two: its own slot and one more
+        estimate.observe_completion(ours)
+    assert estimate.cap == 14  # a round of six added six
+    # Readings without a queue teach nothing and grow nothing.
+    _readings(estimate, (10, 0, 0.5))
+    assert estimate.cap == 14
     # A queue holds the probe where it is until it has lasted, then the limit replaces it.
-    _readings(estimate, (16, 2, 0.5, 18), (16, 2, 1.0, 18))
-    assert estimate.cap == 24 and estimate.limit is None
-    _readings(estimate, (16, 2, 1.6, 18))
-    assert estimate.limit == 16 and estimate.cap == 16 and not estimate.slow_starting
+    _readings(estimate, (12, 2, 1.0), (12, 2, 1.5))
+    assert estimate.cap == 14 and estimate.limit is None
+    _readings(estimate, (12, 2, 2.1))
+    assert estimate.limit == 12 and estimate.cap == 12 and not estimate.slow_starting
+    estimate.observe_completion(ours=12)
+    assert estimate.cap == 12
 
 
 def test_a_refusal_caps_the_concurrency_at_what_it_already_had() -> None:

@@ -422,26 +422,27 @@ async def test_a_request_that_ended_after_the_reading_frees_its_slot_at_once() -
 
 
 @pytest.mark.anyio
-async def test_a_slow_start_holds_bulk_work_at_the_probe_while_readings_come() -> None:
+async def test_a_slow_start_holds_bulk_work_at_the_probe_and_grows_as_requests_end() -> None:
     dispatcher, pool, clock = _setup(backends='[[backends]]\nname = "a"\nurl = "http://a"\n')
     backend = _by_name(pool)["a"]
     backend.load_report = LoadReport(running=0, waiting=0, read_at=clock.now)
     dispatcher.on_load_update()
-    probe = backend.concurrency.probe
-    assert probe == 8
-    # Priority 4 leaves a quarter of the probe to urgent work: 6 go, the 7th waits here.
-    for _ in range(6):
-        await dispatcher.acquire(_job(dispatcher, priority=4, names=("a",)))
-    held = asyncio.ensure_future(dispatcher.acquire(_job(dispatcher, priority=4, names=("a",))))
+    assert backend.concurrency.probe == 8
+    # Priority 4 leaves a quarter of the probe to urgent work: 6 go, the 7th and 8th wait here.
+    jobs = [_job(dispatcher, priority=4, names=("a",)) for _ in range(6)]
+    for job in jobs:
+        await dispatcher.acquire(job)
+    held = [asyncio.ensure_future(dispatcher.acquire(_job(dispatcher, priority=4, names=("a",)))) for _ in range(2)]
     await asyncio.sleep(0)
-    assert not held.done()
-    assert dispatcher.metrics_interval(backend) == dispatcher.routing.metrics_fast_interval_s
-    # The backend runs all six with nothing waiting: the probe grows, and the held one goes.
-    clock.now += 0.1
-    backend.load_report = LoadReport(running=6, waiting=0, read_at=clock.now)
-    dispatcher.on_load_update()
-    assert backend.concurrency.probe == 16
-    assert (await held).name == "a"
+    assert not any(h.done() for h in held)
+    # ...while an urgent one goes at once.
+    await dispatcher.acquire(_job(dispatcher, priority=0, names=("a",)))
+    # One ends: its slot and one more (the probe grew to 9, of which priority 4 may use 6.75).
+    dispatcher.release(backend, jobs[0])
+    assert backend.concurrency.probe == 9
+    assert len(dispatcher.queue) == 1 and backend.in_flight == 7
+    for h in held:
+        h.cancel()
 
 
 @pytest.mark.anyio
@@ -452,12 +453,12 @@ async def test_a_slow_start_lets_go_when_readings_stop_and_learns_from_each_read
     dispatcher.on_load_update()
     for _ in range(6):
         await dispatcher.acquire(_job(dispatcher, priority=4, names=("a",)))
-    clock.now += 0.1
-    backend.load_report = LoadReport(running=6, waiting=0, read_at=clock.now)
+    clock.now += 1.0
+    backend.load_report = LoadReport(running=4, waiting=2, read_at=clock.now)
     for _ in range(3):  # another backend's reading calls this too: the same reading counts once
         dispatcher.on_load_update()
-    assert backend.concurrency.probe == 16
-    # Its /metrics stopped answering: nothing could raise the probe any more, so it is not held to it.
+    assert backend.concurrency.limit is None
+    # Its /metrics stopped answering: nothing could show its queue any more, so no probe holds.
     clock.now += dispatcher.routing.metrics_stale_s + 1
     for _ in range(20):
         await dispatcher.acquire(_job(dispatcher, priority=4, names=("a",)))
