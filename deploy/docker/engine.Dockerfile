@@ -36,13 +36,16 @@ RUN pip install --no-build-isolation -c requirements.lock '.[engine]' \
 
 FROM python:3.11.14-slim-bookworm
 
-# The home directory holds ~/.cache/triage, where the first start converts the model once.
-RUN useradd --uid 10001 --user-group --create-home triage
+# The first start converts the model once into $TRIAGE_CACHE_DIR: created here, owned by the
+# user, so that a volume mounted there (docs/deploy.md) starts writable and keeps it.
+RUN useradd --uid 10001 --user-group --create-home triage \
+    && install -d -o triage -g triage /var/cache/triage
 COPY --from=build /opt/venv /opt/venv
 COPY config.toml /etc/triage/config.toml
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    TRIAGE_CONFIG=/etc/triage/config.toml
+    TRIAGE_CONFIG=/etc/triage/config.toml \
+    TRIAGE_CACHE_DIR=/var/cache/triage
 
 # Numeric, so that Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001
