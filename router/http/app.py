@@ -131,13 +131,13 @@ def create_app(config: Config) -> TriageApp:
 
     @get("/ready")
     async def ready() -> Response[Any]:
-        """Readiness, for a load balancer or a Kubernetes probe: 200 only while a healthy
-        backend serves every configured model (and at least one is healthy); else 503 with why.
-        /health stays liveness: the process answers."""
+        """Readiness, for a load balancer or a Kubernetes probe: 200 only while a healthy backend
+        that has answered since start serves every configured model (and at least one does);
+        else 503 with why. /health stays liveness: the process answers."""
         missing = [name for name in configured_models(config)
-                   if not any(b.healthy for model in routes.chain(name) for b in pool.serving(model))]
-        if not any(b.healthy for b in pool.backends):
-            missing.append("(any model: no backend is healthy)")
+                   if not any(b.healthy and b.answered for model in routes.chain(name) for b in pool.serving(model))]
+        if not any(b.healthy and b.answered for b in pool.backends):
+            missing.append("(any model: no backend is healthy and answering)")
         if missing:
             return Response({"status": "not ready", "no_healthy_backend_for": missing}, status_code=503)
         return Response({"status": "ready"}, status_code=200)

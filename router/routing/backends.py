@@ -20,7 +20,7 @@ class Backend:
 
     __slots__ = ("config", "name", "base_url", "limits", "concurrency", "in_flight", "in_flight_tokens",
                  "in_flight_by_priority", "releases", "releases_at_reading", "reading_seen_at",
-                 "consecutive_failures", "healthy", "load_report", "kv_capacity_tokens", "prefix_index", "listed_models",
+                 "consecutive_failures", "healthy", "answered", "load_report", "kv_capacity_tokens", "prefix_index", "listed_models",
                  "_block_chars", "_index_capacity_factor")
 
     def __init__(self, config: BackendConfig, block_chars: int, index_capacity_factor: float = 2.0) -> None:
@@ -43,7 +43,11 @@ class Backend:
         self.releases_at_reading = 0
         self.reading_seen_at = -1.0
         self.consecutive_failures = 0
+        # Healthy until requests fail (a passive check); answered once it has answered anything
+        # at all (a model listing, a /metrics read, a request, a probe), which readiness needs:
+        # a backend still loading its model is "healthy" but has never answered.
         self.healthy = True
+        self.answered = False
         # The backend's own /metrics reading, when it has one.
         self.load_report: LoadReport | None = None
         # Configured, else reported by the backend; None until either is known.
@@ -88,6 +92,7 @@ class Backend:
 
     def record_success(self) -> None:
         self.consecutive_failures = 0
+        self.answered = True
 
     def record_failure(self, threshold: int) -> bool:
         """Count a failure; return True when this one marks the backend down."""
@@ -134,6 +139,7 @@ class BackendPool:
     def mark_up(self, backend: Backend) -> None:
         backend.consecutive_failures = 0
         backend.healthy = True
+        backend.answered = True
         # A backend that was down may have restarted: whatever we thought it cached is gone.
         backend.prefix_index.clear()
         self.on_up(backend)

@@ -82,6 +82,7 @@ class MetricsScraper:
             response = await self.client.get(f"{backend.base_url}/metrics", timeout=max(self.tick_s * 5, 0.5))
         except httpx.HTTPError:
             return  # the last reading ages into "unknown"
+        backend.answered = True
         if response.status_code == 404:
             self._skip_until[backend.name] = now + 30.0
             return

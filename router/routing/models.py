@@ -76,6 +76,7 @@ class ModelCatalog:
         headers = {"authorization": f"Bearer {backend.config.api_key}"} if backend.config.api_key else None
         try:
             response = await self.client.get(f"{backend.base_url}/v1/models", headers=headers, timeout=self.timeout_s)
+            backend.answered = True
             response.raise_for_status()
             cards = msgspec.json.decode(response.content, type=_UpstreamModelList).data
         except (httpx.HTTPError, msgspec.DecodeError) as error:

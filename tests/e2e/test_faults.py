@@ -381,6 +381,20 @@ def test_ready_only_while_every_configured_model_has_a_healthy_backend(upstream:
     assert alive.status_code == 200  # liveness: the process answers
 
 
+def test_not_ready_while_no_backend_has_answered_yet() -> None:
+    # A backend still loading its model: nothing listens on its port yet. No request has failed
+    # there, so it still counts as healthy; it has never answered, so it is not ready.
+    with socket.socket() as placeholder:
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+    config = f'[[backends]]\nname = "loading"\nurl = "http://127.0.0.1:{port}"\nmodels = ["smol"]\n'
+    with running_proxy(config) as proxy:
+        ready = httpx.get(f"{proxy.url}/ready")
+        health = httpx.get(f"{proxy.url}/health")
+    assert health.status_code == 200 and health.json()["backends"] == {"loading": "up"}
+    assert ready.status_code == 503 and "smol" in ready.json()["no_healthy_backend_for"]
+
+
 def test_backend_readings_and_tokens_per_key_are_exported(upstream: FakeUpstream) -> None:
     upstream.metrics_text = (
         'vllm:num_requests_running{model_name="smol"} 1.0\nvllm:num_requests_waiting{model_name="smol"} 0.0\n'
