@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     assert config.served_model_name is not None
     app = create_app(engine, model_name=config.served_model_name, embedder=embedder)
     host, port = sock.getsockname()[:2]
-    server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, access_log=False))
+    # Idle connections kept 75 s, longer than clients keep theirs (router/config.py, keep_alive_s).
+    server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, access_log=False, timeout_keep_alive=75))
     print(f"Triage engine listening on http://{host}:{port}", flush=True)
     server.run(sockets=[sock])
     return 0

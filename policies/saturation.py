@@ -119,8 +119,9 @@ class ConcurrencyEstimate:
     queue could be seen, and urgent requests then waited behind that first wave for 12-14 s
     (bench/fleet, docs/benchmarks.md). Growing on completions rather than on readings also
     staggers the first requests, so the slots free up one by one instead of all at once when a
-    wave that started together ends together. A backend without readings (a plain OpenAI
-    endpoint) is not held back: nothing would ever show its queue.
+    wave that started together ends together. The probe holds even while readings fail (under
+    a flood they may): completions, not readings, grow it. A backend that never gave a reading
+    (a plain OpenAI endpoint) is not held back: nothing would ever show its queue.
     """
 
     __slots__ = ("limit", "probe", "_recent", "_queue_since", "_queue_readings", "_initial_probe", "_confirm_s")
@@ -166,9 +167,15 @@ class ConcurrencyEstimate:
             self._recent.append(math.floor(running))
             self.limit = max(self._recent)
 
-    def observe_completion(self, ours: int) -> None:
-        """One of this router's requests there ended, with `ours` of them there until then."""
-        if self.probe is not None and self.limit is None and ours * 2 >= self.probe:
+    def observe_completion(self, ours: int, reading_fresh: bool = True) -> None:
+        """One of this router's requests there ended, with `ours` of them there until then.
+
+        Not while a fresh reading shows a queue: not yet long enough to teach the limit, it still
+        says there is no room for more. A reading gone stale says nothing any more: a backend
+        whose /metrics stopped answering still grows its probe by what it finishes."""
+        if self.probe is None or self.limit is not None or ours * 2 < self.probe:
+            return
+        if not (self._queue_readings and reading_fresh):
             self.probe += 1
 
     def observe_refusal(self, in_flight: int) -> None:

@@ -38,6 +38,11 @@ class ServerConfig(_Section):
     body_deadline_s: PositiveFloat = 60.0
     # How long a shutdown waits for in-flight requests to finish.
     shutdown_grace_s: PositiveFloat = 30.0
+    # An idle keep-alive connection is closed after this. Longer than clients keep theirs (httpx
+    # and so the OpenAI SDK 5 s, aiohttp 15 s), so that the client is the one to close it: at
+    # uvicorn's 5 s a client could send a request on a connection the server was closing at that
+    # moment, and lose it (bench/reliability/overload.py lost 6-24 of 1,500 that way).
+    keep_alive_s: PositiveFloat = 75.0
 
 
 class BackendConfig(_Section):

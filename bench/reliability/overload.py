@@ -127,8 +127,9 @@ def main() -> int:
     other = args.flood - sum(s.get(k, 0) for k in ("200", "429", "503", "None"))
     print(f"| {s.get('200', 0)} | {s.get('429', 0)} | {s.get('503', 0)} | {other} | {s.get('None', 0)} "
           f"| {result['refusals_without_retry_after']} |")
-    print(f"\nprobes: statuses {result['probe_statuses']}; seconds p50 {statistics.median(probe_s):.3f}, "
-          f"max {max(probe_s):.3f}")
+    if probe_s:
+        print(f"\nprobes: statuses {result['probe_statuses']}; seconds p50 {statistics.median(probe_s):.3f}, "
+              f"max {max(probe_s):.3f}")
     print(f"\nwrote {path}")
     ok = (all(status == 200 for status in result["probe_statuses"]) and result["refusals_without_retry_after"] == 0
           and result["unanswered"] == 0 and other == 0)

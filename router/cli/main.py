@@ -36,6 +36,7 @@ def _serve(args: argparse.Namespace) -> int:
             create_app(config),
             sock,
             grace_s=config.server.shutdown_grace_s,
+            keep_alive_s=config.server.keep_alive_s,
             on_ready=lambda: print(f"Triage listening on {url_of(sock)}", flush=True),
         )
     except StartupError as error:

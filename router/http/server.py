@@ -60,7 +60,7 @@ class _Server(uvicorn.Server):
             self._on_ready()
 
 
-def make_server(app: Any, *, grace_s: float, on_ready: Callable[[], None]) -> uvicorn.Server:
+def make_server(app: Any, *, grace_s: float, on_ready: Callable[[], None], keep_alive_s: float = 75.0) -> uvicorn.Server:
     config = uvicorn.Config(
         app,
         loop="uvloop",
@@ -74,12 +74,15 @@ def make_server(app: Any, *, grace_s: float, on_ready: Callable[[], None]) -> uv
         server_header=False,
         date_header=False,
         timeout_graceful_shutdown=grace_s,
+        timeout_keep_alive=keep_alive_s,
     )
     return _Server(config, on_ready)
 
 
-def serve(app: Any, sock: socket.socket, *, grace_s: float, on_ready: Callable[[], None]) -> bool:
+def serve(
+    app: Any, sock: socket.socket, *, grace_s: float, on_ready: Callable[[], None], keep_alive_s: float = 75.0
+) -> bool:
     """Serve until SIGINT/SIGTERM, then drain in-flight requests. Returns False if startup failed."""
-    server = make_server(app, grace_s=grace_s, on_ready=on_ready)
+    server = make_server(app, grace_s=grace_s, on_ready=on_ready, keep_alive_s=keep_alive_s)
     server.run(sockets=[sock])
     return server.started

@@ -89,7 +89,8 @@ class Dispatcher:
         return self.backends[name]
 
     def release(self, backend: Backend, job: Job) -> None:
-        backend.concurrency.observe_completion(backend.in_flight)
+        fresh = backend.fresh_report(self.clock(), self.routing.metrics_stale_s) is not None
+        backend.concurrency.observe_completion(backend.in_flight, fresh)
         backend.in_flight -= 1
         backend.in_flight_tokens -= job.tokens
         backend.in_flight_by_priority[job.priority] -= 1
@@ -169,12 +170,8 @@ class Dispatcher:
             report = backend.fresh_report(now, self.routing.metrics_stale_s)
             load = self._load(backend, report, job.priority)
             if backend.healthy:
-                concurrency = backend.concurrency.limit
-                if concurrency is None and report is not None:
-                    # The slow-start probe holds only while readings come: nothing else raises it.
-                    concurrency = backend.concurrency.probe
-                reason = saturation(backend.limits, load, concurrency, self.headroom[job.priority], job.tokens,
-                                    slow_start=backend.concurrency.slow_starting)
+                reason = saturation(backend.limits, load, backend.concurrency.cap, self.headroom[job.priority],
+                                    job.tokens, slow_start=backend.concurrency.slow_starting)
                 if reason is not None:
                     saturated[name] = f"{reason} for priority {job.priority}"
                     continue

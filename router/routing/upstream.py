@@ -21,6 +21,9 @@ _HOP_BY_HOP = frozenset(
      "proxy-authorization", "proxy-authenticate", "host", "content-length"}
 )
 HOP_BY_HOP_BYTES = frozenset(name.encode() for name in _HOP_BY_HOP)
+# Pooled connections idle this long are dropped: before uvicorn's default 5 s keep-alive, which
+# vLLM's server runs, closes them from its side.
+STALE_AFTER_S = 4.0
 
 
 def forwarded_headers(client_headers: dict[str, str], backend: Backend, request_id: str) -> dict[str, str]:
@@ -44,7 +47,8 @@ class UpstreamClient:
 
     def _open_session(self) -> aiohttp.ClientSession:
         # Created lazily, inside the running loop that will use it.
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0, ttl_dns_cache=300)
+        # Idle connections are dropped before uvicorn's default 5 s (vLLM's server) drops them.
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=STALE_AFTER_S, ttl_dns_cache=300)
         return aiohttp.ClientSession(
             connector=connector,
             timeout=self._timeout,
@@ -72,8 +76,16 @@ class UpstreamClient:
         try:
             # asyncio.timeout, not wait_for: no extra task per request on the hot path.
             async with asyncio.timeout(first_byte):
-                return await self._session.post(backend.base_url + path, data=body, headers=headers,
-                                                **({"timeout": timeout} if timeout is not None else {}))
+                try:
+                    return await self._session.post(backend.base_url + path, data=body, headers=headers,
+                                                    **({"timeout": timeout} if timeout is not None else {}))
+                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
+                    if isinstance(error, aiohttp.ClientConnectorError):
+                        raise
+                    # Closed before any answer: most likely a pooled connection the server shut as
+                    # we reused it. Once more, on a new connection; a dead server fails to connect.
+                    return await self._session.post(backend.base_url + path, data=body, headers=headers,
+                                                    **({"timeout": timeout} if timeout is not None else {}))
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as error:
             raise UpstreamTimeout(f"backend {backend.name} did not answer in time") from error
         except aiohttp.ClientError as error:

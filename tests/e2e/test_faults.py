@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from tests.fakes.proxy import running_proxy
+from triage_router.router.config_loader import parse_config
 from tests.fakes.upstream import FakeUpstream
 
 CHAT = {"model": "smol", "messages": [{"role": "user", "content": "Hi"}]}
@@ -379,6 +380,22 @@ def test_ready_only_while_every_configured_model_has_a_healthy_backend(upstream:
     assert before.status_code == 200 and before.json() == {"status": "ready"}
     assert after.status_code == 503 and "smol" in after.json()["no_healthy_backend_for"]
     assert alive.status_code == 200  # liveness: the process answers
+
+
+def test_the_server_outlasts_clients_idle_connections_and_closes_its_own_when_told() -> None:
+    # The client must be the one to close an idle connection: closed by the server at the moment
+    # a client sends on it, the request is lost. httpx (the OpenAI SDK) keeps one 5 s, aiohttp 15 s.
+    default = parse_config('[[backends]]\nname = "a"\nurl = "http://a"\n').server.keep_alive_s
+    aiohttp_default_keepalive_s = 15.0  # aiohttp.TCPConnector's, behind a sentinel in its signature
+    assert default > max(httpx.Limits().keepalive_expiry or 0, aiohttp_default_keepalive_s)
+    config = '[[backends]]\nname = "a"\nurl = "http://127.0.0.1:9"\n[server]\nkeep_alive_s = 0.5\n'
+    with running_proxy(config) as proxy:
+        host, port = proxy.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as client:
+            client.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            assert client.recv(65536).startswith(b"HTTP/1.1 200")
+            time.sleep(1.0)
+            assert client.recv(65536) == b""  # closed by the server after keep_alive_s
 
 
 def test_not_ready_while_no_backend_has_answered_yet() -> None:

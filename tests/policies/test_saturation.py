@@ -64,7 +64,9 @@ def test_slow_start_grows_with_each_request_that_ends_and_stops_at_a_queue() -> 
     _readings(estimate, (10, 0, 0.5))
     assert estimate.cap == 14
     # A queue holds the probe where it is until it has lasted, then the limit replaces it.
-    _readings(estimate, (12, 2, 1.0), (12, 2, 1.5))
+    _readings(estimate, (12, 2, 1.0))
+    estimate.observe_completion(ours=14)
+    _readings(estimate, (12, 2, 1.5))
     assert estimate.cap == 14 and estimate.limit is None
     _readings(estimate, (12, 2, 2.1))
     assert estimate.limit == 12 and estimate.cap == 12 and not estimate.slow_starting

@@ -446,23 +446,32 @@ async def test_a_slow_start_holds_bulk_work_at_the_probe_and_grows_as_requests_e
 
 
 @pytest.mark.anyio
-async def test_a_slow_start_lets_go_when_readings_stop_and_learns_from_each_reading_once() -> None:
+async def test_a_slow_start_holds_while_readings_fail_and_learns_from_each_reading_once() -> None:
     dispatcher, pool, clock = _setup(backends='[[backends]]\nname = "a"\nurl = "http://a"\n')
     backend = _by_name(pool)["a"]
     backend.load_report = LoadReport(running=0, waiting=0, read_at=clock.now)
     dispatcher.on_load_update()
-    for _ in range(6):
-        await dispatcher.acquire(_job(dispatcher, priority=4, names=("a",)))
+    jobs = [_job(dispatcher, priority=4, names=("a",)) for _ in range(6)]
+    for job in jobs:
+        await dispatcher.acquire(job)
     clock.now += 1.0
     backend.load_report = LoadReport(running=4, waiting=2, read_at=clock.now)
     for _ in range(3):  # another backend's reading calls this too: the same reading counts once
         dispatcher.on_load_update()
     assert backend.concurrency.limit is None
-    # Its /metrics stopped answering: nothing could show its queue any more, so no probe holds.
+    # A fresh queue: a request that ends makes room for the next one only.
+    dispatcher.release(backend, jobs[0])
+    assert backend.concurrency.probe == 8
+    # Readings stopped (a flood can make them time out): the probe still holds bulk work back...
     clock.now += dispatcher.routing.metrics_stale_s + 1
-    for _ in range(20):
-        await dispatcher.acquire(_job(dispatcher, priority=4, names=("a",)))
-    assert backend.in_flight == 26
+    held = asyncio.ensure_future(dispatcher.acquire(_job(dispatcher, priority=4, names=("a",))))
+    await dispatcher.acquire(_job(dispatcher, priority=4, names=("a",)))
+    await asyncio.sleep(0)
+    assert not held.done() and backend.in_flight == 6
+    # ...and grows with what the backend finishes.
+    dispatcher.release(backend, jobs[1])
+    assert backend.concurrency.probe == 9
+    held.cancel()
 
 
 @pytest.mark.anyio
