@@ -43,6 +43,9 @@ class ServerConfig(_Section):
     # uvicorn's 5 s a client could send a request on a connection the server was closing at that
     # moment, and lose it (bench/reliability/overload.py lost 6-24 of 1,500 that way).
     keep_alive_s: PositiveFloat = 75.0
+    # Reload the config when its file changes (checked every 2 s), as on SIGHUP. Off by default:
+    # a half-written file is refused with a log line, but a reload is still a deliberate act.
+    watch_config: bool = False
 
 
 class BackendConfig(_Section):
@@ -53,6 +56,9 @@ class BackendConfig(_Section):
     # upstream.models_refresh_s): names it does not list, or serves before its listing is read.
     # "*": any model name at all. Empty (the default): exactly what it lists.
     models: list[str] = msgspec.field(default_factory=list)
+    # Draining: no new requests go there; those in flight finish. Set it and reload (SIGHUP) to
+    # take a backend out without dropping a request, then remove it.
+    drain: bool = False
     # The key Triage sends upstream. The client's own key is forwarded only if asked.
     api_key: str = ""
     forward_client_key: bool = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -13,6 +14,8 @@ from triage_router.router.http.server import StartupError, bind_socket, serve, u
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # The router's own warnings (a backend marked down, a config reload) on stderr, with a time.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     path = resolve_config_path(args.config)
     try:
         config = load_config(path)
@@ -33,7 +36,7 @@ def _serve(args: argparse.Namespace) -> int:
         from triage_router.router.http.app import create_app  # after the checks: a bad config fails before litestar loads
 
         started = serve(
-            create_app(config),
+            create_app(config, config_path=path),
             sock,
             grace_s=config.server.shutdown_grace_s,
             keep_alive_s=config.server.keep_alive_s,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +25,7 @@ from triage_router.router.routing.models import ModelCatalog, ModelList, ModelRo
 from triage_router.router.tagging.priority import build_resolver
 from triage_router.router.http.asgi_io import Receive, Send
 from triage_router.router.http.proxy import ProxyEndpoint
+from triage_router.router.http.reload import Reloader
 from triage_router.router.routing.upstream import UpstreamClient
 
 # httpx logs every request at INFO; on the hot path that costs more than the request.
@@ -80,7 +82,9 @@ def _openai_error(request: Request[Any, Any, Any], error: HTTPException) -> Resp
     return Response(api_error.body(), status_code=api_error.status, media_type="application/json")
 
 
-def create_app(config: Config) -> TriageApp:
+def create_app(config: Config, config_path: Path | None = None) -> TriageApp:
+    """The router for `config`; given the file it came from, SIGHUP (and, if configured, a
+    change to the file) reloads its backends and keys (router/http/reload.py)."""
     metrics = RouterMetrics()
     pool = BackendPool(config.backends, config.routing.block_chars, config.routing.index_capacity_factor)
     upstream = UpstreamClient(config.upstream)
@@ -102,8 +106,10 @@ def create_app(config: Config) -> TriageApp:
     resolver, classifiers = build_resolver(config, metrics, tagging_http)
     predictor = LengthPredictor(config.length)
     background: list[asyncio.Task[None]] = []
-    shared = dict(config=config, pool=pool, upstream=upstream, resolver=resolver,
-                  api_keys=ApiKeys(config.api_keys, metrics=metrics), metrics=metrics,
+    api_keys = ApiKeys(config.api_keys, metrics=metrics)
+    reloader = None if config_path is None else Reloader(
+        config_path, config, pool=pool, dispatcher=dispatcher, api_keys=api_keys, catalog=catalog, prober=prober)
+    shared = dict(config=config, pool=pool, upstream=upstream, resolver=resolver, api_keys=api_keys, metrics=metrics,
                   dispatcher=dispatcher, predictor=predictor)
     relays = {
         "/v1/chat/completions": ProxyEndpoint("chat", **shared),
@@ -151,12 +157,16 @@ def create_app(config: Config) -> TriageApp:
     async def startup() -> None:
         await catalog.start()
         scraper.start()
+        if reloader is not None:
+            reloader.start(watch=config.server.watch_config)
         for classifier in classifiers:
             await classifier.start()
         if config.length.state_file:
             background.append(asyncio.ensure_future(predictor.save_periodically()))
 
     async def shutdown() -> None:
+        if reloader is not None:
+            await reloader.stop()
         await catalog.stop()
         await scraper.stop()
         for classifier in classifiers:

@@ -27,12 +27,28 @@ class ApiKeys:
     def __init__(self, keys: list[ApiKeyConfig], clock: Callable[[], float] = time.monotonic,
                  metrics: RouterMetrics | None = None) -> None:
         self.metrics = metrics
-        # By the key's SHA-256 (config_loader.py keeps nothing else): a key is never held as written.
-        self._by_hash = {entry.key_sha256: entry for entry in keys}
         self.clock = clock
-        now = clock()
-        self._limits = {entry.key_sha256: KeyRateLimit(entry.requests_per_minute, entry.tokens_per_minute, now)
-                        for entry in keys if entry.requests_per_minute or entry.tokens_per_minute}
+        self._by_hash: dict[str, ApiKeyConfig] = {}
+        self._limits: dict[str, KeyRateLimit] = {}
+        self.reconfigure(keys)
+
+    def reconfigure(self, keys: list[ApiKeyConfig]) -> None:
+        """Take a (reloaded) key list. A key whose limits did not change keeps what it has used
+        this minute: a reload must not hand every key a fresh allowance."""
+        now = self.clock()
+        # By the key's SHA-256 (config_loader.py keeps nothing else): a key is never held as written.
+        by_hash = {entry.key_sha256: entry for entry in keys}
+        limits: dict[str, KeyRateLimit] = {}
+        for entry in keys:
+            if not (entry.requests_per_minute or entry.tokens_per_minute):
+                continue
+            old_entry, old_limit = self._by_hash.get(entry.key_sha256), self._limits.get(entry.key_sha256)
+            unchanged = old_entry is not None and old_limit is not None and (
+                (old_entry.requests_per_minute, old_entry.tokens_per_minute)
+                == (entry.requests_per_minute, entry.tokens_per_minute))
+            limits[entry.key_sha256] = old_limit if unchanged and old_limit is not None else KeyRateLimit(
+                entry.requests_per_minute, entry.tokens_per_minute, now)
+        self._by_hash, self._limits = by_hash, limits
 
     @property
     def enabled(self) -> bool:

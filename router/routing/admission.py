@@ -22,6 +22,7 @@ from triage_router.policies.queue import RequestQueue
 from triage_router.policies.request import MOST_URGENT, PRIORITY_LEVELS
 from triage_router.router.config import AdmissionConfig
 from triage_router.router.errors import QueueFull, QueueTimeout, Shed
+from triage_router.router.routing.backends import Backend
 from triage_router.router.routing.fingerprint import PrefixFingerprint
 from triage_router.router.metrics import RouterMetrics
 
@@ -45,8 +46,9 @@ class Job:
     output_tokens: int = 0
     computed_tokens: int = 0
     swapped_tokens: int = 0
-    # Resolved with the name of the backend it was placed on (its slot already taken).
-    placed: asyncio.Future[str] | None = field(default=None, repr=False)
+    # Resolved with the backend it was placed on (its slot already taken): the object, not its
+    # name, since a reload may take that name out of the pool while the request runs.
+    placed: asyncio.Future[Backend] | None = field(default=None, repr=False)
 
     @property
     def tokens(self) -> int:
@@ -77,8 +79,8 @@ class AdmissionQueue:
     def waiting(self, priority: int) -> int:
         return len(self._by_priority[priority])
 
-    async def wait(self, job: Job) -> str:
-        """Queue `job` until `pump` places it; return the backend's name."""
+    async def wait(self, job: Job) -> Backend:
+        """Queue `job` until `pump` places it; return the backend."""
         self._make_room(job)
         queue = self._queues.get(job.candidates)
         if queue is None:
@@ -100,7 +102,7 @@ class AdmissionQueue:
             raise QueueTimeout(f"no backend had room for this priority-{job.priority} request within {timeout:g} s")
         return job.placed.result()
 
-    def pump(self, place: Callable[[Job], str | None]) -> None:
+    def pump(self, place: Callable[[Job], Backend | None]) -> None:
         """Place waiting jobs, best first, while their candidates have room.
 
         `place` takes the slot and returns the backend, or returns None if none has room; the

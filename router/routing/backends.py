@@ -61,6 +61,21 @@ class Backend:
     def serves(self, model: str) -> bool:
         return model in self.listed_models or self.config.serves(model)
 
+    @property
+    def accepting(self) -> bool:
+        """Whether new requests may go there: healthy and not draining."""
+        return self.healthy and not self.config.drain
+
+    def reconfigure(self, config: BackendConfig) -> None:
+        """The same backend (name and URL) under a reloaded config: its limits, priority map,
+        models and drain change; what was learned of it (concurrency, cache, health) stays."""
+        self.config = config
+        self.limits = SaturationLimits(config.max_load, config.max_waiting, config.max_kv_usage,
+                                       config.max_in_flight_tokens)
+        if config.kv_capacity_tokens is not None and config.kv_capacity_tokens != self.kv_capacity_tokens:
+            self.kv_capacity_tokens = config.kv_capacity_tokens
+            self.prefix_index.resize(self._index_blocks(config.kv_capacity_tokens))
+
     def _index_blocks(self, kv_capacity_tokens: int) -> int:
         return int(kv_capacity_tokens * CHARS_PER_TOKEN * self._index_capacity_factor) // self._block_chars
 
@@ -110,6 +125,8 @@ class BackendPool:
     """All configured backends, looked up by the model they serve."""
 
     def __init__(self, configs: list[BackendConfig], block_chars: int = 256, index_capacity_factor: float = 2.0) -> None:
+        self._block_chars = block_chars
+        self._index_capacity_factor = index_capacity_factor
         self.backends = [Backend(config, block_chars, index_capacity_factor) for config in configs]
         self._by_model: dict[str, list[Backend]] = {}
         # Called with a backend the moment it is marked down (the health prober listens).
@@ -126,6 +143,30 @@ class BackendPool:
             if found or len(self._by_model) < 4096:
                 self._by_model[model] = found
         return found
+
+    def reconfigure(self, configs: list[BackendConfig]) -> tuple[list[Backend], list[Backend]]:
+        """A reloaded backend list; returns the backends added and those removed. A backend whose
+        name and URL are unchanged keeps its state. A removed one leaves the pool at once: no new
+        request goes there, and those in flight finish on the object they hold."""
+        current = {backend.name: backend for backend in self.backends}
+        kept: list[Backend] = []
+        added: list[Backend] = []
+        removed: list[Backend] = []
+        for config in configs:
+            old = current.pop(config.name, None)
+            if old is not None and old.base_url == config.url:
+                old.reconfigure(config)
+                kept.append(old)
+                continue
+            if old is not None:
+                removed.append(old)
+            new = Backend(config, self._block_chars, self._index_capacity_factor)
+            kept.append(new)
+            added.append(new)
+        removed.extend(current.values())
+        self.backends = kept
+        self._by_model.clear()
+        return added, removed
 
     def set_listed_models(self, backend: Backend, models: frozenset[str]) -> None:
         if models != backend.listed_models:

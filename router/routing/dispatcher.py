@@ -73,20 +73,27 @@ class Dispatcher:
 
     async def acquire(self, job: Job) -> Backend:
         """A backend with a slot taken for `job`; waits in the queue if every candidate is full."""
-        if not any(self.backends[n].healthy for n in job.candidates - job.exclude):
+        if not any(backend.accepting for name in job.candidates - job.exclude
+                   if (backend := self.backends.get(name)) is not None):
             raise NoHealthyBackend("no healthy backend serves this model; try again shortly")
-        name = self._try_place(job)
-        if name is None:
+        backend = self._try_place(job)
+        if backend is None:
             try:
-                name = await self.queue.wait(job)
+                backend = await self.queue.wait(job)
             except asyncio.CancelledError:
                 placed = job.placed
                 if placed is not None and placed.done() and not placed.cancelled() and placed.exception() is None:
-                    self.release(self.backends[placed.result()], job)
+                    self.release(placed.result(), job)
                 raise
         if not job.exclude:  # a retry's second placement is not queueing
             self.metrics.child(self.metrics.queue_time, str(job.priority), job.model).observe(self.clock() - job.arrival)
-        return self.backends[name]
+        return backend
+
+    def reconfigure(self, pool: BackendPool) -> None:
+        """The pool's backends after a reload. Requests in flight keep the backend they hold;
+        waiting ones go only to backends still there."""
+        self.backends = {backend.name: backend for backend in pool.backends}
+        self.pump()
 
     def release(self, backend: Backend, job: Job) -> None:
         fresh = backend.fresh_report(self.clock(), self.routing.metrics_stale_s) is not None
@@ -157,7 +164,7 @@ class Dispatcher:
         return BackendLoad(backend.in_flight, backend.in_flight_tokens, report.running, report.waiting,
                            report.kv_usage, backend.releases - backend.releases_at_reading, ahead)
 
-    def _try_place(self, job: Job) -> str | None:
+    def _try_place(self, job: Job) -> Backend | None:
         """Choose a backend with room and take a slot on it; None if every candidate is full."""
         now = self.clock()
         states: list[BackendState] = []
@@ -166,7 +173,11 @@ class Dispatcher:
         home = self.homes.home(blocks[0]) if blocks else None
         matched_blocks: dict[str, int] = {}
         for name in sorted(job.candidates - job.exclude):
-            backend = self.backends[name]
+            if (backend := self.backends.get(name)) is None:
+                continue  # removed by a reload while the request waited
+            if backend.config.drain:
+                saturated[name] = "draining"
+                continue
             report = backend.fresh_report(now, self.routing.metrics_stale_s)
             load = self._load(backend, report, job.priority)
             if backend.healthy:
@@ -209,4 +220,4 @@ class Dispatcher:
         self._decisions[job.request_id] = (placement, saturated)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("request %s -> %s (%s)", job.request_id, backend.name, explain(placement, saturated))
-        return backend.name
+        return backend

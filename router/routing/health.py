@@ -57,6 +57,12 @@ class HealthProber:
         finally:
             self._probes.pop(backend.name, None)
 
+    def forget(self, backend: Backend) -> None:
+        """A backend a reload removed: stop probing it."""
+        task = self._probes.pop(backend.name, None)
+        if task is not None:
+            task.cancel()
+
     async def wait_until_up(self, name: str) -> None:
         """Wait for a running probe to finish (nothing to wait for if the backend is not down)."""
         task = self._probes.get(name)

@@ -85,6 +85,10 @@ class ModelCatalog:
         self._cards[backend.name] = cards
         self.pool.set_listed_models(backend, frozenset(card.id for card in cards))
 
+    def forget(self, backend: Backend) -> None:
+        """A backend a reload removed: what it listed is no longer served here."""
+        self._cards.pop(backend.name, None)
+
     async def start(self) -> None:
         """The first reading, before the router takes requests, then one every `refresh_s`."""
         await self.refresh()

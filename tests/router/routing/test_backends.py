@@ -46,3 +46,21 @@ def test_prefix_index_size_follows_config_then_report() -> None:
     assert (reported.kv_capacity_tokens, configured.kv_capacity_tokens) == (48 * 128, 1000)
     configured.prefix_index.insert([1, 2, 3])
     assert configured.cached_tokens == 3 * 100 // 4
+
+
+def test_a_reload_keeps_what_was_learned_of_a_backend_that_stays() -> None:
+    pool = _pool()
+    a, b, c = pool.backends
+    a.concurrency.observe_refusal(in_flight=4)
+    b.in_flight = 2
+    added, removed = pool.reconfigure([
+        BackendConfig(name="a", url="http://a", models=["smol"], max_load=9),
+        BackendConfig(name="b", url="http://b-moved", models=["smol", "big"]),
+        BackendConfig(name="d", url="http://d", models=["smol"], drain=True),
+    ])
+    assert [x.name for x in added] == ["b", "d"] and removed == [b, c]
+    assert pool.backends[0] is a and a.concurrency.limit == 4 and a.limits.max_load == 9
+    # A moved URL is another server: a new backend, while the old object keeps its two requests.
+    assert pool.backends[1] is not b and b.in_flight == 2
+    assert [x.name for x in pool.serving("smol")] == ["a", "b", "d"]
+    assert not pool.backends[2].accepting and pool.backends[2].healthy

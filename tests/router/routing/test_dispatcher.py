@@ -483,3 +483,21 @@ async def test_a_metrics_page_without_vllm_gauges_starts_no_slow_start() -> None
     assert backend.concurrency.cap is None
     for _ in range(40):
         await dispatcher.acquire(_job(dispatcher, priority=4, names=("a",)))
+
+
+@pytest.mark.anyio
+async def test_a_reload_that_removes_a_backend_leaves_its_requests_to_finish_and_its_waiters_waiting() -> None:
+    dispatcher, pool, _ = _setup(backends='[[backends]]\nname = "a"\nurl = "http://a"\nmax_load = 1\n')
+    a = _by_name(pool)["a"]
+    holder = _job(dispatcher, names=("a",))
+    assert await dispatcher.acquire(holder) is a
+    waiter = asyncio.ensure_future(dispatcher.acquire(_job(dispatcher, names=("a",))))
+    await asyncio.sleep(0)
+    pool.reconfigure(parse_config('[[backends]]\nname = "b"\nurl = "http://b"\n').backends)
+    dispatcher.reconfigure(pool)
+    dispatcher.release(a, holder)  # the request on the removed backend ends there
+    await asyncio.sleep(0)
+    assert a.in_flight == 0 and not waiter.done()  # its candidate is gone: nothing to place it on
+    with pytest.raises(NoHealthyBackend):
+        await dispatcher.acquire(_job(dispatcher, names=("a",)))
+    waiter.cancel()
