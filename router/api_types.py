@@ -34,6 +34,9 @@ class ChatCompletionRequest(msgspec.Struct):
     max_completion_tokens: int | None = None
     # Read for output-length prediction (JSON mode); any shape is accepted and forwarded.
     response_format: Any = None
+    # Keys a client already sends that keep its conversation on one backend (router/routing/session.py).
+    prompt_cache_key: str | None = None
+    user: str | None = None
 
     @property
     def output_limit(self) -> int | None:
@@ -45,6 +48,8 @@ class CompletionRequest(msgspec.Struct):
     prompt: str | list[Any]
     stream: bool = False
     max_tokens: int | None = None
+    prompt_cache_key: str | None = None
+    user: str | None = None
 
     @property
     def output_limit(self) -> int | None:

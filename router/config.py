@@ -131,7 +131,12 @@ class RoutingConfig(_Section):
     # A prefix new to the fleet that fits in no backend's cache goes to the backend already
     # holding the most prefixes, while it holds at most this multiple of an even share of them.
     overflow_imbalance: Annotated[float, msgspec.Meta(ge=1)] = 1.2
+    # A request carrying a session keeps to one backend (rendezvous hashing over the unsaturated
+    # ones, so every replica agrees): this header, else the first of these body fields it sets.
+    # OpenAI's `prompt_cache_key` exists for exactly this; `user` is what it used before.
     session_header: str = "x-session-id"
+    session_fields: list[Literal["prompt_cache_key", "user"]] = msgspec.field(
+        default_factory=lambda: ["prompt_cache_key", "user"])
     # The prefix index remembers this many times the KV capacity: characters per token vary
     # (4 is assumed), and routing to a prefix the engine just evicted costs no more than
     # routing anywhere else, while forgetting one too early moves a tenant off its cache.

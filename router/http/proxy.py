@@ -35,6 +35,7 @@ from triage_router.router.errors import ApiError, BodyTooLarge, ModelNotFound, N
     UpstreamTimeout, UpstreamUnreachable
 from triage_router.router.routing.fingerprint import PrefixFingerprint, fingerprint
 from triage_router.router.routing.models import ModelRoutes
+from triage_router.router.routing.session import session_of
 from triage_router.router.http.first_token import carries_token
 from triage_router.router.prediction.length import LengthPredictor
 from triage_router.router.prediction.features import features_of
@@ -148,7 +149,7 @@ class ProxyEndpoint:
 
     def _job(self, ctx: RequestContext, candidates: list[Backend]) -> Job:
         assert ctx.priority is not None
-        session = ctx.headers.get(self.routing.session_header) or None
+        session = session_of(ctx.headers, ctx.request, self.routing.session_header, self.routing.session_fields)
         if self.generates:
             prefix = fingerprint(ctx.request, self.routing.block_chars, self.routing.max_blocks)  # type: ignore[arg-type]
             ctx.predicted = self.predictor.predict(features_of(ctx, prefix.prompt_tokens))

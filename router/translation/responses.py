@@ -15,7 +15,7 @@ from typing import Any
 from triage_router.router.errors import BadRequest
 from triage_router.router.translation.chat_events import ChatAnswer, ToolCall, sse_event
 
-_COPIED = ("temperature", "top_p", "stream", "user", "parallel_tool_calls", "seed")
+_COPIED = ("temperature", "top_p", "stream", "user", "parallel_tool_calls", "seed", "prompt_cache_key")
 # The Responses API's own fields: everything else is an extension (top_k, repetition_penalty...)
 # and goes to the chat body as the client sent it.
 _KNOWN = frozenset({*_COPIED, "model", "input", "instructions", "max_output_tokens", "tools", "tool_choice",

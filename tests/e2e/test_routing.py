@@ -98,3 +98,23 @@ def test_a_saturated_fleet_queues_then_refuses_with_retry_after(upstream: FakeUp
                 break
         assert 'triage_queue_length{priority="2"} 0.0' in metrics
         assert [r.method for r in upstream.requests] == ["POST"]
+
+
+def test_prompt_cache_key_and_user_keep_a_conversation_on_one_backend_in_every_replica(
+    upstream: FakeUpstream, second_upstream: FakeUpstream
+) -> None:
+    # Two router replicas with the same config, no shared state: the keys clients already send
+    # (OpenAI's prompt_cache_key, else user) pin each conversation to the same backend in both.
+    config = "".join(f'[[backends]]\nname = "{u.name}"\nurl = "{u.url}"\nmodels = ["smol"]\n' for u in (upstream, second_upstream))
+    conversations = [{"prompt_cache_key": f"conv-{i}"} for i in range(6)] + [{"user": f"user-{i}"} for i in range(6)]
+    placed: list[set[str]] = [set() for _ in conversations]
+    with running_proxy(config) as one, running_proxy(config) as two:
+        for turn in range(3):
+            for i, key in enumerate(conversations):
+                chat = {**CHAT, **key, "messages": [{"role": "user", "content": f"turn {turn}: {'x' * 40 * i}"}]}
+                for proxy in (one, two):
+                    answer = httpx.post(f"{proxy.url}/v1/chat/completions", json=chat, headers={"x-triage-debug": "1"})
+                    placed[i].add(answer.headers["x-triage-backend"])
+                    assert answer.headers["x-triage-placement"].startswith("session")
+    assert all(len(backends) == 1 for backends in placed)
+    assert set.union(*placed) == {"alpha", "beta"}  # and the conversations are spread over both
