@@ -306,6 +306,18 @@ class ModelConfig(_Section):
     fallback: str = ""
 
 
+class RateLimitConfig(_Section):
+    # Where the per-key buckets live for every replica: a Redis URL ("redis://host:6379/0"), or
+    # the environment variable holding it (it may carry a password). Empty: in this process only.
+    redis_url: str = ""
+    redis_url_env: str = ""
+    # Longest wait for Redis on a request's path; past it the local buckets decide.
+    redis_timeout_s: PositiveFloat = 0.25
+    # Without Redis (or while it does not answer), each replica enforces this share of a key's
+    # limits: set it to the number of router replicas.
+    replicas: PositiveInt = 1
+
+
 class ApiKeyConfig(_Section):
     # The secret, in exactly one of four forms: as written (`key`), its SHA-256 in hex
     # (`key_sha256`), or read at start-up from an environment variable (`key_env`) or a file
@@ -319,7 +331,8 @@ class ApiKeyConfig(_Section):
     max_priority: PriorityLevel = 0
     name: str = ""
     # Rate limits (0 = none): requests, and prompt plus completion tokens from the answers'
-    # usage, per minute. Exact within one router process; each replica enforces its own.
+    # usage, per minute. Exact across replicas with [rate_limits] redis_url; without it, each
+    # replica enforces 1 / [rate_limits] replicas of them.
     requests_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 0
     tokens_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 0
 
@@ -332,6 +345,7 @@ class Config(_Section):
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     admission: AdmissionConfig = msgspec.field(default_factory=AdmissionConfig)
     api_keys: list[ApiKeyConfig] = msgspec.field(default_factory=list)
+    rate_limits: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
     models: list[ModelConfig] = msgspec.field(default_factory=list)
     rules: list[RuleConfig] = msgspec.field(default_factory=list)
     tagging: TaggingConfig = msgspec.field(default_factory=TaggingConfig)

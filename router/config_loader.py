@@ -81,6 +81,7 @@ def _check(config: Config) -> None:
         if not (model.serve_as or model.fallback):
             raise ConfigError(f"models[{i}]: expected `serve_as`, `fallback` or both")
     _check_rules(config.rules)
+    _resolve_redis_url(config)
     for name in ("embedding", "llm"):
         _check_tagger(f"tagging.{name}", getattr(config.tagging, name), seen)
 
@@ -109,6 +110,20 @@ def _hash_key(i: int, api_key: ApiKeyConfig) -> None:
             raise ConfigError(f"api_keys[{i}].key_file: {api_key.key_file!r} is empty")
     api_key.key_sha256 = hashlib.sha256(secret.encode()).hexdigest()
     api_key.key = ""
+
+
+def _resolve_redis_url(config: Config) -> None:
+    limits = config.rate_limits
+    if limits.redis_url and limits.redis_url_env:
+        raise ConfigError("rate_limits: expected at most one of redis_url, redis_url_env")
+    if limits.redis_url_env:
+        limits.redis_url = os.environ.get(limits.redis_url_env, "").strip()
+        if not limits.redis_url:
+            raise ConfigError(f"rate_limits.redis_url_env: the environment variable {limits.redis_url_env} "
+                              "is unset or empty")
+        limits.redis_url_env = ""
+    if limits.redis_url and not limits.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("rate_limits.redis_url: expected redis://, rediss:// or unix://")
 
 
 def _check_rules(rules: list[RuleConfig]) -> None:

@@ -106,7 +106,7 @@ def create_app(config: Config, config_path: Path | None = None) -> TriageApp:
     resolver, classifiers = build_resolver(config, metrics, tagging_http)
     predictor = LengthPredictor(config.length)
     background: list[asyncio.Task[None]] = []
-    api_keys = ApiKeys(config.api_keys, metrics=metrics)
+    api_keys = ApiKeys(config.api_keys, metrics=metrics, rate_limits=config.rate_limits)
     reloader = None if config_path is None else Reloader(
         config_path, config, pool=pool, dispatcher=dispatcher, api_keys=api_keys, catalog=catalog, prober=prober)
     shared = dict(config=config, pool=pool, upstream=upstream, resolver=resolver, api_keys=api_keys, metrics=metrics,
@@ -177,6 +177,7 @@ def create_app(config: Config, config_path: Path | None = None) -> TriageApp:
         if config.length.state_file:
             predictor.save(config.length.state_file)
         await prober.close()
+        await api_keys.close()
         await upstream.close()
         await control.aclose()
 

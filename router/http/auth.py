@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import time
 from collections.abc import Callable
 
 from triage_router.policies.rate_limit import KeyRateLimit, RateDecision
-from triage_router.router.config import ApiKeyConfig
+from triage_router.router.config import ApiKeyConfig, RateLimitConfig
 from triage_router.router.errors import RateLimited, Unauthorized
+from triage_router.router.http.shared_rate_limit import SharedRateLimits
 from triage_router.router.metrics import RouterMetrics
 
 _TOKENS = re.compile(rb'"(prompt_tokens|completion_tokens|input_tokens|output_tokens)"\s*:\s*(\d+)')
@@ -25,9 +27,16 @@ class ApiKeys:
     """With no keys configured the proxy is open; otherwise every request needs a known key."""
 
     def __init__(self, keys: list[ApiKeyConfig], clock: Callable[[], float] = time.monotonic,
-                 metrics: RouterMetrics | None = None) -> None:
+                 metrics: RouterMetrics | None = None, rate_limits: RateLimitConfig | None = None) -> None:
         self.metrics = metrics
         self.clock = clock
+        rate_limits = rate_limits or RateLimitConfig()
+        # Exact across replicas through Redis when configured; the local buckets, each a
+        # replica's share, decide without it and whenever it does not answer.
+        self.shared = SharedRateLimits(rate_limits.redis_url, rate_limits.redis_timeout_s) \
+            if rate_limits.redis_url else None
+        self._share = rate_limits.replicas
+        self._charging: set[asyncio.Task[bool]] = set()
         self._by_hash: dict[str, ApiKeyConfig] = {}
         self._limits: dict[str, KeyRateLimit] = {}
         self.reconfigure(keys)
@@ -47,20 +56,23 @@ class ApiKeys:
                 (old_entry.requests_per_minute, old_entry.tokens_per_minute)
                 == (entry.requests_per_minute, entry.tokens_per_minute))
             limits[entry.key_sha256] = old_limit if unchanged and old_limit is not None else KeyRateLimit(
-                entry.requests_per_minute, entry.tokens_per_minute, now)
+                _share_of(entry.requests_per_minute, self._share), _share_of(entry.tokens_per_minute, self._share), now)
         self._by_hash, self._limits = by_hash, limits
 
     @property
     def enabled(self) -> bool:
         return bool(self._by_hash)
 
-    def admit(self, headers: dict[str, str]) -> ApiKeyConfig | None:
+    async def admit(self, headers: dict[str, str]) -> ApiKeyConfig | None:
         """The caller's key (None on an open proxy), once it is known and within its rate limits;
         else 401 or 429."""
         entry = self._authenticate(headers)
         limit = self._limits.get(entry.key_sha256) if entry is not None else None
         if limit is not None:
-            decision = limit.admit(self.clock())
+            assert entry is not None
+            decision = await self.shared.admit(entry) if self.shared is not None else None
+            if decision is None:
+                decision = limit.admit(self.clock())
             if not decision.allowed:
                 raise RateLimited(f"this key's {decision.limited_by} per minute are used up",
                                   retry_after_s=decision.retry_after_s, limit_headers=_limit_headers(decision))
@@ -76,11 +88,35 @@ class ApiKeys:
             return
         limit = self._limits.get(entry.key_sha256) if entry is not None else None
         if limit is not None:
-            limit.charge_tokens(sum(counts.values()), self.clock())
+            assert entry is not None
+            self._charge(entry, limit, sum(counts.values()))
         if self.metrics is not None:
             key = "anonymous" if entry is None else entry.name or "key-" + entry.key_sha256[:12]
             for kind, tokens in counts.items():
                 self.metrics.child(self.metrics.tokens, key, model, kind).inc(tokens)
+
+    def _charge(self, entry: ApiKeyConfig, limit: KeyRateLimit, tokens: int) -> None:
+        if self.shared is None:
+            limit.charge_tokens(tokens, self.clock())
+            return
+
+        async def charge_shared() -> bool:
+            assert self.shared is not None
+            charged = await self.shared.charge(entry, tokens)
+            if not charged:
+                limit.charge_tokens(tokens, self.clock())
+            return charged
+
+        # Off the answer's path: the client has its usage already.
+        task = asyncio.get_running_loop().create_task(charge_shared())
+        self._charging.add(task)
+        task.add_done_callback(self._charging.discard)
+
+    async def close(self) -> None:
+        if self._charging:
+            await asyncio.gather(*self._charging, return_exceptions=True)
+        if self.shared is not None:
+            await self.shared.close()
 
     def _authenticate(self, headers: dict[str, str]) -> ApiKeyConfig | None:
         if not self._by_hash:
@@ -105,6 +141,11 @@ def tenant_of(api_key: ApiKeyConfig | None, headers: dict[str, str], tenant_head
     if api_key is not None:
         return api_key.name or "key-" + api_key.key_sha256[:12]
     return headers.get(tenant_header, "")[:MAX_TENANT_CHARS] if tenant_header else ""
+
+
+def _share_of(per_minute: int, replicas: int) -> int:
+    """One replica's share of a limit (at least 1, so that a set limit never becomes none)."""
+    return max(1, per_minute // replicas) if per_minute else 0
 
 
 def _limit_headers(decision: RateDecision) -> list[tuple[bytes, bytes]]:

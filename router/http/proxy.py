@@ -109,7 +109,7 @@ class ProxyEndpoint:
             declared = headers.get("content-length", "")
             if declared.isdigit() and int(declared) > self.max_body:
                 raise BodyTooLarge(f"request body exceeds the limit of {self.max_body} bytes")
-            api_key = self.api_keys.admit(headers)
+            api_key = await self.api_keys.admit(headers)
             body = await read_body(receive, self.max_body, self.server.body_deadline_s)
             translation = None
             if self.endpoint in TRANSLATED_ENDPOINTS:

@@ -8,6 +8,7 @@ httpx's pool topped out near 800 req/s at concurrency 32, and near 6,500 through
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 
@@ -37,6 +38,20 @@ def forwarded_headers(client_headers: dict[str, str], backend: Backend, request_
     return headers
 
 
+class _Attempt:
+    """Whether a request went out on a connection from the pool (aiohttp's tracing tells)."""
+
+    __slots__ = ("reused",)
+
+    def __init__(self) -> None:
+        self.reused = False
+
+
+async def _mark_reused(session: aiohttp.ClientSession, context: Any, params: Any) -> None:
+    if isinstance(context.trace_request_ctx, _Attempt):
+        context.trace_request_ctx.reused = True
+
+
 class UpstreamClient:
     def __init__(self, config: UpstreamConfig) -> None:
         self.config = config
@@ -49,8 +64,11 @@ class UpstreamClient:
         # Created lazily, inside the running loop that will use it.
         # Idle connections are dropped before uvicorn's default 5 s (vLLM's server) drops them.
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=STALE_AFTER_S, ttl_dns_cache=300)
+        reuse = aiohttp.TraceConfig()
+        reuse.on_connection_reuseconn.append(_mark_reused)
         return aiohttp.ClientSession(
             connector=connector,
+            trace_configs=[reuse],
             timeout=self._timeout,
             # Bodies pass through as the upstream encoded them, with their content-encoding.
             auto_decompress=False,
@@ -76,14 +94,16 @@ class UpstreamClient:
         try:
             # asyncio.timeout, not wait_for: no extra task per request on the hot path.
             async with asyncio.timeout(first_byte):
+                attempt = _Attempt()
                 try:
                     return await self._session.post(backend.base_url + path, data=body, headers=headers,
+                                                    trace_request_ctx=attempt,
                                                     **({"timeout": timeout} if timeout is not None else {}))
                 except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
-                    if isinstance(error, aiohttp.ClientConnectorError):
+                    if isinstance(error, aiohttp.ClientConnectorError) or not attempt.reused:
                         raise
-                    # Closed before any answer: most likely a pooled connection the server shut as
-                    # we reused it. Once more, on a new connection; a dead server fails to connect.
+                    # A pooled connection closed before any answer: the server shut it as we
+                    # reused it (keep-alive race), and never read the request. Once more.
                     return await self._session.post(backend.base_url + path, data=body, headers=headers,
                                                     **({"timeout": timeout} if timeout is not None else {}))
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as error:
