@@ -12,6 +12,7 @@ from litestar.exceptions import HTTPException
 from litestar.handlers import ASGIRouteHandler
 
 from triage_router.router.http.auth import ApiKeys
+from triage_router.router.http.openapi import openapi_json
 from triage_router.router.routing.backends import BackendPool
 from triage_router.router.config import Config
 from triage_router.router.routing.dispatcher import Dispatcher
@@ -148,6 +149,14 @@ def create_app(config: Config) -> TriageApp:
             metrics.backend_up.labels(backend.name).set(1 if backend.healthy else 0)
         return Response(metrics.render(), media_type=PROMETHEUS_CONTENT_TYPE)
 
+    @get("/openapi.json")
+    async def openapi() -> Response[bytes]:
+        return Response(document, media_type="application/json")
+
+    pages = [list_models, health, ready, prometheus, openapi]
+    # Built once, before the app serves: the routes above and the relays, as mounted.
+    document = openapi_json(config, relays, [path for page in pages for path in page.paths])
+
     async def startup() -> None:
         await catalog.start()
         scraper.start()
@@ -173,14 +182,13 @@ def create_app(config: Config) -> TriageApp:
     app = Litestar(
         route_handlers=[
             *(_relay_route(path, endpoint) for path, endpoint in relays.items()),
-            list_models,
-            health,
-            ready,
-            prometheus,
+            *pages,
         ],
         exception_handlers={HTTPException: _openai_error},
         on_startup=[startup],
         on_shutdown=[shutdown],
+        # Litestar's own schema (at /schema) would miss the relay routes, which are raw ASGI
+        # handlers: router/http/openapi.py describes every route at /openapi.json instead.
         openapi_config=None,
     )
     return TriageApp(app, relays, passthrough)
