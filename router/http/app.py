@@ -68,7 +68,7 @@ def _relay_route(path: str, endpoint: ProxyEndpoint) -> ASGIRouteHandler:
         if scope["method"] == "POST":
             await endpoint(scope, receive, send)
         else:
-            await endpoint.reject(send, MethodNotAllowed(f"use POST for {path}"))
+            await endpoint.reject(send, MethodNotAllowed(f"use POST for {path}", allow="POST"))
 
     relay.__name__ = f"relay_{path.strip('/').replace('/', '_')}"
     # An ASGI route takes every method; the handler itself answers 405 for anything but POST.
@@ -76,9 +76,11 @@ def _relay_route(path: str, endpoint: ProxyEndpoint) -> ASGIRouteHandler:
 
 
 def _openai_error(request: Request[Any, Any, Any], error: HTTPException) -> Response[bytes]:
-    """Litestar's own errors (unknown path, wrong method) in OpenAI's shape too."""
+    """Litestar's own errors (unknown path, wrong method) in OpenAI's shape too, with their
+    headers (a 405's `Allow`)."""
     api_error = for_status(error.status_code, str(error.detail))
-    return Response(api_error.body(), status_code=api_error.status, media_type="application/json")
+    return Response(api_error.body(), status_code=api_error.status, media_type="application/json",
+                    headers=error.headers)
 
 
 def create_app(config: Config) -> TriageApp:
