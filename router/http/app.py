@@ -39,8 +39,9 @@ TOP_LEVEL_RELAYS = ("/tokenize", "/detokenize")
 
 class TriageApp:
     """The ASGI application: POSTs to the relay paths go straight to their handlers, and any
-    other POST under /v1/ to the passthrough relay; litestar serves everything else (and the
-    relay paths too, for spellings like a trailing slash).
+    other POST under /v1/ to the passthrough relay, except to a path of litestar's own (a 405
+    there, not a backend's answer); litestar serves everything else (and the relay paths too,
+    for spellings like a trailing slash).
 
     Skipping litestar's middleware stack and router on the hot path measurably cuts the
     proxy's per-request cost; nothing there is used by the relay.
@@ -50,12 +51,13 @@ class TriageApp:
         self.litestar = litestar
         self.relays = relays
         self.passthrough = passthrough
+        self.litestar_paths = frozenset(route.path for route in litestar.routes)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             path = scope["path"]
             relay = self.relays.get(path)
-            if relay is None and path.startswith("/v1/") and not path.endswith("/"):
+            if relay is None and path.startswith("/v1/") and not path.endswith("/") and path not in self.litestar_paths:
                 relay = self.passthrough
             if relay is not None:
                 await relay(scope, receive, send)

@@ -30,3 +30,9 @@ def test_a_wrong_method_gets_405_with_the_allowed_ones() -> None:
     assert relay.json()["error"]["code"] == "method_not_allowed"
     assert page.status_code == 405 and "GET" in page.headers["allow"]
     assert page.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_a_post_to_a_page_is_a_405_not_a_relay() -> None:
+    # POST /v1/models went to the passthrough relay, and so to a backend, by its body's model.
+    answer = _call("POST", "/v1/models", json={"model": "m"})
+    assert answer.status_code == 405 and "GET" in answer.headers["allow"]
