@@ -93,6 +93,7 @@ _PASSTHROUGH_ONLY = {405: "The path is one of the router's own GET routes."}
 
 _RETRY_AFTER = {"description": "Seconds to wait: always on a refusal by the admission queue or a key's rate "
                                "limit, absent on a backend's own 429 or 503.", "schema": INTEGER}
+_ALLOW = {"description": "The methods the path supports.", "required": True, "schema": STRING}
 _HEADERS: dict[str, dict[str, Any]] = {
     "x-request-id": {"description": "The client's own, else a new one; sent upstream too.", "required": True,
                      "schema": STRING},
@@ -130,7 +131,8 @@ def _parameters(config: Config) -> dict[str, dict[str, Any]]:
 def _error_responses(shape: str, statuses: dict[int, str]) -> dict[str, dict[str, Any]]:
     responses = {}
     for status, description in statuses.items():
-        headers: dict[str, Any] = {"x-request-id": _HEADERS["x-request-id"]}
+        # A 405 comes from litestar, before any request id: it lists the methods instead.
+        headers: dict[str, Any] = {"allow": _ALLOW} if status == 405 else {"x-request-id": _HEADERS["x-request-id"]}
         if status in (429, 503):
             headers["retry-after"] = _RETRY_AFTER
         if status == 429:
