@@ -242,9 +242,9 @@ class FakeUpstream:
                 if self.disconnected.is_set():
                     return False
         if (payload.get("stream_options") or {}).get("include_usage"):
-            usage = {"id": "cmpl-1", "object": "chat.completion.chunk", "created": 1, "model": payload["model"],
-                     "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": self.stream_chunks,
-                                              "total_tokens": 7 + self.stream_chunks}}
+            counts = {"prompt_tokens": 7, "completion_tokens": self.stream_chunks, "total_tokens": 7 + self.stream_chunks}
+            usage = {"id": "cmpl-1", "object": "chat.completion.chunk" if chat else "text_completion", "created": 1,
+                     "model": payload["model"], "choices": [], "usage": counts}
             await self._chunk(writer, b"data: " + json.dumps(usage).encode() + b"\n\n")
         await self._chunk(writer, b"data: [DONE]\n\n")
         await self._chunk(writer, b"")
