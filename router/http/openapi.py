@@ -31,10 +31,11 @@ _JSON = "application/json"
 class _Relay:
     operation_id: str
     summary: str
-    request: str  # the body's schema, by its name under components/schemas
-    answer: str  # the JSON answer's
+    request: str  # the JSON body's schema, by its name under components/schemas
+    answer: str | None  # the JSON answer's; None: whatever the backend answers, of any type
     event: Schema | None = None  # one event of the answer streamed with `stream: true`
     error: str = "Error"
+    form: str | None = None  # a multipart/form-data body's schema, where one is taken
 
 
 RELAYS: dict[str, _Relay] = {
@@ -50,6 +51,8 @@ RELAYS: dict[str, _Relay] = {
     "/tokenize": _Relay("tokenize", "vLLM's tokenizer", "TokenizeRequest", "TokenizeAnswer"),
     "/detokenize": _Relay("detokenize", "vLLM's detokenizer", "DetokenizeRequest", "DetokenizeAnswer"),
 }
+_PASSTHROUGH = _Relay("relay", "Any other POST under /v1/, relayed unchanged", "PassthroughRequest", None,
+                      form="PassthroughForm")
 
 
 def _json(schema: str, description: str) -> dict[str, Any]:
@@ -144,7 +147,10 @@ def _error_responses(shape: str, statuses: dict[int, str]) -> dict[str, dict[str
 
 
 def _relay_operation(relay: _Relay, parameters: list[str], keys: bool, statuses: Iterable[int]) -> dict[str, Any]:
-    answer: dict[str, Any] = {_JSON: {"schema": ref(relay.answer)}}
+    body: dict[str, Any] = {_JSON: {"schema": ref(relay.request)}}
+    if relay.form is not None:
+        body["multipart/form-data"] = {"schema": ref(relay.form)}
+    answer: dict[str, Any] = {_JSON: {"schema": ref(relay.answer)}} if relay.answer is not None else {"*/*": {}}
     if relay.event is not None:
         answer["text/event-stream"] = {"schema": relay.event}
     operation: dict[str, Any] = {
@@ -152,7 +158,7 @@ def _relay_operation(relay: _Relay, parameters: list[str], keys: bool, statuses:
         "summary": relay.summary,
         "tags": ["relay"],
         "parameters": [{"$ref": f"#/components/parameters/{name}"} for name in parameters],
-        "requestBody": {"required": True, "content": {_JSON: {"schema": ref(relay.request)}}},
+        "requestBody": {"required": True, "content": body},
         "responses": {
             "200": {"description": "The backend's answer" + (", streamed with `stream: true`" if relay.event else ""),
                     "headers": _HEADERS, "content": answer},
@@ -166,44 +172,43 @@ def _relay_operation(relay: _Relay, parameters: list[str], keys: bool, statuses:
 
 
 def _passthrough(parameters: list[str], keys: bool) -> dict[str, Any]:
-    operation = _relay_operation(_Relay("relay", "Any other POST under /v1/, relayed unchanged", "PassthroughRequest",
-                                        "PassthroughRequest"), parameters, keys, [*_ERRORS, *_PASSTHROUGH_ONLY])
-    operation["description"] = ("Rerank, score, audio...: routed by the body's `model` (a multipart form's `model` "
-                                 "field) and forwarded unchanged, to deeper paths such as /v1/audio/transcriptions too.")
+    operation = _relay_operation(_PASSTHROUGH, parameters, keys, [*_ERRORS, *_PASSTHROUGH_ONLY])
+    operation["description"] = ("Rerank, score, audio...: routed by the body's `model` (a multipart form's "
+                                 "`model` field) and forwarded unchanged, to deeper paths such as "
+                                 "/v1/audio/transcriptions too.")
+    # One segment, other than the routes described on their own paths.
+    taken = [path.removeprefix("/v1/") for path in [*RELAYS, *PAGES]
+             if path.startswith("/v1/") and path.count("/") == 2]
     operation["parameters"].append({"name": "endpoint", "in": "path", "required": True, "schema": {
-        "type": "string", "pattern": "^[a-z0-9_-]+$",
-        "not": {"enum": [path.removeprefix("/v1/") for path in [*RELAYS, *PAGES] if path.startswith("/v1/")]}}})
-    operation["requestBody"]["content"]["multipart/form-data"] = {"schema": ref("PassthroughForm")}
-    operation["responses"]["200"] = {"description": "The backend's answer, whatever its type.",
-                                     "headers": _HEADERS, "content": {"*/*": {}}}
+        "type": "string", "pattern": "^[a-z0-9_-]+$", "not": {"enum": taken}}})
     return operation
 
 
 def openapi_document(config: Config, relay_paths: Iterable[str], page_paths: Iterable[str]) -> dict[str, Any]:
     """The document for the mounted relay (POST) and page (GET) paths."""
     keys = bool(config.api_keys)
-    parameters = list(_parameters(config))
+    parameters = _parameters(config)
     paths: dict[str, Any] = {}
     for path in relay_paths:
         if path not in RELAYS:
             raise ValueError(f"POST {path} is mounted, but router/http/openapi.py does not describe it")
-        paths[path] = {"post": _relay_operation(RELAYS[path], parameters, keys, _ERRORS)}
+        paths[path] = {"post": _relay_operation(RELAYS[path], list(parameters), keys, _ERRORS)}
     for path in page_paths:
         if path not in PAGES:
             raise ValueError(f"GET {path} is mounted, but router/http/openapi.py does not describe it")
         paths[path] = {"get": {**PAGES[path], "tags": ["router"]}}
-    paths[PASSTHROUGH_PATH] = {"post": _passthrough(parameters, keys)}
+    paths[PASSTHROUGH_PATH] = {"post": _passthrough(list(parameters), keys)}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Triage", "version": _version(), "description": (
-            "An OpenAI-compatible router. Every relay route takes the priority headers below and answers "
-            "with the backend's status and body, plus the errors the router answers itself.")},
+            "An OpenAI-compatible router. A relay route takes Triage's priority headers and answers with the "
+            "backend's status and body, or with an error of the router's own (docs/api.md).")},
         "tags": [{"name": "relay", "description": "Scheduled and relayed to a backend that serves the model."},
                  {"name": "router", "description": "Answered by the router itself."}],
         "paths": paths,
         "components": {
             "schemas": {**REQUEST_SCHEMAS, **ANSWER_SCHEMAS},
-            "parameters": _parameters(config),
+            "parameters": parameters,
             "responses": {**_error_responses("Error", {**_ERRORS, **_PASSTHROUGH_ONLY}),
                           **_error_responses("AnthropicError", _ERRORS)},
             "securitySchemes": {

@@ -33,7 +33,8 @@ _ANSWER_HEAD: dict[str, Schema] = {"id": STRING, "created": INTEGER, "model": ST
 CHAT_COMPLETION = obj(
     ("id", "object", "created", "model", "choices"),
     object={"const": "chat.completion"}, choices=array(obj(
-        ("index", "message", "finish_reason"), index=INTEGER, finish_reason=nullable(STRING), logprobs=nullable(ANY_OBJECT),
+        ("index", "message", "finish_reason"), index=INTEGER, finish_reason=nullable(STRING),
+        logprobs=nullable(ANY_OBJECT),
         message=obj(("role",), role=STRING, content=nullable(STRING), tool_calls=nullable(_TOOL_CALLS)))),
     **_ANSWER_HEAD,
 )

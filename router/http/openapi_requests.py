@@ -79,8 +79,8 @@ CHAT_COMPLETION_REQUEST = obj(
     logprobs=nullable(BOOLEAN), top_logprobs=nullable({"type": "integer", "minimum": 0, "maximum": 20}),
     logit_bias=nullable({"type": "object", "additionalProperties": NUMBER}),
     tools=array(_FUNCTION_TOOL),
-    tool_choice={"anyOf": [{"enum": ["none", "auto", "required"]},
-                           obj(("type", "function"), type={"const": "function"}, function=obj(("name",), name=STRING))]},
+    tool_choice={"anyOf": [{"enum": ["none", "auto", "required"]}, obj(
+        ("type", "function"), type={"const": "function"}, function=obj(("name",), name=STRING))]},
     parallel_tool_calls=BOOLEAN,
     response_format=obj(("type",), type={"type": "string", "examples": ["text", "json_object", "json_schema"]},
                         json_schema=ANY_OBJECT),
