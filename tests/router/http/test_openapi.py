@@ -4,6 +4,7 @@ following the config, and matching what a live router in front of FakeUpstream r
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,6 +50,10 @@ def live() -> Iterator[tuple[str, schemathesis.BaseSchema]]:
              FakeUpstream("silent", mode="hang").start()]
     try:
         with running_proxy(_config(*fakes)) as proxy:
+            # Ready once every backend has answered something (a /metrics reading at least).
+            deadline = time.monotonic() + 10
+            while httpx.get(f"{proxy.url}/ready").status_code != 200 and time.monotonic() < deadline:
+                time.sleep(0.05)
             yield proxy.url, schemathesis.openapi.from_url(f"{proxy.url}/openapi.json")
     finally:
         for fake in fakes:
