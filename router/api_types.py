@@ -96,13 +96,26 @@ def decode_request(endpoint: Endpoint, body: bytes, content_type: str = "applica
     try:
         return _DECODERS[endpoint].decode(body)
     except msgspec.ValidationError as error:
-        message, _, where = str(error).partition(" - at `$")
-        param = where.rstrip("`").lstrip(".") or None
-        if param is None and "missing required field" in message:
-            param = message.rsplit("`", 2)[-2]
-        return _raise(f"{message}{f' (at {param})' if param else ''}", param)
+        raise _bad_request(error) from None
     except msgspec.DecodeError as error:
         return _raise(f"request body is not valid JSON: {error}", None)
+
+
+def check_shape(document: Any, shape: type[msgspec.Struct]) -> None:
+    """Check a decoded body against a Struct of the fields about to be read (router/translation/):
+    a field of the wrong type is a 400 naming it, not an exception where it is read."""
+    try:
+        msgspec.convert(document, shape)
+    except msgspec.ValidationError as error:
+        raise _bad_request(error) from None
+
+
+def _bad_request(error: msgspec.ValidationError) -> BadRequest:
+    message, _, where = str(error).partition(" - at `$")
+    param = where.rstrip("`").lstrip(".") or None
+    if param is None and "missing required field" in message:
+        param = message.rsplit("`", 2)[-2]
+    return BadRequest(f"{message}{f' (at {param})' if param else ''}", param=param)
 
 
 def _raise(message: str, param: str | None) -> Any:

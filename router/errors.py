@@ -69,6 +69,14 @@ class MethodNotAllowed(ApiError):
     error_type = "invalid_request_error"
     code = "method_not_allowed"
 
+    def __init__(self, message: str, *, allow: str | None = None) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        # RFC 9110: a 405 lists the methods the resource supports.
+        return [(b"allow", self.allow.encode())] if self.allow else []
+
 
 class ModelNotFound(ApiError):
     status = 404

@@ -13,6 +13,7 @@ from litestar.exceptions import HTTPException
 from litestar.handlers import ASGIRouteHandler
 
 from triage_router.router.http.auth import ApiKeys
+from triage_router.router.http.openapi import openapi_json
 from triage_router.router.routing.backends import BackendPool
 from triage_router.router.config import Config
 from triage_router.router.routing.dispatcher import Dispatcher
@@ -40,8 +41,9 @@ TOP_LEVEL_RELAYS = ("/tokenize", "/detokenize")
 
 class TriageApp:
     """The ASGI application: POSTs to the relay paths go straight to their handlers, and any
-    other POST under /v1/ to the passthrough relay; litestar serves everything else (and the
-    relay paths too, for spellings like a trailing slash).
+    other POST under /v1/ to the passthrough relay, except to a path of litestar's own (a 405
+    there, not a backend's answer); litestar serves everything else (and the relay paths too,
+    for spellings like a trailing slash).
 
     Skipping litestar's middleware stack and router on the hot path measurably cuts the
     proxy's per-request cost; nothing there is used by the relay.
@@ -51,12 +53,13 @@ class TriageApp:
         self.litestar = litestar
         self.relays = relays
         self.passthrough = passthrough
+        self.litestar_paths = frozenset(route.path for route in litestar.routes)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             path = scope["path"]
             relay = self.relays.get(path)
-            if relay is None and path.startswith("/v1/") and not path.endswith("/"):
+            if relay is None and path.startswith("/v1/") and not path.endswith("/") and path not in self.litestar_paths:
                 relay = self.passthrough
             if relay is not None:
                 await relay(scope, receive, send)
@@ -69,7 +72,7 @@ def _relay_route(path: str, endpoint: ProxyEndpoint) -> ASGIRouteHandler:
         if scope["method"] == "POST":
             await endpoint(scope, receive, send)
         else:
-            await endpoint.reject(send, MethodNotAllowed(f"use POST for {path}"))
+            await endpoint.reject(send, MethodNotAllowed(f"use POST for {path}", allow="POST"))
 
     relay.__name__ = f"relay_{path.strip('/').replace('/', '_')}"
     # An ASGI route takes every method; the handler itself answers 405 for anything but POST.
@@ -77,9 +80,11 @@ def _relay_route(path: str, endpoint: ProxyEndpoint) -> ASGIRouteHandler:
 
 
 def _openai_error(request: Request[Any, Any, Any], error: HTTPException) -> Response[bytes]:
-    """Litestar's own errors (unknown path, wrong method) in OpenAI's shape too."""
+    """Litestar's own errors (unknown path, wrong method) in OpenAI's shape too, with their
+    headers (a 405's `Allow`)."""
     api_error = for_status(error.status_code, str(error.detail))
-    return Response(api_error.body(), status_code=api_error.status, media_type="application/json")
+    return Response(api_error.body(), status_code=api_error.status, media_type="application/json",
+                    headers=error.headers)
 
 
 def create_app(config: Config, config_path: Path | None = None) -> TriageApp:
@@ -154,6 +159,14 @@ def create_app(config: Config, config_path: Path | None = None) -> TriageApp:
             metrics.backend_up.labels(backend.name).set(1 if backend.healthy else 0)
         return Response(metrics.render(), media_type=PROMETHEUS_CONTENT_TYPE)
 
+    @get("/openapi.json")
+    async def openapi() -> Response[bytes]:
+        return Response(document, media_type="application/json")
+
+    pages = [list_models, health, ready, prometheus, openapi]
+    # Built once, before the app serves: the routes above and the relays, as mounted.
+    document = openapi_json(config, relays, [path for page in pages for path in page.paths])
+
     async def startup() -> None:
         await catalog.start()
         scraper.start()
@@ -184,14 +197,13 @@ def create_app(config: Config, config_path: Path | None = None) -> TriageApp:
     app = Litestar(
         route_handlers=[
             *(_relay_route(path, endpoint) for path, endpoint in relays.items()),
-            list_models,
-            health,
-            ready,
-            prometheus,
+            *pages,
         ],
         exception_handlers={HTTPException: _openai_error},
         on_startup=[startup],
         on_shutdown=[shutdown],
+        # Litestar's own schema (at /schema) would miss the relay routes, which are raw ASGI
+        # handlers: router/http/openapi.py describes every route at /openapi.json instead.
         openapi_config=None,
     )
     return TriageApp(app, relays, passthrough)

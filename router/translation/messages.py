@@ -7,6 +7,9 @@ import json
 import uuid
 from typing import Any
 
+import msgspec
+
+from triage_router.router.api_types import check_shape
 from triage_router.router.errors import ApiError, BadRequest
 from triage_router.router.translation.chat_events import ChatAnswer, sse_event
 
@@ -102,8 +105,37 @@ _KNOWN = frozenset({"model", "messages", "system", "max_tokens", "temperature", 
                     "mcp_servers"})
 
 
+class _ResultPart(msgspec.Struct):
+    text: str = ""
+
+
+class _Block(msgspec.Struct):
+    text: str = ""
+    source: dict[str, Any] | None = None
+    content: str | list[_ResultPart] = ""  # a tool_result's
+
+
+class _Turn(msgspec.Struct):
+    content: str | list[_Block] | None = None
+
+
+class _ToolChoice(msgspec.Struct):
+    type: str = ""
+
+
+class _Shape(msgspec.Struct):
+    """The types of the fields the translation reads, where another type would break it."""
+
+    system: str | list[_Block] | None = None
+    messages: list[_Turn] | None = None
+    metadata: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: _ToolChoice | None = None
+
+
 def chat_request(doc: dict[str, Any]) -> dict[str, Any]:
     """A Messages request as a chat completion request."""
+    check_shape(doc, _Shape)
     if not isinstance(doc.get("model"), str):
         raise BadRequest("model: field required", param="model")
     if not isinstance(doc.get("max_tokens"), int):

@@ -12,6 +12,9 @@ import time
 import uuid
 from typing import Any
 
+import msgspec
+
+from triage_router.router.api_types import check_shape
 from triage_router.router.errors import BadRequest
 from triage_router.router.translation.chat_events import ChatAnswer, ToolCall, sse_event
 
@@ -78,8 +81,25 @@ def _messages(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return messages
 
 
+class _Part(msgspec.Struct):
+    text: str = ""
+
+
+class _Item(msgspec.Struct):
+    role: str | None = None
+    content: str | list[_Part] = ""
+
+
+class _Shape(msgspec.Struct):
+    """The types of the fields the translation reads, where another type would break it."""
+
+    input: str | list[_Item] | None = None
+    tools: list[dict[str, Any]] | None = None
+
+
 def chat_request(doc: dict[str, Any]) -> dict[str, Any]:
     """A Responses request as a chat completion request."""
+    check_shape(doc, _Shape)
     if doc.get("previous_response_id"):
         raise BadRequest("previous_response_id needs stored responses, and Triage stores none: "
                          "send the whole conversation in `input`", param="previous_response_id")

@@ -60,8 +60,8 @@ class FakeUpstream:
     received: threading.Event = field(default_factory=threading.Event)
     # In "stream_hold" mode the stream pauses after its first chunk until this is set.
     release: threading.Event = field(default_factory=threading.Event)
-    # Serves POST /v1/embeddings (on a worker thread, so the loop keeps accepting) when set;
-    # tests/fakes/minilm.py gives a real all-MiniLM-L6-v2.
+    # Serves POST /v1/embeddings (on a worker thread, so the loop keeps accepting) when set,
+    # else constant vectors; tests/fakes/minilm.py gives a real all-MiniLM-L6-v2.
     embed: Embedder | None = None
     embedding_model: str = "all-MiniLM-L6-v2"
 
@@ -169,19 +169,32 @@ class FakeUpstream:
         if headers.get("content-type", "").startswith("multipart/form-data"):
             return await self._json(writer, 200, {"text": f"{self.name} heard {len(body)} bytes at {path}"})
         payload = request.json()
-        if path == "/v1/embeddings" and self.embed is not None:
+        if path == "/v1/embeddings":
             return await self._json(writer, 200, await self._embeddings(payload))
+        if path in ("/tokenize", "/detokenize"):
+            return await self._json(writer, 200, self._tokens(path, payload))
         if payload.get("stream"):
             return await self._stream(reader, writer, payload)
         return await self._json(writer, 200, self._completion(payload))
 
     async def _embeddings(self, payload: dict[str, Any]) -> dict[str, Any]:
-        assert self.embed is not None
         texts = payload["input"] if isinstance(payload["input"], list) else [payload["input"]]
-        vectors, tokens = await asyncio.get_running_loop().run_in_executor(None, self.embed, texts)
+        if self.embed is None:  # the shape without a model: one small constant vector per input
+            vectors, tokens = [[0.5, 0.5] for _ in texts], len(texts)
+        else:
+            vectors, tokens = await asyncio.get_running_loop().run_in_executor(None, self.embed, texts)
         data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
         return {"object": "list", "data": data, "model": self.embedding_model,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+    @staticmethod
+    def _tokens(path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """vLLM's /tokenize and /detokenize answers: one token per word."""
+        if path == "/detokenize":
+            tokens = payload.get("tokens")
+            return {"prompt": " ".join(f"t{token}" for token in tokens) if isinstance(tokens, list) else ""}
+        tokens = list(range(len(str(payload.get("prompt", "")).split())))
+        return {"count": len(tokens), "max_model_len": 2048, "tokens": tokens, "token_strs": None}
 
     def _model_list(self) -> dict[str, Any]:
         ids = [f"{self.name}-model", *self.listed_models] + ([self.embedding_model] if self.embed else [])
@@ -229,9 +242,9 @@ class FakeUpstream:
                 if self.disconnected.is_set():
                     return False
         if (payload.get("stream_options") or {}).get("include_usage"):
-            usage = {"id": "cmpl-1", "object": "chat.completion.chunk", "created": 1, "model": payload["model"],
-                     "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": self.stream_chunks,
-                                              "total_tokens": 7 + self.stream_chunks}}
+            counts = {"prompt_tokens": 7, "completion_tokens": self.stream_chunks, "total_tokens": 7 + self.stream_chunks}
+            usage = {"id": "cmpl-1", "object": "chat.completion.chunk" if chat else "text_completion", "created": 1,
+                     "model": payload["model"], "choices": [], "usage": counts}
             await self._chunk(writer, b"data: " + json.dumps(usage).encode() + b"\n\n")
         await self._chunk(writer, b"data: [DONE]\n\n")
         await self._chunk(writer, b"")

@@ -92,3 +92,23 @@ def test_errors_in_anthropics_shape() -> None:
         "type": "error", "error": {"type": "rate_limit_error", "message": "busy"}}
     upstream = error_of_upstream(400, b'{"error": {"message": "too long", "type": "invalid_request_error"}}')
     assert json.loads(upstream)["error"] == {"type": "invalid_request_error", "message": "too long"}
+
+
+MALFORMED = [
+    {"tool_choice": {"type": {}}},  # found by the fuzzer: an unhashable type was a 500
+    {"tool_choice": "auto"},
+    {"tools": [1]},
+    {"metadata": ["u1"]},
+    {"system": [1]},
+    {"system": [{"type": "text", "text": 5}]},
+    {"messages": [{"role": "user", "content": [1]}]},
+    {"messages": [{"role": "user", "content": [{"type": "text", "text": None}]}]},
+    {"messages": [{"role": "user", "content": [{"type": "image", "source": "a URL"}]}]},
+    {"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": 5}]}]},
+]
+
+
+@pytest.mark.parametrize("fields", MALFORMED, ids=[json.dumps(f)[:50] for f in MALFORMED])
+def test_a_field_of_the_wrong_type_is_a_400_not_a_crash(fields: dict[str, object]) -> None:
+    with pytest.raises(BadRequest):
+        chat_request({"model": "smol", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], **fields})

@@ -111,3 +111,17 @@ def test_sse_reader_joins_events_split_across_chunks() -> None:
     reader = SseReader()
     assert reader.feed(b'data: {"a"') == []
     assert reader.feed(b': 1}\n\ndata: {"b": 2}\r\n\r\ndata: [DONE]\n\n') == [{"a": 1}, {"b": 2}]
+
+
+MALFORMED = [
+    {"tools": [["function"]]},  # found by the fuzzer: a 500
+    {"tools": "web_search"},
+    {"input": [{"role": ["user"], "content": "hi"}]},
+    {"input": [{"role": "user", "content": [{"type": "input_text", "text": 5}]}]},
+]
+
+
+@pytest.mark.parametrize("fields", MALFORMED, ids=[json.dumps(f)[:50] for f in MALFORMED])
+def test_a_field_of_the_wrong_type_is_a_400_not_a_crash(fields: dict[str, object]) -> None:
+    with pytest.raises(BadRequest):
+        chat_request({"model": "smol", "input": "hi", **fields})
