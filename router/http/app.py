@@ -24,6 +24,7 @@ from triage_router.router.routing.models import ModelCatalog, ModelList, ModelRo
 from triage_router.router.tagging.priority import build_resolver
 from triage_router.router.http.asgi_io import Receive, Send
 from triage_router.router.http.proxy import ProxyEndpoint
+from triage_router.router.http.status import status_routes
 from triage_router.router.routing.upstream import UpstreamClient
 
 # httpx logs every request at INFO; on the hot path that costs more than the request.
@@ -177,6 +178,7 @@ def create_app(config: Config) -> TriageApp:
             health,
             ready,
             prometheus,
+            *status_routes(pool, dispatcher),
         ],
         exception_handlers={HTTPException: _openai_error},
         on_startup=[startup],
