@@ -35,7 +35,8 @@ def alpha() -> Iterator[FakeUpstream]:
 
 @pytest.fixture
 def beta() -> Iterator[FakeUpstream]:
-    server = FakeUpstream("beta", metrics_text=None).start()
+    # A /metrics, but not vLLM's: nothing in it says how loaded the server is.
+    server = FakeUpstream("beta", metrics_text="process_cpu_seconds_total 1.5\n").start()
     yield server
     server.stop()
 
@@ -64,14 +65,15 @@ def by_request(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_placements_and_the_backend_table(alpha: FakeUpstream, beta: FakeUpstream) -> None:
     alpha.metrics_text = READING
-    config = backend(alpha) + backend(beta)  # beta serves no /metrics
+    config = backend(alpha) + backend(beta)
     with running_proxy(config) as proxy:
         for i in range(4):
             answer = httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT,
                                 headers={"x-request-id": f"r{i}", "x-priority": str(2 + i % 3)})
             assert answer.status_code == 200
         # Readings that show a queue for over a second teach the concurrency: 3 running.
-        status = status_when(proxy.url, lambda s: by_name(s)["alpha"]["concurrency"]["learned"] is not None)
+        status = status_when(proxy.url, lambda s: by_name(s)["alpha"]["concurrency"]["learned"] is not None
+                             and by_name(s)["beta"]["reading_age_s"] is not None)
         response = httpx.get(f"{proxy.url}/status")
     assert response.headers["content-type"] == "application/json"
     assert response.headers["cache-control"] == "no-store"
@@ -83,9 +85,8 @@ def test_placements_and_the_backend_table(alpha: FakeUpstream, beta: FakeUpstrea
     assert (a["running"], a["waiting"], a["kv_usage"], a["prefix_hit_rate"]) == (3.0, 1.0, 0.42, 0.25)
     assert a["concurrency"] == {"learned": 3, "slow_start_probe": None, "configured_limits": {}}
     assert 0 <= a["reading_age_s"] < 5
-    # No reading: load unknown, not zero, and no slow start (nothing would ever show its queue).
-    assert (b["running"], b["waiting"], b["kv_usage"], b["prefix_hit_rate"], b["reading_age_s"]) == (
-        None, None, None, "unknown", None)
+    # Read, but no load in it: unknown, not zero, and no slow start (nothing would show its queue).
+    assert (b["running"], b["waiting"], b["kv_usage"], b["prefix_hit_rate"]) == (None, None, None, "unknown")
     assert b["concurrency"] == {"learned": None, "slow_start_probe": None, "configured_limits": {}}
     assert a["in_flight"] == b["in_flight"] == 0
 
