@@ -77,7 +77,7 @@ def test_the_wheel_ships_every_module_and_data_file_under_the_namespace(wheel: P
     shipped = set(zipfile.ZipFile(wheel).namelist())
     expected = {f"triage_router/{path.relative_to(ROOT).as_posix()}"
                 for folder in FOLDERS for path in (ROOT / folder).rglob("*")
-                if path.suffix in (".py", ".jsonl", ".cpp") and "__pycache__" not in path.parts}
+                if path.suffix in (".py", ".jsonl", ".cpp", ".html") and "__pycache__" not in path.parts}
     assert expected - shipped == set()
     assert not any(name.split("/")[0] in FOLDERS for name in shipped)
 

@@ -27,6 +27,7 @@ from triage_router.router.tagging.priority import build_resolver
 from triage_router.router.http.asgi_io import Receive, Send
 from triage_router.router.http.proxy import ProxyEndpoint
 from triage_router.router.http.reload import Reloader
+from triage_router.router.http.status import status_routes
 from triage_router.router.routing.upstream import UpstreamClient
 
 # httpx logs every request at INFO; on the hot path that costs more than the request.
@@ -163,7 +164,7 @@ def create_app(config: Config, config_path: Path | None = None) -> TriageApp:
     async def openapi() -> Response[bytes]:
         return Response(document, media_type="application/json")
 
-    pages = [list_models, health, ready, prometheus, openapi]
+    pages = [list_models, health, ready, prometheus, openapi, *status_routes(pool, dispatcher)]
     # Built once, before the app serves: the routes above and the relays, as mounted.
     document = openapi_json(config, relays, [path for page in pages for path in page.paths])
 

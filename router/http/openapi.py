@@ -72,6 +72,12 @@ PAGES: dict[str, dict[str, Any]] = {
                                        "content": {"text/plain": {"schema": STRING}}}}},
     "/openapi.json": {"operationId": "openapi", "summary": "This document",
                       "responses": {"200": _json("OpenApiDocument", "OpenAPI 3.1.")}},
+    "/status": {"operationId": "status", "summary": "Queues, backends and the last decisions (docs/metrics.md)",
+                "responses": {"200": {"description": "The router's state now.",
+                                      "content": {_JSON: {"schema": {"type": "object"}}}}}},
+    "/dashboard": {"operationId": "dashboard", "summary": "A live status page that polls /status",
+                   "responses": {"200": {"description": "One HTML page, no external asset.",
+                                         "content": {"text/html": {"schema": STRING}}}}},
 }
 
 # The statuses the router answers itself (router/errors.py), on every relay route. A backend's

@@ -169,7 +169,7 @@ class ProxyEndpoint:
             session=session,
             app=session or "",
             tenant=ctx.tenant,
-            model=ctx.model,
+            model=ctx.model, priority_source=ctx.priority.source,
         )
 
     async def _relay(self, ctx: RequestContext, send: Send) -> None:

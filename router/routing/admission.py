@@ -43,6 +43,8 @@ class Job:
     app: str = ""
     tenant: str = ""
     model: str = ""
+    # Which step decided the priority ("header", "rule:<name>", ...), for the status page.
+    priority_source: str = ""
     output_tokens: int = 0
     computed_tokens: int = 0
     swapped_tokens: int = 0

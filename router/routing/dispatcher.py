@@ -28,8 +28,9 @@ from triage_router.policies.prefix_homes import PrefixHomes
 from triage_router.policies.saturation import BackendLoad, saturation
 from triage_router.router.routing.admission import AdmissionQueue, Job
 from triage_router.router.routing.backends import Backend, BackendPool
+from triage_router.router.routing.decisions import RecentDecisions
 from triage_router.router.config import Config, RoutingConfig
-from triage_router.router.errors import NoHealthyBackend
+from triage_router.router.errors import ApiError, NoHealthyBackend
 from triage_router.router.routing.fingerprint import CHARS_PER_TOKEN
 from triage_router.router.routing.load_report import LoadReport
 from triage_router.router.metrics import RouterMetrics
@@ -70,12 +71,17 @@ class Dispatcher:
         pool.on_up = lambda backend: self.pump()
         # Why each job in flight went where it went; formatted only when asked for.
         self._decisions: dict[str, tuple[Placement, dict[str, str]]] = {}
+        # The last placements and refusals, in flight or not, for /status.
+        self.recent = RecentDecisions()
 
     async def acquire(self, job: Job) -> Backend:
         """A backend with a slot taken for `job`; waits in the queue if every candidate is full."""
         if not any(backend.accepting for name in job.candidates - job.exclude
                    if (backend := self.backends.get(name)) is not None):
-            raise NoHealthyBackend("no healthy backend serves this model; try again shortly")
+            refusal = NoHealthyBackend("no healthy backend serves this model; try again shortly")
+            if not job.exclude:  # a retry with nowhere left to go answers with the last failure instead
+                self.recent.refused(self.clock(), job, refusal)
+            raise refusal
         backend = self._try_place(job)
         if backend is None:
             try:
@@ -84,6 +90,9 @@ class Dispatcher:
                 placed = job.placed
                 if placed is not None and placed.done() and not placed.cancelled() and placed.exception() is None:
                     self.release(placed.result(), job)
+                raise
+            except ApiError as refusal:  # the queue was full, shed it, or timed out
+                self.recent.refused(self.clock(), job, refusal)
                 raise
         if not job.exclude:  # a retry's second placement is not queueing
             self.metrics.child(self.metrics.queue_time, str(job.priority), job.model).observe(self.clock() - job.arrival)
@@ -218,6 +227,7 @@ class Dispatcher:
                               self.routing.cache_threshold)
         self.metrics.child(self.metrics.placements, placement.policy, backend.name).inc()
         self._decisions[job.request_id] = (placement, saturated)
+        self.recent.placed(now, job, backend.name, placement, saturated)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("request %s -> %s (%s)", job.request_id, backend.name, explain(placement, saturated))
         return backend
