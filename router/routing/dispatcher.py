@@ -173,9 +173,39 @@ class Dispatcher:
         return BackendLoad(backend.in_flight, backend.in_flight_tokens, report.running, report.waiting,
                            report.kv_usage, backend.releases - backend.releases_at_reading, ahead)
 
+    def preview(self, job: Job) -> tuple[Placement, dict[str, str]]:
+        """Where `job` would go now, and why, taking no slot (`triage explain`)."""
+        placement, saturated, _ = self._choose(job, self.clock())
+        return placement, saturated
+
     def _try_place(self, job: Job) -> Backend | None:
         """Choose a backend with room and take a slot on it; None if every candidate is full."""
         now = self.clock()
+        placement, saturated, matched_blocks = self._choose(job, now)
+        if placement.backend is None:
+            return None
+        blocks = job.fingerprint.block_hashes
+        backend = self.backends[placement.backend]
+        backend.in_flight += 1
+        backend.in_flight_tokens += job.tokens
+        backend.in_flight_by_priority[job.priority] += 1
+        if self.queue.fair_share is not None:
+            # Charged on the prediction now, corrected when the answer reports its real length.
+            self.queue.fair_share.charge(job.tenant, job.prompt_tokens, job.predicted_output_tokens)
+        backend.prefix_index.insert(blocks)
+        if blocks:
+            self.homes.placed(blocks[0], backend.name, matched_blocks.get(backend.name, 0), len(blocks),
+                              self.routing.cache_threshold)
+        self.metrics.child(self.metrics.placements, placement.policy, backend.name).inc()
+        self._decisions[job.request_id] = (placement, saturated)
+        self.recent.placed(now, job, backend.name, placement, saturated)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("request %s -> %s (%s)", job.request_id, backend.name, explain(placement, saturated))
+        return backend
+
+    def _choose(self, job: Job, now: float) -> tuple[Placement, dict[str, str], dict[str, int]]:
+        """The placement among the candidates with room, the saturated ones and why, and the
+        prefix blocks each candidate matched. Changes nothing."""
         states: list[BackendState] = []
         saturated: dict[str, str] = {}
         blocks = job.fingerprint.block_hashes
@@ -212,22 +242,4 @@ class Dispatcher:
         if placement is None:
             request = PlacementRequest(job.request_id, job.priority, job.prompt_tokens, job.predicted_output_tokens)
             placement = self.placer.place(request, states, now)
-        if placement.backend is None:
-            return None
-        backend = self.backends[placement.backend]
-        backend.in_flight += 1
-        backend.in_flight_tokens += job.tokens
-        backend.in_flight_by_priority[job.priority] += 1
-        if self.queue.fair_share is not None:
-            # Charged on the prediction now, corrected when the answer reports its real length.
-            self.queue.fair_share.charge(job.tenant, job.prompt_tokens, job.predicted_output_tokens)
-        backend.prefix_index.insert(blocks)
-        if blocks:
-            self.homes.placed(blocks[0], backend.name, matched_blocks.get(backend.name, 0), len(blocks),
-                              self.routing.cache_threshold)
-        self.metrics.child(self.metrics.placements, placement.policy, backend.name).inc()
-        self._decisions[job.request_id] = (placement, saturated)
-        self.recent.placed(now, job, backend.name, placement, saturated)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("request %s -> %s (%s)", job.request_id, backend.name, explain(placement, saturated))
-        return backend
+        return placement, saturated, matched_blocks

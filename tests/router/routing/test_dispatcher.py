@@ -501,3 +501,14 @@ async def test_a_reload_that_removes_a_backend_leaves_its_requests_to_finish_and
     with pytest.raises(NoHealthyBackend):
         await dispatcher.acquire(_job(dispatcher, names=("a",)))
     waiter.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_preview_says_where_a_request_would_go_and_takes_nothing() -> None:
+    dispatcher, pool, _ = _setup(backends='[[backends]]\nname = "a"\nurl = "http://a"\nmax_load = 1\n'
+                                          '[[backends]]\nname = "b"\nurl = "http://b"\n')
+    a, b = _by_name(pool)["a"], _by_name(pool)["b"]
+    await dispatcher.acquire(_job(dispatcher, names=("a",)))
+    placement, saturated = dispatcher.preview(_job(dispatcher, blocks=(1, 2)))
+    assert placement.backend == "b" and saturated == {"a": "load 1 of 1 for priority 2"}
+    assert (a.in_flight, b.in_flight, len(b.prefix_index)) == (1, 0, 0)
