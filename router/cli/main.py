@@ -76,6 +76,16 @@ def _simulate(simulate_args: list[str]) -> int:
     return simulator_cli.run(parser.parse_args(simulate_args))
 
 
+def _explain(explain_args: list[str]) -> int:
+    from triage_router.router.cli import explain
+
+    parser = argparse.ArgumentParser(prog="triage explain", description=(
+        "What a running Triage would decide for a request (priority, predicted length, each "
+        "backend's score, the placement), without sending it upstream."))
+    explain.configure_parser(parser)
+    return explain.run(parser.parse_args(explain_args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="triage", description="OpenAI-compatible LLM router.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -87,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Listed for --help only: main() hands `simulate` and `engine` their own parsers, so
     # `triage serve` does not pay for importing the simulator at start-up.
     commands.add_parser("simulate", help="run the discrete-event scheduling simulator (policies/sim)")
+    commands.add_parser("explain", help="what a running Triage would decide for a request, without sending it")
     # Listed for --help only: main() hands every argument after `engine` to the engine itself.
     commands.add_parser("engine", help="run Triage's own engine; `triage engine --help` lists its options")
     return parser
@@ -98,5 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         return _exec_engine(argv[1:])
     if argv[:1] == ["simulate"]:
         return _simulate(argv[1:])
+    if argv[:1] == ["explain"]:
+        return _explain(argv[1:])
     args = build_parser().parse_args(argv)
     return args.run(args)

@@ -1,0 +1,72 @@
+"""POST /triage/explain/<relay path>: what Triage would decide for a request, without sending it.
+
+The request goes through everything a real one does up to the choice of a backend (its key and
+rate limit, the priority decision, the length prediction, the candidates' saturation and scores),
+and the answer is that decision as JSON. No slot is taken and nothing goes upstream. `triage
+explain` (router/cli/explain.py) prints it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from triage_router.policies.placement import Placement
+from triage_router.router.context import RequestContext
+from triage_router.router.errors import NotFound
+from triage_router.router.http.asgi_io import Receive, Send
+from triage_router.router.routing.admission import Job
+
+if TYPE_CHECKING:
+    from triage_router.router.http.proxy import ProxyEndpoint
+
+EXPLAIN_PREFIX = "/triage/explain"
+
+
+class ExplainEndpoint:
+    """Answers for every relay path, behind EXPLAIN_PREFIX."""
+
+    def __init__(self, relays: dict[str, ProxyEndpoint]) -> None:
+        self.relays = relays
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        path = scope["path"].removeprefix(EXPLAIN_PREFIX)
+        endpoint = self.relays.get(path)
+        if endpoint is None or not endpoint.generates:
+            any_endpoint = next(iter(self.relays.values()))
+            explained = ", ".join(p for p, e in self.relays.items() if e.generates)
+            await any_endpoint.reject(send, NotFound(f"no decision to explain for {path!r}; try one of: {explained}"))
+            return
+        ctx = await endpoint.prepare(scope, receive, send)
+        if ctx is None:  # refused (bad key, bad body, rate limit): already answered as a real request would be
+            return
+        body = msgspec.json.encode(endpoint.explain(ctx))
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def explanation(ctx: RequestContext, job: Job, routed_model: str, placement: Placement,
+                saturated: dict[str, str]) -> dict[str, Any]:
+    """The decision as JSON: priority and its source, predicted length, each candidate and why."""
+    assert ctx.priority is not None
+    predicted = ctx.predicted
+    return {
+        "request_id": ctx.request_id,
+        "model": ctx.model,
+        "routed_model": routed_model,
+        "priority": {"level": ctx.priority.priority, "source": ctx.priority.source,
+                     "clamped_from": ctx.priority.clamped_from, "adjusted_by": list(ctx.priority.adjusted_by)},
+        "tenant": ctx.tenant,
+        "session": job.session,
+        "prompt_tokens": job.prompt_tokens,
+        "predicted_output_tokens": None if predicted is None else
+        {"median": predicted.median, "high": predicted.high, "mean": round(predicted.mean, 1)},
+        "placement": {"backend": placement.backend, "policy": placement.policy, "reason": placement.reason,
+                      # None: every candidate is saturated, so it would wait in the admission queue.
+                      "would_wait": placement.backend is None},
+        "candidates": [{"backend": c.backend, "eligible": c.eligible, "score": c.score, "reason": c.reason}
+                       for c in placement.candidates],
+        "saturated": saturated,
+    }
