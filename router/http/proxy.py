@@ -46,7 +46,8 @@ from triage_router.router.translation.api_translation import (
     StreamTranslation,
     error_body,
 )
-from triage_router.router.http.stream_usage import UsageFilter, asks_for_usage
+from triage_router.router.http.stream_usage import UsageFilter
+from triage_router.router.http.usage_accounting import UsageAccounting
 from triage_router.router.routing.upstream import UpstreamClient, forwarded_headers
 
 log = logging.getLogger("triage.proxy")
@@ -96,8 +97,9 @@ class ProxyEndpoint:
         self.max_attempts = config.upstream.max_attempts
         self.tenant_header = config.admission.tenant_header
         self.failure_threshold = config.upstream.failure_threshold
-        self.stream_usage = config.length.stream_usage
         self.model_routes = ModelRoutes(config.models)
+        self.usage = UsageAccounting(generates=self.generates, stream_usage=config.length.stream_usage,
+                                     api_keys=api_keys, predictor=predictor, dispatcher=dispatcher, metrics=metrics)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         arrived = time.perf_counter()
@@ -217,7 +219,7 @@ class ProxyEndpoint:
         in_flight.inc()
         try:
             headers = forwarded_headers(ctx.headers, backend, ctx.request_id)
-            path, body, translation = outgoing_request(ctx, job, backend.config, self._adds_usage(ctx))
+            path, body, translation = outgoing_request(ctx, job, backend.config, self.usage.adds_usage(ctx))
             try:
                 response = await self.upstream.post(backend, path, headers, body)
             except (UpstreamUnreachable, UpstreamTimeout) as error:
@@ -270,7 +272,7 @@ class ProxyEndpoint:
         else:
             if response.status == 200:
                 # Usage sits at the end of an OpenAI answer.
-                self._observe_usage(ctx, body[-512:])
+                self.usage.observe(ctx, body[-512:])
             if translation is not None:
                 body = translation.answer(response.status, body)
             await send({"type": "http.response.start", "status": response.status,
@@ -299,18 +301,18 @@ class ProxyEndpoint:
         first_token_at: float | None = None
         completion_tokens: int | None = None
         # Holds back the usage event the router asked for on the client's behalf.
-        usage_filter = UsageFilter() if self._adds_usage(ctx) else None
+        usage_filter = UsageFilter() if self.usage.adds_usage(ctx) else None
         try:
             async for chunk in response.content.iter_any():
                 if usage_filter is not None:
                     chunk = usage_filter.feed(chunk)
                     if usage_filter.usage_event is not None:
-                        completion_tokens = self._observe_usage(ctx, usage_filter.usage_event)
+                        completion_tokens = self.usage.observe(ctx, usage_filter.usage_event)
                         usage_filter.usage_event = None
                     if not chunk:
                         continue
                 elif b"completion_tokens" in chunk:
-                    completion_tokens = self._observe_usage(ctx, chunk)
+                    completion_tokens = self.usage.observe(ctx, chunk)
                 if first_token_at is None and carries_token(chunk):
                     first_token_at = time.perf_counter()
                     self.metrics.child(self.metrics.time_to_first_token, priority, ctx.model).observe(
@@ -359,26 +361,6 @@ class ProxyEndpoint:
         if backend is not None and DEBUG_HEADER in ctx.headers:
             explanation = self.dispatcher.explanation(ctx.request_id)
         return response_head(upstream_headers, ctx, backend.name if backend else None, content_length, explanation)
-
-    def _adds_usage(self, ctx: RequestContext) -> bool:
-        """Whether the router asks a chat or completion stream for usage the client did not ask
-        for (and then filters it out). A translated stream always asks: its translator uses it."""
-        return (self.generates and ctx.translation is None and self.stream_usage and ctx.stream
-                and not asks_for_usage(ctx.body))
-
-    def _observe_usage(self, ctx: RequestContext, payload: bytes) -> int | None:
-        """Charge the key's tokens and teach the predictor from `payload`'s usage; returns the
-        completion tokens, if any."""
-        self.api_keys.account(ctx.api_key, ctx.model, payload)
-        if ctx.predicted is None:
-            return None
-        tokens = self.predictor.observe_usage(ctx.predicted, payload)
-        if tokens is not None:
-            self.dispatcher.on_output(ctx.tenant, ctx.predicted.median, tokens)
-            self.metrics.child(self.metrics.output_length_error, str(ctx.predicted.features.priority)).observe(
-                tokens - ctx.predicted.median
-            )
-        return tokens
 
     async def reject(self, send: Send, error: ApiError) -> None:
         """Answer with an error before any routing (e.g. a wrong method)."""
