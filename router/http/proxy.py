@@ -35,7 +35,6 @@ from triage_router.router.errors import ApiError, BodyTooLarge, ModelNotFound, N
     UpstreamTimeout, UpstreamUnreachable
 from triage_router.router.routing.fingerprint import PrefixFingerprint, fingerprint
 from triage_router.router.routing.models import ModelRoutes
-from triage_router.router.http.first_token import carries_token
 from triage_router.router.prediction.length import LengthPredictor
 from triage_router.router.prediction.features import features_of
 from triage_router.router.metrics import NO_BACKEND, RouterMetrics
@@ -43,10 +42,9 @@ from triage_router.router.tagging.priority import PriorityResolver
 from triage_router.router.translation.api_translation import (
     TRANSLATED_ENDPOINTS,
     ApiTranslation,
-    StreamTranslation,
     error_body,
 )
-from triage_router.router.http.stream_usage import UsageFilter
+from triage_router.router.http.stream_relay import StreamRelay
 from triage_router.router.http.usage_accounting import UsageAccounting
 from triage_router.router.routing.upstream import UpstreamClient, forwarded_headers
 
@@ -100,6 +98,7 @@ class ProxyEndpoint:
         self.model_routes = ModelRoutes(config.models)
         self.usage = UsageAccounting(generates=self.generates, stream_usage=config.length.stream_usage,
                                      api_keys=api_keys, predictor=predictor, dispatcher=dispatcher, metrics=metrics)
+        self.streams = StreamRelay(pool=pool, metrics=metrics, usage=self.usage, failure_threshold=self.failure_threshold)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         arrived = time.perf_counter()
@@ -267,8 +266,8 @@ class ProxyEndpoint:
             return mapped
 
         if streaming:
-            await self._stream(ctx, backend, response, send,
-                               translation.stream_translation() if translation is not None else None)
+            await self.streams.relay(ctx, backend, response, send, self._head(response.raw_headers, ctx, backend, None),
+                                     translation.stream_translation() if translation is not None else None)
         else:
             if response.status == 200:
                 # Usage sits at the end of an OpenAI answer.
@@ -287,72 +286,6 @@ class ProxyEndpoint:
             backend.record_success()
         self.metrics.child(self.metrics.requests, self.endpoint, priority, backend.name, str(response.status)).inc()
         return None
-
-    async def _stream(
-        self, ctx: RequestContext, backend: Backend, response: aiohttp.ClientResponse, send: Send,
-        translation: StreamTranslation | None,
-    ) -> None:
-        """Relay Server-Sent Events as they arrive (translated to the API called, if it must be);
-        once started there is no retry."""
-        priority = str(ctx.priority.priority)
-        await send({"type": "http.response.start", "status": response.status,
-                    "headers": self._head(response.raw_headers, ctx, backend, None)})
-        first = True
-        first_token_at: float | None = None
-        completion_tokens: int | None = None
-        # Holds back the usage event the router asked for on the client's behalf.
-        usage_filter = UsageFilter() if self.usage.adds_usage(ctx) else None
-        try:
-            async for chunk in response.content.iter_any():
-                if usage_filter is not None:
-                    chunk = usage_filter.feed(chunk)
-                    if usage_filter.usage_event is not None:
-                        completion_tokens = self.usage.observe(ctx, usage_filter.usage_event)
-                        usage_filter.usage_event = None
-                    if not chunk:
-                        continue
-                elif b"completion_tokens" in chunk:
-                    completion_tokens = self.usage.observe(ctx, chunk)
-                if first_token_at is None and carries_token(chunk):
-                    first_token_at = time.perf_counter()
-                    self.metrics.child(self.metrics.time_to_first_token, priority, ctx.model).observe(
-                        first_token_at - ctx.arrived_at
-                    )
-                if translation is not None and not (chunk := translation.feed(chunk)):
-                    continue
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                if first:
-                    first = False
-                    self.metrics.child(self.metrics.time_to_first_byte, priority, backend.name).observe(
-                        time.perf_counter() - ctx.arrived_at
-                    )
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            # Too late to retry or change the status: tell the client in the stream itself.
-            self.pool.mark_failure(backend, self.failure_threshold)
-            self._count_failure(priority, backend.name, "upstream_broke_stream", None)
-            failure = UpstreamTimeout if isinstance(error, asyncio.TimeoutError) else UpstreamUnreachable
-            message = f"backend {backend.name} failed mid-stream"
-            event = b"data: " + failure(message).body() + b"\n\n"
-            if translation is not None:
-                event = translation.fail(message)
-                translation = None
-            if usage_filter is not None:
-                # Whatever the filter holds was sent before the failure: it goes first.
-                event = usage_filter.flush() + event
-            await send({"type": "http.response.body", "body": event, "more_body": True})
-        if usage_filter is not None and (rest := usage_filter.flush()):
-            await send({"type": "http.response.body", "body": rest, "more_body": True})
-        if translation is not None:
-            await send({"type": "http.response.body", "body": translation.finish(), "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-        ended = time.perf_counter()
-        self.metrics.child(self.metrics.duration, priority, backend.name).observe(ended - ctx.arrived_at)
-        if response.status == 200:
-            self.metrics.child(self.metrics.e2e_latency, priority, ctx.model).observe(ended - ctx.arrived_at)
-            if first_token_at is not None and completion_tokens is not None and completion_tokens > 1:
-                self.metrics.child(self.metrics.time_per_output_token, priority, ctx.model).observe(
-                    (ended - first_token_at) / (completion_tokens - 1)
-                )
 
     def _head(
         self, upstream_headers: Any, ctx: RequestContext, backend: Backend | None, content_length: int | None,
