@@ -55,6 +55,27 @@ class PriorityShift:
 
 
 @dataclass(slots=True)
+class Outcome:
+    """How a request went, noted along its path for the access log, which is written once,
+    when it ends (router/http/access_log.py)."""
+
+    # The status sent to the client; 0 while none has been.
+    status: int = 0
+    # OpenAI's error code (or type) of an error answer.
+    error: str = ""
+    # The backend whose answer was relayed.
+    backend: str = ""
+    # From the answer's usage, when it reports one.
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    # Seconds from the admission step to the first placement.
+    queue_s: float | None = None
+    # Seconds from arrival to the first token of a stream, or to a whole answer sent.
+    ttft_s: float | None = None
+    client_gone: bool = False
+
+
+@dataclass(slots=True)
 class RequestContext:
     request_id: str
     endpoint: Endpoint
@@ -75,6 +96,7 @@ class RequestContext:
     upstream_model: str = ""
     # A Responses or Messages request: its body and the chat completion it translates to.
     translation: ApiTranslation | None = None
+    outcome: Outcome = field(default_factory=Outcome)
 
     @property
     def model(self) -> str:

@@ -11,6 +11,7 @@ from litestar import Litestar, Request, Response, asgi, get
 from litestar.exceptions import HTTPException
 from litestar.handlers import ASGIRouteHandler
 
+from triage_router.router.http.access_log import AccessLog
 from triage_router.router.http.auth import ApiKeys
 from triage_router.router.routing.backends import BackendPool
 from triage_router.router.config import Config
@@ -67,7 +68,7 @@ def _relay_route(path: str, endpoint: ProxyEndpoint) -> ASGIRouteHandler:
         if scope["method"] == "POST":
             await endpoint(scope, receive, send)
         else:
-            await endpoint.reject(send, MethodNotAllowed(f"use POST for {path}"))
+            await endpoint.reject(scope, send, MethodNotAllowed(f"use POST for {path}"))
 
     relay.__name__ = f"relay_{path.strip('/').replace('/', '_')}"
     # An ASGI route takes every method; the handler itself answers 405 for anything but POST.
@@ -101,10 +102,11 @@ def create_app(config: Config) -> TriageApp:
     tagging_http = httpx.AsyncClient(timeout=30.0)
     resolver, classifiers = build_resolver(config, metrics, tagging_http)
     predictor = LengthPredictor(config.length)
+    access_log = AccessLog(config.log) if config.log.access else None
     background: list[asyncio.Task[None]] = []
     shared = dict(config=config, pool=pool, upstream=upstream, resolver=resolver,
                   api_keys=ApiKeys(config.api_keys, metrics=metrics), metrics=metrics,
-                  dispatcher=dispatcher, predictor=predictor)
+                  dispatcher=dispatcher, predictor=predictor, access_log=access_log)
     relays = {
         "/v1/chat/completions": ProxyEndpoint("chat", **shared),
         "/v1/completions": ProxyEndpoint("completions", **shared),
@@ -169,6 +171,8 @@ def create_app(config: Config) -> TriageApp:
         await prober.close()
         await upstream.close()
         await control.aclose()
+        if access_log is not None:
+            access_log.close()
 
     app = Litestar(
         route_handlers=[

@@ -24,12 +24,13 @@ from triage_router.router.routing.admission import Job
 from triage_router.router.api_types import GENERATING, Endpoint, decode_request
 from triage_router.router.http.asgi_io import (ClientGone, DisconnectWatch, Receive, Send, check_headers,
                                                new_request_id, read_body)
+from triage_router.router.http.access_log import AccessLog, access_line
 from triage_router.router.http.auth import ApiKeys, tenant_of
 from triage_router.router.http.outgoing import outgoing_request, path_of
 from triage_router.router.http.response_headers import DEBUG_HEADER, response_head, triage_headers
 from triage_router.router.routing.backends import Backend, BackendPool
-from triage_router.router.config import Config
-from triage_router.router.context import PriorityDecision, RequestContext
+from triage_router.router.config import ApiKeyConfig, Config
+from triage_router.router.context import Outcome, PriorityDecision, RequestContext
 from triage_router.router.routing.dispatcher import Dispatcher
 from triage_router.router.errors import ApiError, BodyTooLarge, ModelNotFound, NoHealthyBackend, NotFound, \
     UpstreamTimeout, UpstreamUnreachable
@@ -79,6 +80,7 @@ class ProxyEndpoint:
         metrics: RouterMetrics,
         dispatcher: Dispatcher,
         predictor: LengthPredictor,
+        access_log: AccessLog | None,
     ) -> None:
         self.endpoint = endpoint
         self.generates = endpoint in GENERATING
@@ -89,6 +91,7 @@ class ProxyEndpoint:
         self.metrics = metrics
         self.dispatcher = dispatcher
         self.predictor = predictor
+        self.access_log = access_log
         self.routing = config.routing
         self.server = config.server
         self.max_body = config.server.max_body_bytes
@@ -98,54 +101,68 @@ class ProxyEndpoint:
         self.model_routes = ModelRoutes(config.models)
         self.usage = UsageAccounting(generates=self.generates, stream_usage=config.length.stream_usage,
                                      api_keys=api_keys, predictor=predictor, dispatcher=dispatcher, metrics=metrics)
-        self.streams = StreamRelay(pool=pool, metrics=metrics, usage=self.usage, failure_threshold=self.failure_threshold)
+        self.streams = StreamRelay(pool=pool, metrics=metrics, usage=self.usage,
+                                   failure_threshold=self.failure_threshold)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         arrived = time.perf_counter()
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
         request_id = headers.get("x-request-id") or new_request_id()
+        outcome = Outcome()
+        ctx: RequestContext | None = None
+        api_key: ApiKeyConfig | None = None
         try:
-            check_headers(scope["headers"], self.server.max_headers, self.server.max_header_bytes)
-            declared = headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > self.max_body:
-                raise BodyTooLarge(f"request body exceeds the limit of {self.max_body} bytes")
-            api_key = self.api_keys.admit(headers)
-            body = await read_body(receive, self.max_body, self.server.body_deadline_s)
-            translation = None
-            if self.endpoint in TRANSLATED_ENDPOINTS:
-                # Routed as the chat completion it translates to: tagging, prediction and cache
-                # affinity read the same request whichever API it came in.
-                translation = ApiTranslation.of(self.endpoint, body)
-                request = decode_request("chat", translation.chat_body)
-            else:
-                request = decode_request(self.endpoint, body, headers.get("content-type", "application/json"))
-            ctx = RequestContext(request_id, self.endpoint, headers, body, request, api_key, arrived,
-                                 tenant_of(api_key, headers, self.tenant_header), path=path_of(scope),
-                                 translation=translation)
-            ctx.priority = await self.resolver.resolve(ctx)
-        except ClientGone:
-            return
-        except ApiError as error:
-            await self._reply_error(send, error, request_id, None)
-            self._count_failure("none", NO_BACKEND, error.code or error.error_type, error.status)
-            return
+            try:
+                check_headers(scope["headers"], self.server.max_headers, self.server.max_header_bytes)
+                declared = headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > self.max_body:
+                    raise BodyTooLarge(f"request body exceeds the limit of {self.max_body} bytes")
+                api_key = self.api_keys.authenticate(headers)
+                self.api_keys.admit(api_key)
+                body = await read_body(receive, self.max_body, self.server.body_deadline_s)
+                translation = None
+                if self.endpoint in TRANSLATED_ENDPOINTS:
+                    # Routed as the chat completion it translates to: tagging, prediction and cache
+                    # affinity read the same request whichever API it came in.
+                    translation = ApiTranslation.of(self.endpoint, body)
+                    request = decode_request("chat", translation.chat_body)
+                else:
+                    request = decode_request(self.endpoint, body, headers.get("content-type", "application/json"))
+                ctx = RequestContext(request_id, self.endpoint, headers, body, request, api_key, arrived,
+                                     tenant_of(api_key, headers, self.tenant_header), path=path_of(scope),
+                                     translation=translation, outcome=outcome)
+                ctx.priority = await self.resolver.resolve(ctx)
+            except ClientGone:
+                outcome.client_gone = True
+                return
+            except ApiError as error:
+                await self._reply_error(send, error, request_id, None, outcome)
+                self._count_failure("none", NO_BACKEND, error.code or error.error_type, error.status)
+                return
 
-        watch = DisconnectWatch(receive)
-        try:
-            await self._relay(ctx, send)
-        except asyncio.CancelledError:
-            if not watch.happened:
-                raise
-            # Our own cancellation, not the server's: the client left, so the task carries on.
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-            self.metrics.child(self.metrics.errors, str(ctx.priority.priority), NO_BACKEND, "client_disconnect").inc()
-        except ApiError as error:
-            await self._reply_error(send, error, request_id, ctx.priority)
-            self._count_failure(str(ctx.priority.priority), NO_BACKEND, error.code or error.error_type, error.status)
+            watch = DisconnectWatch(receive)
+            try:
+                await self._relay(ctx, send)
+            except asyncio.CancelledError:
+                if not watch.happened:
+                    raise
+                # Our own cancellation, not the server's: the client left, so the task carries on.
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                outcome.client_gone = True
+                self.metrics.child(self.metrics.errors, str(ctx.priority.priority), NO_BACKEND,
+                                   "client_disconnect").inc()
+            except ApiError as error:
+                await self._reply_error(send, error, request_id, ctx.priority, outcome)
+                self._count_failure(str(ctx.priority.priority), NO_BACKEND, error.code or error.error_type,
+                                    error.status)
+            finally:
+                watch.stop()
         finally:
-            watch.stop()
+            ended = time.perf_counter()
+            if self.access_log is not None:
+                self.access_log.write(access_line(scope, request_id, arrived, ended, outcome, ctx, api_key))
 
     def _job(self, ctx: RequestContext, candidates: list[Backend]) -> Job:
         assert ctx.priority is not None
@@ -184,6 +201,7 @@ class ProxyEndpoint:
             raise ModelNotFound(f"the model `{ctx.model}` does not exist or no backend serves it", param="model")
         if isinstance(failure, ApiError):
             raise failure
+        ctx.outcome.status, ctx.outcome.error = failure.status, f"upstream_{failure.status}"
         await send({"type": "http.response.start", "status": failure.status,
                     "headers": self._head(failure.raw_headers, ctx, None, len(failure.body))})
         await send({"type": "http.response.body", "body": failure.body})
@@ -198,6 +216,9 @@ class ProxyEndpoint:
                 backend = await self.dispatcher.acquire(job)
             except NoHealthyBackend as none_healthy:
                 return failure or none_healthy
+            finally:
+                if not attempt:  # a retry's second placement is not queueing
+                    ctx.outcome.queue_s = self.dispatcher.clock() - job.arrival
             if attempt:
                 self.metrics.child(self.metrics.retries, backend.name).inc()
             try:
@@ -252,7 +273,8 @@ class ProxyEndpoint:
                 if response.status == 404 and not self.generates and b'"error"' not in body:
                     # The backend does not serve this path at all: say so in OpenAI's shape.
                     not_found = NotFound(f"backend {backend.name} does not serve POST {ctx.path}")
-                    await self._reply_error(send, not_found, ctx.request_id, ctx.priority)
+                    ctx.outcome.backend = backend.name
+                    await self._reply_error(send, not_found, ctx.request_id, ctx.priority, ctx.outcome)
                     self._count_failure(priority, backend.name, "path_not_served", 404)
                     return None
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
@@ -265,6 +287,7 @@ class ProxyEndpoint:
             self._count_failure(priority, backend.name, mapped.code or "upstream", None)
             return mapped
 
+        ctx.outcome.status, ctx.outcome.backend = response.status, backend.name
         if streaming:
             await self.streams.relay(ctx, backend, response, send, self._head(response.raw_headers, ctx, backend, None),
                                      translation.stream_translation() if translation is not None else None)
@@ -277,7 +300,7 @@ class ProxyEndpoint:
             await send({"type": "http.response.start", "status": response.status,
                         "headers": self._head(response.raw_headers, ctx, backend, len(body))})
             await send({"type": "http.response.body", "body": body})
-            elapsed = time.perf_counter() - ctx.arrived_at
+            elapsed = ctx.outcome.ttft_s = time.perf_counter() - ctx.arrived_at
             self.metrics.child(self.metrics.time_to_first_byte, priority, backend.name).observe(elapsed)
             self.metrics.child(self.metrics.duration, priority, backend.name).observe(elapsed)
             if response.status == 200:
@@ -295,13 +318,17 @@ class ProxyEndpoint:
             explanation = self.dispatcher.explanation(ctx.request_id)
         return response_head(upstream_headers, ctx, backend.name if backend else None, content_length, explanation)
 
-    async def reject(self, send: Send, error: ApiError) -> None:
+    async def reject(self, scope: dict[str, Any], send: Send, error: ApiError) -> None:
         """Answer with an error before any routing (e.g. a wrong method)."""
-        await self._reply_error(send, error, new_request_id(), None)
+        arrived, request_id, outcome = time.perf_counter(), new_request_id(), Outcome()
+        await self._reply_error(send, error, request_id, None, outcome)
+        if self.access_log is not None:
+            self.access_log.write(access_line(scope, request_id, arrived, time.perf_counter(), outcome, None, None))
 
     async def _reply_error(
-        self, send: Send, error: ApiError, request_id: str, decision: PriorityDecision | None
+        self, send: Send, error: ApiError, request_id: str, decision: PriorityDecision | None, outcome: Outcome,
     ) -> None:
+        outcome.status, outcome.error = error.status, error.code or error.error_type
         body = error_body(self.endpoint, error)
         head = [_JSON, (b"content-length", str(len(body)).encode()), *triage_headers(request_id, decision)]
         head.extend(error.headers())

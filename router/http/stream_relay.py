@@ -56,9 +56,9 @@ class StreamRelay:
                     completion_tokens = self.usage.observe(ctx, chunk)
                 if first_token_at is None and carries_token(chunk):
                     first_token_at = time.perf_counter()
+                    ctx.outcome.ttft_s = first_token_at - ctx.arrived_at
                     self.metrics.child(self.metrics.time_to_first_token, priority, ctx.model).observe(
-                        first_token_at - ctx.arrived_at
-                    )
+                        ctx.outcome.ttft_s)
                 if translation is not None and not (chunk := translation.feed(chunk)):
                     continue
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})

@@ -28,9 +28,11 @@ class UsageAccounting:
                 and not asks_for_usage(ctx.body))
 
     def observe(self, ctx: RequestContext, payload: bytes) -> int | None:
-        """Charge the key's tokens and teach the predictor from `payload`'s usage; returns the
-        completion tokens, if any."""
-        self.api_keys.account(ctx.api_key, ctx.model, payload)
+        """Charge the key's tokens, note them for the access log and the trace, and teach the
+        predictor from `payload`'s usage; returns the completion tokens, if any."""
+        if counts := self.api_keys.account(ctx.api_key, ctx.model, payload):
+            ctx.outcome.prompt_tokens = counts.get("prompt")
+            ctx.outcome.completion_tokens = counts.get("completion")
         if ctx.predicted is None:
             return None
         tokens = self.predictor.observe_usage(ctx.predicted, payload)
