@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from triage_router.router.api_types import AnyRequest, Endpoint
 from triage_router.router.config import ApiKeyConfig
@@ -56,8 +57,8 @@ class PriorityShift:
 
 @dataclass(slots=True)
 class Outcome:
-    """How a request went, noted along its path for the access log, which is written once,
-    when it ends (router/http/access_log.py)."""
+    """How a request went, noted along its path for the access log and the trace, which are
+    written once, when it ends (router/http/access_log.py, router/http/tracing.py)."""
 
     # The status sent to the client; 0 while none has been.
     status: int = 0
@@ -97,6 +98,8 @@ class RequestContext:
     # A Responses or Messages request: its body and the chat completion it translates to.
     translation: ApiTranslation | None = None
     outcome: Outcome = field(default_factory=Outcome)
+    # The request's spans (router/http/request_trace.py, RequestTrace) while tracing is on, else None.
+    trace: Any = None
 
     @property
     def model(self) -> str:

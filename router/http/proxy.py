@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -24,6 +24,7 @@ from triage_router.router.routing.admission import Job
 from triage_router.router.api_types import GENERATING, Endpoint, decode_request
 from triage_router.router.http.asgi_io import (ClientGone, DisconnectWatch, Receive, Send, check_headers,
                                                new_request_id, read_body)
+from triage_router.router.http import tracing
 from triage_router.router.http.access_log import AccessLog, access_line
 from triage_router.router.http.auth import ApiKeys, tenant_of
 from triage_router.router.http.outgoing import outgoing_request, path_of
@@ -48,6 +49,9 @@ from triage_router.router.translation.api_translation import (
 from triage_router.router.http.stream_relay import StreamRelay
 from triage_router.router.http.usage_accounting import UsageAccounting
 from triage_router.router.routing.upstream import UpstreamClient, forwarded_headers
+
+if TYPE_CHECKING:  # imported only once tracing is on: it imports OpenTelemetry
+    from triage_router.router.http.request_trace import UpstreamCall
 
 log = logging.getLogger("triage.proxy")
 
@@ -109,6 +113,8 @@ class ProxyEndpoint:
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
         request_id = headers.get("x-request-id") or new_request_id()
         outcome = Outcome()
+        trace = (tracing.start_request(scope, headers, arrived, request_id, self.endpoint)
+                 if tracing.start_request is not None else None)
         ctx: RequestContext | None = None
         api_key: ApiKeyConfig | None = None
         try:
@@ -130,8 +136,11 @@ class ProxyEndpoint:
                     request = decode_request(self.endpoint, body, headers.get("content-type", "application/json"))
                 ctx = RequestContext(request_id, self.endpoint, headers, body, request, api_key, arrived,
                                      tenant_of(api_key, headers, self.tenant_header), path=path_of(scope),
-                                     translation=translation, outcome=outcome)
+                                     translation=translation, outcome=outcome, trace=trace)
+                resolving = time.perf_counter()
                 ctx.priority = await self.resolver.resolve(ctx)
+                if trace is not None:
+                    trace.priority(ctx.priority, resolving, time.perf_counter())
             except ClientGone:
                 outcome.client_gone = True
                 return
@@ -163,13 +172,18 @@ class ProxyEndpoint:
             ended = time.perf_counter()
             if self.access_log is not None:
                 self.access_log.write(access_line(scope, request_id, arrived, ended, outcome, ctx, api_key))
+            if trace is not None:
+                trace.end(outcome, ctx, ended)
 
     def _job(self, ctx: RequestContext, candidates: list[Backend]) -> Job:
         assert ctx.priority is not None
         session = ctx.headers.get(self.routing.session_header) or None
         if self.generates:
             prefix = fingerprint(ctx.request, self.routing.block_chars, self.routing.max_blocks)  # type: ignore[arg-type]
+            predicting = time.perf_counter()
             ctx.predicted = self.predictor.predict(features_of(ctx, prefix.prompt_tokens))
+            if ctx.trace is not None:
+                ctx.trace.prediction(ctx.predicted, predicting, time.perf_counter())
             self.metrics.child(self.metrics.predicted_output_tokens, str(ctx.priority.priority)).observe(ctx.predicted.median)
         else:
             # No prompt to match against caches, no output to predict: the body's size stands in
@@ -212,6 +226,7 @@ class ProxyEndpoint:
         """Up to `max_attempts` backends for one model; None once the client has its answer."""
         failure: ApiError | _BufferedAnswer | None = None
         for attempt in range(self.max_attempts):
+            asked = self.dispatcher.clock()
             try:
                 backend = await self.dispatcher.acquire(job)
             except NoHealthyBackend as none_healthy:
@@ -221,6 +236,8 @@ class ProxyEndpoint:
                     ctx.outcome.queue_s = self.dispatcher.clock() - job.arrival
             if attempt:
                 self.metrics.child(self.metrics.retries, backend.name).inc()
+            if ctx.trace is not None:
+                ctx.trace.placed(job, backend.name, asked, self.dispatcher.clock(), self.dispatcher.explanation)
             try:
                 failure = await self._attempt(ctx, job, backend, send)
             finally:
@@ -237,21 +254,30 @@ class ProxyEndpoint:
         priority = str(ctx.priority.priority)
         in_flight = self.metrics.child(self.metrics.in_flight, priority, backend.name)
         in_flight.inc()
+        call: UpstreamCall | None = None
         try:
             headers = forwarded_headers(ctx.headers, backend, ctx.request_id)
             path, body, translation = outgoing_request(ctx, job, backend.config, self.usage.adds_usage(ctx))
+            if ctx.trace is not None:
+                call = ctx.trace.upstream(ctx, backend, path, headers, len(job.exclude))
             try:
                 response = await self.upstream.post(backend, path, headers, body)
             except (UpstreamUnreachable, UpstreamTimeout) as error:
                 self.pool.mark_failure(backend, self.failure_threshold)
                 self._count_failure(priority, backend.name, error.code or "upstream", None)
+                if call is not None:
+                    call.failed(error.code or "upstream")
                 return error
+            if call is not None:
+                call.answered(response.status)
             try:
                 return await self._answer(ctx, backend, response, send, translation)
             finally:
                 response.close()
         finally:
             in_flight.dec()
+            if call is not None:
+                call.end()
 
     async def _answer(
         self, ctx: RequestContext, backend: Backend, response: aiohttp.ClientResponse, send: Send,

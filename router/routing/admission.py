@@ -47,6 +47,8 @@ class Job:
     swapped_tokens: int = 0
     # Resolved with the name of the backend it was placed on (its slot already taken).
     placed: asyncio.Future[str] | None = field(default=None, repr=False)
+    # When its slot was last taken (the dispatcher's clock): the end of its admission wait.
+    placed_at: float = 0.0
 
     @property
     def tokens(self) -> int:

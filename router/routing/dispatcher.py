@@ -195,6 +195,7 @@ class Dispatcher:
         if placement.backend is None:
             return None
         backend = self.backends[placement.backend]
+        job.placed_at = now
         backend.in_flight += 1
         backend.in_flight_tokens += job.tokens
         backend.in_flight_by_priority[job.priority] += 1
