@@ -64,6 +64,8 @@ class UpstreamCall:
 
 
 class RequestTrace:
+    """The SERVER span of one request, and the hooks that add its steps' spans."""
+
     __slots__ = ("tracer", "span", "_context", "_offset_ns")
 
     def __init__(self, tracer: Tracer, scope: dict[str, Any], headers: dict[str, str], arrived: float,
@@ -120,6 +122,8 @@ class RequestTrace:
         """Opens the CLIENT span of an attempt; its context goes in `headers` as `traceparent`
         (replacing the client's, which is this trace's parent)."""
         url = urlsplit(backend.base_url + path)
+        if url.username or url.password:  # as the HTTP conventions ask: never credentials in url.full
+            url = url._replace(netloc="REDACTED:REDACTED@" + url.netloc.rpartition("@")[2])
         operation = _OPERATIONS.get(ctx.endpoint)
         model = ctx.upstream_model or ctx.model
         attributes: dict[str, Any] = {

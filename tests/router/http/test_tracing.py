@@ -141,6 +141,15 @@ def test_each_attempt_is_its_own_client_span(upstream: FakeUpstream, second_upst
     assert sent == {_hex(failed.context.span_id, 16) for failed, _ in retried}
 
 
+def test_a_backend_urls_credentials_stay_out_of_the_span(upstream: FakeUpstream, spans: InMemorySpanExporter) -> None:
+    config = f'[[backends]]\nname = "alpha"\nurl = "http://user:s3cret@127.0.0.1:{upstream.port}"\nmodels = ["smol"]\n'
+    with running_proxy(config) as proxy:
+        assert httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT).status_code == 200
+    (client,) = [span for span in spans.get_finished_spans() if span.kind == SpanKind.CLIENT]
+    assert client.attributes["url.full"] == f"http://REDACTED:REDACTED@127.0.0.1:{upstream.port}/v1/chat/completions"
+    assert not any("s3cret" in str(value) for span in spans.get_finished_spans() for value in span.attributes.values())
+
+
 def test_a_refused_request_is_a_span_with_its_status(upstream: FakeUpstream, spans: InMemorySpanExporter) -> None:
     with running_proxy(_config(upstream)) as proxy:
         assert httpx.post(f"{proxy.url}/v1/chat/completions", json={**CHAT, "model": "nope"}).status_code == 404
