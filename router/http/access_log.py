@@ -57,13 +57,30 @@ class AccessLine(msgspec.Struct):
 _encode = msgspec.json.Encoder().encode
 
 
-def _utc(epoch_s: float) -> str:
-    """ISO 8601 in UTC, to the millisecond."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_s)) + f".{int(epoch_s * 1000) % 1000:03d}Z"
+class _UtcClock:
+    """ISO 8601 times in UTC, to the millisecond. The date and time of day are formatted once a
+    second: strftime alone cost 3.7 µs a line."""
+
+    __slots__ = ("second", "prefix")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.prefix = ""
+
+    def format(self, epoch_s: float) -> str:
+        second = int(epoch_s)
+        if second != self.second:
+            self.second, self.prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self.prefix}.{int((epoch_s - second) * 1000):03d}Z"
 
 
-def _seconds(value: float | None) -> float | None:
-    return None if value is None else round(value, 6)
+_utc = _UtcClock().format
+
+
+def _seconds(value: float) -> float:
+    """To the microsecond, written as 0.000226 rather than 0.00022613...: a duration is never
+    negative, and this costs a tenth of round()."""
+    return int(value * 1e6 + 0.5) / 1e6
 
 
 def access_line(
@@ -93,9 +110,9 @@ def access_line(
         backend=outcome.backend or None,
         prompt_tokens=outcome.prompt_tokens,
         completion_tokens=outcome.completion_tokens,
-        queue_s=_seconds(outcome.queue_s),
-        ttft_s=_seconds(outcome.ttft_s),
-        total_s=round(ended - arrived, 6),
+        queue_s=None if outcome.queue_s is None else _seconds(outcome.queue_s),
+        ttft_s=None if outcome.ttft_s is None else _seconds(outcome.ttft_s),
+        total_s=_seconds(ended - arrived),
         client_disconnected=outcome.client_gone,
     )
 
