@@ -52,7 +52,7 @@ lock:
 	$(LOCK_VENV)/bin/python -m pip install -q $(PIP_TOOLS)
 	echo '$(TORCH)' > $(LOCK_VENV)/torch.txt
 	CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile -q --upgrade --strip-extras \
-		--extra engine --extra dev --extra sim --all-build-deps --unsafe-package torch \
+		--extra engine --extra dev --extra sim --extra otel --all-build-deps --unsafe-package torch \
 		--no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
 		--constraint $(LOCK_VENV)/torch.txt --output-file $(LOCK) pyproject.toml
 	rm -rf $(LOCK_VENV)

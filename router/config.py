@@ -296,6 +296,13 @@ class LengthConfig(_Section):
     stream_usage: bool = True
 
 
+class LogConfig(_Section):
+    # One JSON line per request (router/http/access_log.py), to stdout or to `access_file`.
+    access: bool = True
+    # A file the lines are appended to ("": stdout).
+    access_file: str = ""
+
+
 class ModelConfig(_Section):
     """A model name clients may ask for, beyond the ones the backends list."""
 
@@ -350,3 +357,4 @@ class Config(_Section):
     rules: list[RuleConfig] = msgspec.field(default_factory=list)
     tagging: TaggingConfig = msgspec.field(default_factory=TaggingConfig)
     length: LengthConfig = msgspec.field(default_factory=LengthConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)

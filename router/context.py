@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from triage_router.router.api_types import AnyRequest, Endpoint
 from triage_router.router.config import ApiKeyConfig
@@ -55,6 +56,27 @@ class PriorityShift:
 
 
 @dataclass(slots=True)
+class Outcome:
+    """How a request went, noted along its path for the access log and the trace, which are
+    written once, when it ends (router/http/access_log.py, router/http/tracing.py)."""
+
+    # The status sent to the client; 0 while none has been.
+    status: int = 0
+    # OpenAI's error code (or type) of an error answer.
+    error: str = ""
+    # The backend whose answer was relayed.
+    backend: str = ""
+    # From the answer's usage, when it reports one.
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    # Seconds from the admission step to the first placement.
+    queue_s: float | None = None
+    # Seconds from arrival to the first token of a stream, or to a whole answer sent.
+    ttft_s: float | None = None
+    client_gone: bool = False
+
+
+@dataclass(slots=True)
 class RequestContext:
     request_id: str
     endpoint: Endpoint
@@ -75,6 +97,9 @@ class RequestContext:
     upstream_model: str = ""
     # A Responses or Messages request: its body and the chat completion it translates to.
     translation: ApiTranslation | None = None
+    outcome: Outcome = field(default_factory=Outcome)
+    # The request's spans (router/http/request_trace.py, RequestTrace) while tracing is on, else None.
+    trace: Any = None
 
     @property
     def model(self) -> str:

@@ -5,6 +5,8 @@ through Triage (one worker), through LiteLLM's proxy and through sglang-router.
     python3 bench/proxy_overhead/run.py              # all four targets, 3 x 4 s per cell
     python3 bench/proxy_overhead/run.py --profile    # plus a py-spy summary of Triage
     python3 bench/proxy_overhead/run.py --targets direct,sglang --rounds 1 --duration 2
+    # Triage with its access log on (the default) and off, and Triage from another checkout:
+    python3 bench/proxy_overhead/run.py --targets direct,triage,triage-nolog,baseline --baseline ../base
 
 Stdlib only, so any python3 runs it. It calls setup.sh first (installs nginx, wrk and the
 peers' venvs when missing), prints one table per target and Triage's ratios, and writes the
@@ -15,6 +17,12 @@ ports: one answers POST /v1/chat/completions with a fixed chat completion, the o
 fixed SSE stream. Each proxy is started once per mode with its single backend on the matching
 port, so the client body is identical for every target (model "smol") apart from "stream".
 Both ports also answer GET /v1/models and GET /health.
+
+Triage's variants, for measuring a change: `triage` runs with its defaults (the access log on,
+to stdout, which goes to the target's log file like everything the proxies print),
+`triage-nolog` with `[log] access = false`, and `baseline` runs the code of another checkout
+given by --baseline (say `git worktree add --detach ../base HEAD~3`) with the same venv and
+config, so that a change and what it started from are measured in the same interleaved run.
 
 Each cell (mode x concurrency) runs in rounds that visit every target in turn, wrk with one
 thread, after a warm-up. The machine has 2 cores shared with other people's test runs, so
@@ -46,7 +54,9 @@ TRIAGE = ROOT / ".venv" / "bin" / "triage"
 
 MODES = ("json", "sse")
 CONCURRENCIES = (1, 32)
-ALL_TARGETS = ("direct", "triage", "litellm", "sglang")
+ALL_TARGETS = ("direct", "triage", "triage-nolog", "baseline", "litellm", "sglang")
+DEFAULT_TARGETS = ("direct", "triage", "litellm", "sglang")
+TRIAGE_TARGETS = ("triage", "triage-nolog", "baseline")
 READY_TIMEOUT_S = 120.0  # LiteLLM imports for a long while on 2 busy cores
 
 CONTENT = ["Hi", "!", " How", " can", " I", " help", "?"]
@@ -220,24 +230,33 @@ def wait_ready(proc: Proc | None, url: str, mode: str) -> None:
     raise RuntimeError(f"not ready after {READY_TIMEOUT_S:.0f} s: {last}")
 
 
-def start_target(target: str, mode: str, upstream: str,
-                 workdir: Path) -> tuple[Proc | None, str]:
+def start_target(target: str, mode: str, upstream: str, workdir: Path,
+                 baseline: Path | None = None) -> tuple[Proc | None, str]:
     """Starts the proxy for one mode in front of `upstream` and returns (process, base URL).
     Logs and configs are named TARGET-MODE in the work directory, kept after the run."""
     name = f"{target}-{mode}"
     if target == "direct":
         return None, upstream
     port = free_port()
-    if target == "triage":
+    if target in TRIAGE_TARGETS:
         cfg = workdir / f"{name}.toml"
         cfg.write_text(
             f'[server]\nhost = "127.0.0.1"\nport = {port}\n\n'
             f'[[backends]]\nname = "nginx"\nurl = "{upstream}"\nkind = "openai"\n'
             f'models = ["smol"]\n\n[priority]\ndefault = 2\n'
+            + ('\n[log]\naccess = false\n' if target == "triage-nolog" else "")
         )
+        env = None
+        if target == "baseline":
+            # `triage_router` imported from the other checkout, ahead of the installed one.
+            path = workdir / "baseline-path"
+            path.mkdir(exist_ok=True)
+            if not (path / "triage_router").exists():
+                (path / "triage_router").symlink_to(baseline)
+            env = {"PYTHONPATH": str(path)}
         # `triage serve` runs one worker process by design; nothing to pin.
         proc = start(name, [str(TRIAGE), "serve", "--config", str(cfg), "--port", str(port)],
-                     workdir)
+                     workdir, env)
     elif target == "litellm":
         # YAML is a superset of JSON, so no YAML library is needed to write the config.
         cfg = workdir / f"{name}.yaml"
@@ -296,7 +315,8 @@ class Run:
         try:
             for target in targets:
                 try:
-                    procs[target], base = start_target(target, mode, upstream, self.workdir)
+                    procs[target], base = start_target(target, mode, upstream, self.workdir,
+                                                       self.args.baseline)
                     urls[target] = f"{base}/v1/chat/completions"
                 except Exception as exc:
                     self.failures[f"{target} {mode}"] = str(exc)
@@ -459,8 +479,10 @@ def versions() -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--targets", default=",".join(ALL_TARGETS),
+    ap.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
                     help=f"comma-separated subset of {','.join(ALL_TARGETS)}")
+    ap.add_argument("--baseline", type=Path,
+                    help="a checkout of another commit, measured as target `baseline`")
     ap.add_argument("--duration", type=int, default=4, help="seconds measured per round")
     ap.add_argument("--rounds", type=int, default=3,
                     help="rounds per cell; each visits every target in turn")
@@ -472,14 +494,19 @@ def main() -> int:
     targets = [t for t in args.targets.split(",") if t]
     if unknown := set(targets) - set(ALL_TARGETS):
         ap.error(f"unknown targets: {sorted(unknown)}")
+    if ("baseline" in targets) != (args.baseline is not None):
+        ap.error("target `baseline` and --baseline go together")
+    if args.baseline is not None:
+        args.baseline = args.baseline.resolve()
 
     if not args.skip_setup:
         subprocess.run(["bash", str(HERE / "setup.sh")], check=True)
 
     run = Run(args, Path(tempfile.mkdtemp(prefix="triage-bench-")))
-    if "triage" in targets and not TRIAGE.exists():
-        run.failures["triage"] = f"{TRIAGE} not found"  # it is still being written
-        targets.remove("triage")
+    if not TRIAGE.exists():
+        for target in set(TRIAGE_TARGETS) & set(targets):
+            run.failures[target] = f"{TRIAGE} not found"  # it is still being written
+            targets.remove(target)
 
     (run.workdir / "nginx-tmp").mkdir()
     json_port, sse_port = free_port(), free_port()
@@ -520,6 +547,10 @@ def main() -> int:
                      "warmup_s_per_round": args.warmup, "wrk_threads": 1,
                      "nginx_workers": 1, "concurrency": list(CONCURRENCIES)},
         "versions": tool_versions,
+        "baseline": None if args.baseline is None else {
+            "path": str(args.baseline),
+            "commit": subprocess.run(["git", "-C", str(args.baseline), "rev-parse", "--short", "HEAD"],
+                                     capture_output=True, text=True).stdout.strip()},
         "results": run.results,
         "failures": run.failures,
         "triage_ratios": rat,

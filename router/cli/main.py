@@ -10,6 +10,7 @@ import sys
 from triage_router.router.config import ConfigError
 from triage_router.router.config_loader import load_config, resolve_config_path
 from triage_router.router.cli.engine_launcher import EngineProcess, require_engine_extra
+from triage_router.router.http import tracing
 from triage_router.router.http.server import StartupError, bind_socket, serve, url_of
 
 
@@ -21,6 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
         config = load_config(path)
         host = args.host or config.server.host
         port = config.server.port if args.port is None else args.port
+        tracing.configure_from_env()
         sock = bind_socket(host, port)
     except (ConfigError, StartupError) as error:
         print(f"triage: error: {error}", file=sys.stderr)

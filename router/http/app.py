@@ -12,6 +12,7 @@ from litestar import Litestar, Request, Response, asgi, get
 from litestar.exceptions import HTTPException
 from litestar.handlers import ASGIRouteHandler
 
+from triage_router.router.http.access_log import AccessLog
 from triage_router.router.http.auth import ApiKeys
 from triage_router.router.http.openapi import openapi_json
 from triage_router.router.routing.backends import BackendPool
@@ -73,7 +74,7 @@ def _relay_route(path: str, endpoint: ProxyEndpoint) -> ASGIRouteHandler:
         if scope["method"] == "POST":
             await endpoint(scope, receive, send)
         else:
-            await endpoint.reject(send, MethodNotAllowed(f"use POST for {path}", allow="POST"))
+            await endpoint.reject(scope, send, MethodNotAllowed(f"use POST for {path}", allow="POST"))
 
     relay.__name__ = f"relay_{path.strip('/').replace('/', '_')}"
     # An ASGI route takes every method; the handler itself answers 405 for anything but POST.
@@ -111,12 +112,13 @@ def create_app(config: Config, config_path: Path | None = None) -> TriageApp:
     tagging_http = httpx.AsyncClient(timeout=30.0)
     resolver, classifiers = build_resolver(config, metrics, tagging_http)
     predictor = LengthPredictor(config.length)
+    access_log = AccessLog(config.log) if config.log.access else None
     background: list[asyncio.Task[None]] = []
     api_keys = ApiKeys(config.api_keys, metrics=metrics, rate_limits=config.rate_limits)
     reloader = None if config_path is None else Reloader(
         config_path, config, pool=pool, dispatcher=dispatcher, api_keys=api_keys, catalog=catalog, prober=prober)
     shared = dict(config=config, pool=pool, upstream=upstream, resolver=resolver, api_keys=api_keys, metrics=metrics,
-                  dispatcher=dispatcher, predictor=predictor)
+                  dispatcher=dispatcher, predictor=predictor, access_log=access_log)
     relays = {
         "/v1/chat/completions": ProxyEndpoint("chat", **shared),
         "/v1/completions": ProxyEndpoint("completions", **shared),
@@ -194,6 +196,8 @@ def create_app(config: Config, config_path: Path | None = None) -> TriageApp:
         await api_keys.close()
         await upstream.close()
         await control.aclose()
+        if access_log is not None:
+            access_log.close()
 
     app = Litestar(
         route_handlers=[

@@ -63,10 +63,9 @@ class ApiKeys:
     def enabled(self) -> bool:
         return bool(self._by_hash)
 
-    async def admit(self, headers: dict[str, str]) -> ApiKeyConfig | None:
-        """The caller's key (None on an open proxy), once it is known and within its rate limits;
-        else 401 or 429."""
-        entry = self._authenticate(headers)
+    async def admit(self, entry: ApiKeyConfig | None) -> None:
+        """A request with `entry` (authenticate's answer) within the key's rate limits; else 429.
+        Apart from authenticate, so that a refused request is still logged by its key's name."""
         limit = self._limits.get(entry.key_sha256) if entry is not None else None
         if limit is not None:
             assert entry is not None
@@ -76,24 +75,25 @@ class ApiKeys:
             if not decision.allowed:
                 raise RateLimited(f"this key's {decision.limited_by} per minute are used up",
                                   retry_after_s=decision.retry_after_s, limit_headers=_limit_headers(decision))
-        return entry
 
-    def account(self, entry: ApiKeyConfig | None, model: str, usage_payload: bytes) -> None:
+    def account(self, entry: ApiKeyConfig | None, model: str, usage_payload: bytes) -> dict[str, int]:
         """The usage an answer reports: charged to the key's tokens per minute, and counted per
-        key name and model for chargeback (`triage_tokens`)."""
+        key name and model for chargeback (`triage_tokens`). Returns the tokens by kind
+        ("prompt", "completion"), empty when the payload reports none."""
         counts: dict[str, int] = {}
         for name, value in _TOKENS.findall(usage_payload):
             counts.setdefault(_KINDS[name], int(value))
         if not counts:
-            return
+            return counts
         limit = self._limits.get(entry.key_sha256) if entry is not None else None
         if limit is not None:
             assert entry is not None
             self._charge(entry, limit, sum(counts.values()))
         if self.metrics is not None:
-            key = "anonymous" if entry is None else entry.name or "key-" + entry.key_sha256[:12]
+            key = "anonymous" if entry is None else key_name(entry)
             for kind, tokens in counts.items():
                 self.metrics.child(self.metrics.tokens, key, model, kind).inc(tokens)
+        return counts
 
     def _charge(self, entry: ApiKeyConfig, limit: KeyRateLimit, tokens: int) -> None:
         if self.shared is None:
@@ -118,7 +118,8 @@ class ApiKeys:
         if self.shared is not None:
             await self.shared.close()
 
-    def _authenticate(self, headers: dict[str, str]) -> ApiKeyConfig | None:
+    def authenticate(self, headers: dict[str, str]) -> ApiKeyConfig | None:
+        """The caller's key (None on an open proxy); 401 for a missing or unknown one."""
         if not self._by_hash:
             return None
         authorization = headers.get("authorization", "")
@@ -133,13 +134,19 @@ class ApiKeys:
         return entry
 
 
+def key_name(api_key: ApiKeyConfig) -> str:
+    """How a key is named in metrics, logs and traces: its configured name, else its hash's first
+    12 hex digits; never the key itself."""
+    return api_key.name or "key-" + api_key.key_sha256[:12]
+
+
 def tenant_of(api_key: ApiKeyConfig | None, headers: dict[str, str], tenant_header: str) -> str:
     """Who a request belongs to, for fair share, rules and length prediction: the API key's name;
     an unnamed key's fingerprint; with no key, the tenant header; else "" (anonymous). Never the
     raw key, which would then sit in memory tables and debug output, and never a header a keyed
     client could set to pass for another tenant."""
     if api_key is not None:
-        return api_key.name or "key-" + api_key.key_sha256[:12]
+        return key_name(api_key)
     return headers.get(tenant_header, "")[:MAX_TENANT_CHARS] if tenant_header else ""
 
 

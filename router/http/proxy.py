@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -24,19 +24,20 @@ from triage_router.router.routing.admission import Job
 from triage_router.router.api_types import GENERATING, Endpoint, decode_request
 from triage_router.router.http.asgi_io import (ClientGone, DisconnectWatch, Receive, Send, check_headers,
                                                new_request_id, read_body)
+from triage_router.router.http import tracing
+from triage_router.router.http.access_log import AccessLog, access_line
 from triage_router.router.http.auth import ApiKeys, tenant_of
 from triage_router.router.http.outgoing import outgoing_request, path_of
 from triage_router.router.http.response_headers import DEBUG_HEADER, response_head, triage_headers
 from triage_router.router.routing.backends import Backend, BackendPool
-from triage_router.router.config import Config
-from triage_router.router.context import PriorityDecision, RequestContext
+from triage_router.router.config import ApiKeyConfig, Config
+from triage_router.router.context import Outcome, PriorityDecision, RequestContext
 from triage_router.router.routing.dispatcher import Dispatcher
 from triage_router.router.errors import ApiError, BodyTooLarge, ModelNotFound, NoHealthyBackend, NotFound, \
     UpstreamTimeout, UpstreamUnreachable
 from triage_router.router.routing.fingerprint import PrefixFingerprint, fingerprint
 from triage_router.router.routing.models import ModelRoutes
 from triage_router.router.routing.session import session_of
-from triage_router.router.http.first_token import carries_token
 from triage_router.router.prediction.length import LengthPredictor
 from triage_router.router.prediction.features import features_of
 from triage_router.router.metrics import NO_BACKEND, RouterMetrics
@@ -44,11 +45,14 @@ from triage_router.router.tagging.priority import PriorityResolver
 from triage_router.router.translation.api_translation import (
     TRANSLATED_ENDPOINTS,
     ApiTranslation,
-    StreamTranslation,
     error_body,
 )
-from triage_router.router.http.stream_usage import UsageFilter, asks_for_usage
+from triage_router.router.http.stream_relay import StreamRelay
+from triage_router.router.http.usage_accounting import UsageAccounting
 from triage_router.router.routing.upstream import UpstreamClient, forwarded_headers
+
+if TYPE_CHECKING:  # imported only once tracing is on: it imports OpenTelemetry
+    from triage_router.router.http.request_trace import UpstreamCall
 
 log = logging.getLogger("triage.proxy")
 
@@ -81,6 +85,7 @@ class ProxyEndpoint:
         metrics: RouterMetrics,
         dispatcher: Dispatcher,
         predictor: LengthPredictor,
+        access_log: AccessLog | None,
     ) -> None:
         self.endpoint = endpoint
         self.generates = endpoint in GENERATING
@@ -91,68 +96,95 @@ class ProxyEndpoint:
         self.metrics = metrics
         self.dispatcher = dispatcher
         self.predictor = predictor
+        self.access_log = access_log
         self.routing = config.routing
         self.server = config.server
         self.max_body = config.server.max_body_bytes
         self.max_attempts = config.upstream.max_attempts
         self.tenant_header = config.admission.tenant_header
         self.failure_threshold = config.upstream.failure_threshold
-        self.stream_usage = config.length.stream_usage
         self.model_routes = ModelRoutes(config.models)
+        self.usage = UsageAccounting(generates=self.generates, stream_usage=config.length.stream_usage,
+                                     api_keys=api_keys, predictor=predictor, dispatcher=dispatcher, metrics=metrics)
+        self.streams = StreamRelay(pool=pool, metrics=metrics, usage=self.usage,
+                                   failure_threshold=self.failure_threshold)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         arrived = time.perf_counter()
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
         request_id = headers.get("x-request-id") or new_request_id()
+        outcome = Outcome()
+        trace = (tracing.start_request(scope, headers, arrived, request_id, self.endpoint)
+                 if tracing.start_request is not None else None)
+        ctx: RequestContext | None = None
+        api_key: ApiKeyConfig | None = None
         try:
-            check_headers(scope["headers"], self.server.max_headers, self.server.max_header_bytes)
-            declared = headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > self.max_body:
-                raise BodyTooLarge(f"request body exceeds the limit of {self.max_body} bytes")
-            api_key = await self.api_keys.admit(headers)
-            body = await read_body(receive, self.max_body, self.server.body_deadline_s)
-            translation = None
-            if self.endpoint in TRANSLATED_ENDPOINTS:
-                # Routed as the chat completion it translates to: tagging, prediction and cache
-                # affinity read the same request whichever API it came in.
-                translation = ApiTranslation.of(self.endpoint, body)
-                request = decode_request("chat", translation.chat_body)
-            else:
-                request = decode_request(self.endpoint, body, headers.get("content-type", "application/json"))
-            ctx = RequestContext(request_id, self.endpoint, headers, body, request, api_key, arrived,
-                                 tenant_of(api_key, headers, self.tenant_header), path=path_of(scope),
-                                 translation=translation)
-            ctx.priority = await self.resolver.resolve(ctx)
-        except ClientGone:
-            return
-        except ApiError as error:
-            await self._reply_error(send, error, request_id, None)
-            self._count_failure("none", NO_BACKEND, error.code or error.error_type, error.status)
-            return
+            try:
+                check_headers(scope["headers"], self.server.max_headers, self.server.max_header_bytes)
+                declared = headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > self.max_body:
+                    raise BodyTooLarge(f"request body exceeds the limit of {self.max_body} bytes")
+                api_key = self.api_keys.authenticate(headers)
+                await self.api_keys.admit(api_key)
+                body = await read_body(receive, self.max_body, self.server.body_deadline_s)
+                translation = None
+                if self.endpoint in TRANSLATED_ENDPOINTS:
+                    # Routed as the chat completion it translates to: tagging, prediction and cache
+                    # affinity read the same request whichever API it came in.
+                    translation = ApiTranslation.of(self.endpoint, body)
+                    request = decode_request("chat", translation.chat_body)
+                else:
+                    request = decode_request(self.endpoint, body, headers.get("content-type", "application/json"))
+                ctx = RequestContext(request_id, self.endpoint, headers, body, request, api_key, arrived,
+                                     tenant_of(api_key, headers, self.tenant_header), path=path_of(scope),
+                                     translation=translation, outcome=outcome, trace=trace)
+                resolving = time.perf_counter()
+                ctx.priority = await self.resolver.resolve(ctx)
+                if trace is not None:
+                    trace.priority(ctx.priority, resolving, time.perf_counter())
+            except ClientGone:
+                outcome.client_gone = True
+                return
+            except ApiError as error:
+                await self._reply_error(send, error, request_id, None, outcome)
+                self._count_failure("none", NO_BACKEND, error.code or error.error_type, error.status)
+                return
 
-        watch = DisconnectWatch(receive)
-        try:
-            await self._relay(ctx, send)
-        except asyncio.CancelledError:
-            if not watch.happened:
-                raise
-            # Our own cancellation, not the server's: the client left, so the task carries on.
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-            self.metrics.child(self.metrics.errors, str(ctx.priority.priority), NO_BACKEND, "client_disconnect").inc()
-        except ApiError as error:
-            await self._reply_error(send, error, request_id, ctx.priority)
-            self._count_failure(str(ctx.priority.priority), NO_BACKEND, error.code or error.error_type, error.status)
+            watch = DisconnectWatch(receive)
+            try:
+                await self._relay(ctx, send)
+            except asyncio.CancelledError:
+                if not watch.happened:
+                    raise
+                # Our own cancellation, not the server's: the client left, so the task carries on.
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                outcome.client_gone = True
+                self.metrics.child(self.metrics.errors, str(ctx.priority.priority), NO_BACKEND,
+                                   "client_disconnect").inc()
+            except ApiError as error:
+                await self._reply_error(send, error, request_id, ctx.priority, outcome)
+                self._count_failure(str(ctx.priority.priority), NO_BACKEND, error.code or error.error_type,
+                                    error.status)
+            finally:
+                watch.stop()
         finally:
-            watch.stop()
+            ended = time.perf_counter()
+            if self.access_log is not None:
+                self.access_log.write(access_line(scope, request_id, arrived, ended, outcome, ctx, api_key))
+            if trace is not None:
+                trace.end(outcome, ctx, ended)
 
     def _job(self, ctx: RequestContext, candidates: list[Backend]) -> Job:
         assert ctx.priority is not None
         session = session_of(ctx.headers, ctx.request, self.routing.session_header, self.routing.session_fields)
         if self.generates:
             prefix = fingerprint(ctx.request, self.routing.block_chars, self.routing.max_blocks)  # type: ignore[arg-type]
+            predicting = time.perf_counter()
             ctx.predicted = self.predictor.predict(features_of(ctx, prefix.prompt_tokens))
+            if ctx.trace is not None:
+                ctx.trace.prediction(ctx.predicted, predicting, time.perf_counter())
             self.metrics.child(self.metrics.predicted_output_tokens, str(ctx.priority.priority)).observe(ctx.predicted.median)
         else:
             # No prompt to match against caches, no output to predict: the body's size stands in
@@ -184,6 +216,7 @@ class ProxyEndpoint:
             raise ModelNotFound(f"the model `{ctx.model}` does not exist or no backend serves it", param="model")
         if isinstance(failure, ApiError):
             raise failure
+        ctx.outcome.status, ctx.outcome.error = failure.status, f"upstream_{failure.status}"
         await send({"type": "http.response.start", "status": failure.status,
                     "headers": self._head(failure.raw_headers, ctx, None, len(failure.body))})
         await send({"type": "http.response.body", "body": failure.body})
@@ -194,12 +227,18 @@ class ProxyEndpoint:
         """Up to `max_attempts` backends for one model; None once the client has its answer."""
         failure: ApiError | _BufferedAnswer | None = None
         for attempt in range(self.max_attempts):
+            asked = self.dispatcher.clock()
             try:
                 backend = await self.dispatcher.acquire(job)
             except NoHealthyBackend as none_healthy:
                 return failure or none_healthy
+            finally:
+                if not attempt:  # a retry's second placement is not queueing
+                    ctx.outcome.queue_s = self.dispatcher.clock() - job.arrival
             if attempt:
                 self.metrics.child(self.metrics.retries, backend.name).inc()
+            if ctx.trace is not None:
+                ctx.trace.placed(job, backend.name, asked, self.dispatcher.clock(), self.dispatcher.explanation)
             try:
                 failure = await self._attempt(ctx, job, backend, send)
             finally:
@@ -216,21 +255,30 @@ class ProxyEndpoint:
         priority = str(ctx.priority.priority)
         in_flight = self.metrics.child(self.metrics.in_flight, priority, backend.name)
         in_flight.inc()
+        call: UpstreamCall | None = None
         try:
             headers = forwarded_headers(ctx.headers, backend, ctx.request_id)
-            path, body, translation = outgoing_request(ctx, job, backend.config, self._adds_usage(ctx))
+            path, body, translation = outgoing_request(ctx, job, backend.config, self.usage.adds_usage(ctx))
+            if ctx.trace is not None:
+                call = ctx.trace.upstream(ctx, backend, path, headers, len(job.exclude))
             try:
                 response = await self.upstream.post(backend, path, headers, body)
             except (UpstreamUnreachable, UpstreamTimeout) as error:
                 self.pool.mark_failure(backend, self.failure_threshold)
                 self._count_failure(priority, backend.name, error.code or "upstream", None)
+                if call is not None:
+                    call.failed(error.code or "upstream")
                 return error
+            if call is not None:
+                call.answered(response.status)
             try:
                 return await self._answer(ctx, backend, response, send, translation)
             finally:
                 response.close()
         finally:
             in_flight.dec()
+            if call is not None:
+                call.end()
 
     async def _answer(
         self, ctx: RequestContext, backend: Backend, response: aiohttp.ClientResponse, send: Send,
@@ -252,7 +300,8 @@ class ProxyEndpoint:
                 if response.status == 404 and not self.generates and b'"error"' not in body:
                     # The backend does not serve this path at all: say so in OpenAI's shape.
                     not_found = NotFound(f"backend {backend.name} does not serve POST {ctx.path}")
-                    await self._reply_error(send, not_found, ctx.request_id, ctx.priority)
+                    ctx.outcome.backend = backend.name
+                    await self._reply_error(send, not_found, ctx.request_id, ctx.priority, ctx.outcome)
                     self._count_failure(priority, backend.name, "path_not_served", 404)
                     return None
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
@@ -265,19 +314,20 @@ class ProxyEndpoint:
             self._count_failure(priority, backend.name, mapped.code or "upstream", None)
             return mapped
 
+        ctx.outcome.status, ctx.outcome.backend = response.status, backend.name
         if streaming:
-            await self._stream(ctx, backend, response, send,
-                               translation.stream_translation() if translation is not None else None)
+            await self.streams.relay(ctx, backend, response, send, self._head(response.raw_headers, ctx, backend, None),
+                                     translation.stream_translation() if translation is not None else None)
         else:
             if response.status == 200:
                 # Usage sits at the end of an OpenAI answer.
-                self._observe_usage(ctx, body[-512:])
+                self.usage.observe(ctx, body[-512:])
             if translation is not None:
                 body = translation.answer(response.status, body)
             await send({"type": "http.response.start", "status": response.status,
                         "headers": self._head(response.raw_headers, ctx, backend, len(body))})
             await send({"type": "http.response.body", "body": body})
-            elapsed = time.perf_counter() - ctx.arrived_at
+            elapsed = ctx.outcome.ttft_s = time.perf_counter() - ctx.arrived_at
             self.metrics.child(self.metrics.time_to_first_byte, priority, backend.name).observe(elapsed)
             self.metrics.child(self.metrics.duration, priority, backend.name).observe(elapsed)
             if response.status == 200:
@@ -287,72 +337,6 @@ class ProxyEndpoint:
         self.metrics.child(self.metrics.requests, self.endpoint, priority, backend.name, str(response.status)).inc()
         return None
 
-    async def _stream(
-        self, ctx: RequestContext, backend: Backend, response: aiohttp.ClientResponse, send: Send,
-        translation: StreamTranslation | None,
-    ) -> None:
-        """Relay Server-Sent Events as they arrive (translated to the API called, if it must be);
-        once started there is no retry."""
-        priority = str(ctx.priority.priority)
-        await send({"type": "http.response.start", "status": response.status,
-                    "headers": self._head(response.raw_headers, ctx, backend, None)})
-        first = True
-        first_token_at: float | None = None
-        completion_tokens: int | None = None
-        # Holds back the usage event the router asked for on the client's behalf.
-        usage_filter = UsageFilter() if self._adds_usage(ctx) else None
-        try:
-            async for chunk in response.content.iter_any():
-                if usage_filter is not None:
-                    chunk = usage_filter.feed(chunk)
-                    if usage_filter.usage_event is not None:
-                        completion_tokens = self._observe_usage(ctx, usage_filter.usage_event)
-                        usage_filter.usage_event = None
-                    if not chunk:
-                        continue
-                elif b"completion_tokens" in chunk:
-                    completion_tokens = self._observe_usage(ctx, chunk)
-                if first_token_at is None and carries_token(chunk):
-                    first_token_at = time.perf_counter()
-                    self.metrics.child(self.metrics.time_to_first_token, priority, ctx.model).observe(
-                        first_token_at - ctx.arrived_at
-                    )
-                if translation is not None and not (chunk := translation.feed(chunk)):
-                    continue
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                if first:
-                    first = False
-                    self.metrics.child(self.metrics.time_to_first_byte, priority, backend.name).observe(
-                        time.perf_counter() - ctx.arrived_at
-                    )
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            # Too late to retry or change the status: tell the client in the stream itself.
-            self.pool.mark_failure(backend, self.failure_threshold)
-            self._count_failure(priority, backend.name, "upstream_broke_stream", None)
-            failure = UpstreamTimeout if isinstance(error, asyncio.TimeoutError) else UpstreamUnreachable
-            message = f"backend {backend.name} failed mid-stream"
-            event = b"data: " + failure(message).body() + b"\n\n"
-            if translation is not None:
-                event = translation.fail(message)
-                translation = None
-            if usage_filter is not None:
-                # Whatever the filter holds was sent before the failure: it goes first.
-                event = usage_filter.flush() + event
-            await send({"type": "http.response.body", "body": event, "more_body": True})
-        if usage_filter is not None and (rest := usage_filter.flush()):
-            await send({"type": "http.response.body", "body": rest, "more_body": True})
-        if translation is not None:
-            await send({"type": "http.response.body", "body": translation.finish(), "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-        ended = time.perf_counter()
-        self.metrics.child(self.metrics.duration, priority, backend.name).observe(ended - ctx.arrived_at)
-        if response.status == 200:
-            self.metrics.child(self.metrics.e2e_latency, priority, ctx.model).observe(ended - ctx.arrived_at)
-            if first_token_at is not None and completion_tokens is not None and completion_tokens > 1:
-                self.metrics.child(self.metrics.time_per_output_token, priority, ctx.model).observe(
-                    (ended - first_token_at) / (completion_tokens - 1)
-                )
-
     def _head(
         self, upstream_headers: Any, ctx: RequestContext, backend: Backend | None, content_length: int | None,
     ) -> list[tuple[bytes, bytes]]:
@@ -361,33 +345,17 @@ class ProxyEndpoint:
             explanation = self.dispatcher.explanation(ctx.request_id)
         return response_head(upstream_headers, ctx, backend.name if backend else None, content_length, explanation)
 
-    def _adds_usage(self, ctx: RequestContext) -> bool:
-        """Whether the router asks a chat or completion stream for usage the client did not ask
-        for (and then filters it out). A translated stream always asks: its translator uses it."""
-        return (self.generates and ctx.translation is None and self.stream_usage and ctx.stream
-                and not asks_for_usage(ctx.body))
-
-    def _observe_usage(self, ctx: RequestContext, payload: bytes) -> int | None:
-        """Charge the key's tokens and teach the predictor from `payload`'s usage; returns the
-        completion tokens, if any."""
-        self.api_keys.account(ctx.api_key, ctx.model, payload)
-        if ctx.predicted is None:
-            return None
-        tokens = self.predictor.observe_usage(ctx.predicted, payload)
-        if tokens is not None:
-            self.dispatcher.on_output(ctx.tenant, ctx.predicted.median, tokens)
-            self.metrics.child(self.metrics.output_length_error, str(ctx.predicted.features.priority)).observe(
-                tokens - ctx.predicted.median
-            )
-        return tokens
-
-    async def reject(self, send: Send, error: ApiError) -> None:
+    async def reject(self, scope: dict[str, Any], send: Send, error: ApiError) -> None:
         """Answer with an error before any routing (e.g. a wrong method)."""
-        await self._reply_error(send, error, new_request_id(), None)
+        arrived, request_id, outcome = time.perf_counter(), new_request_id(), Outcome()
+        await self._reply_error(send, error, request_id, None, outcome)
+        if self.access_log is not None:
+            self.access_log.write(access_line(scope, request_id, arrived, time.perf_counter(), outcome, None, None))
 
     async def _reply_error(
-        self, send: Send, error: ApiError, request_id: str, decision: PriorityDecision | None
+        self, send: Send, error: ApiError, request_id: str, decision: PriorityDecision | None, outcome: Outcome,
     ) -> None:
+        outcome.status, outcome.error = error.status, error.code or error.error_type
         body = error_body(self.endpoint, error)
         head = [_JSON, (b"content-length", str(len(body)).encode()), *triage_headers(request_id, decision)]
         head.extend(error.headers())

@@ -51,6 +51,8 @@ class Job:
     # Resolved with the backend it was placed on (its slot already taken): the object, not its
     # name, since a reload may take that name out of the pool while the request runs.
     placed: asyncio.Future[Backend] | None = field(default=None, repr=False)
+    # When its slot was last taken (the dispatcher's clock): the end of its admission wait.
+    placed_at: float = 0.0
 
     @property
     def tokens(self) -> int:

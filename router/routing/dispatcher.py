@@ -186,6 +186,7 @@ class Dispatcher:
             return None
         blocks = job.fingerprint.block_hashes
         backend = self.backends[placement.backend]
+        job.placed_at = now
         backend.in_flight += 1
         backend.in_flight_tokens += job.tokens
         backend.in_flight_by_priority[job.priority] += 1

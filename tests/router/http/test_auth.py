@@ -22,12 +22,12 @@ async def test_a_reload_keeps_the_minute_used_by_a_key_whose_limit_is_unchanged(
     now = [0.0]
     keys = ApiKeys(_keys(_key("team", 2) + _key("other", 2)), clock=lambda: now[0])
     for name in ("team", "team", "other", "other"):
-        await keys.admit({"authorization": f"Bearer sk-{name}"})
+        await keys.admit(keys.authenticate({"authorization": f"Bearer sk-{name}"}))
     keys.reconfigure(_keys(_key("team", 2) + _key("other", 5) + _key("new", 1)))
     with pytest.raises(RateLimited):  # unchanged: still used up, a reload is no fresh allowance
-        await keys.admit({"authorization": "Bearer sk-team"})
-    await keys.admit({"authorization": "Bearer sk-other"})  # a new limit starts afresh
-    await keys.admit({"authorization": "Bearer sk-new"})
+        await keys.admit(keys.authenticate({"authorization": "Bearer sk-team"}))
+    await keys.admit(keys.authenticate({"authorization": "Bearer sk-other"}))  # a new limit starts afresh
+    await keys.admit(keys.authenticate({"authorization": "Bearer sk-new"}))
     keys.reconfigure(_keys(_key("new", 1)))
     with pytest.raises(Unauthorized):  # a key taken out of the config is refused at once
-        await keys.admit({"authorization": "Bearer sk-team"})
+        keys.authenticate({"authorization": "Bearer sk-team"})

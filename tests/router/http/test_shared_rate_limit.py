@@ -21,7 +21,7 @@ def _replica(url: str, replicas: int = 1) -> ApiKeys:
 
 async def _allowed(replica: ApiKeys) -> bool:
     try:
-        await replica.admit(TEAM)
+        await replica.admit(replica.authenticate(TEAM))
     except RateLimited:
         return False
     return True
@@ -45,11 +45,12 @@ async def test_tokens_charged_through_one_replica_hold_back_the_other() -> None:
     with redis_server() as url:
         one, two = _replica(url), _replica(url)
         try:
-            await one.admit(TEAM)
-            one.account(await one.admit(TEAM), "smol", b'"usage": {"prompt_tokens": 900, "completion_tokens": 300}')
+            team = one.authenticate(TEAM)
+            await one.admit(team)
+            one.account(team, "smol", b'"usage": {"prompt_tokens": 900, "completion_tokens": 300}')
             await one.close()  # waits for the charge, made off the answer's path
             with pytest.raises(RateLimited) as refused:
-                await two.admit(TEAM)
+                await two.admit(two.authenticate(TEAM))
             assert refused.value.status == 429 and "tokens" in str(refused.value)
         finally:
             await two.close()
