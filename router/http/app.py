@@ -26,6 +26,7 @@ from triage_router.router.metrics import RouterMetrics
 from triage_router.router.routing.models import ModelCatalog, ModelList, ModelRoutes, configured_models
 from triage_router.router.tagging.priority import build_resolver
 from triage_router.router.http.asgi_io import Receive, Send
+from triage_router.router.http.explain import EXPLAIN_PREFIX, ExplainEndpoint
 from triage_router.router.http.proxy import ProxyEndpoint
 from triage_router.router.http.reload import Reloader
 from triage_router.router.http.status import status_routes
@@ -47,6 +48,8 @@ class TriageApp:
     there, not a backend's answer); litestar serves everything else (and the relay paths too,
     for spellings like a trailing slash).
 
+    Paths under /triage/explain/ answer what a relay would decide (router/http/explain.py).
+
     Skipping litestar's middleware stack and router on the hot path measurably cuts the
     proxy's per-request cost; nothing there is used by the relay.
     """
@@ -55,6 +58,7 @@ class TriageApp:
         self.litestar = litestar
         self.relays = relays
         self.passthrough = passthrough
+        self.explain = ExplainEndpoint(relays)
         self.litestar_paths = frozenset(route.path for route in litestar.routes)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -66,6 +70,9 @@ class TriageApp:
             if relay is not None:
                 await relay(scope, receive, send)
                 return
+        if scope["type"] == "http" and scope["path"].startswith(EXPLAIN_PREFIX):
+            await self.explain(scope, receive, send)
+            return
         await self.litestar(scope, receive, send)
 
 
@@ -168,7 +175,8 @@ def create_app(config: Config, config_path: Path | None = None) -> TriageApp:
 
     pages = [list_models, health, ready, prometheus, openapi, *status_routes(pool, dispatcher)]
     # Built once, before the app serves: the routes above and the relays, as mounted.
-    document = openapi_json(config, relays, [path for page in pages for path in page.paths])
+    document = openapi_json(config, relays, [path for page in pages for path in page.paths],
+                            [EXPLAIN_PREFIX + path for path, relay in relays.items() if relay.generates])
 
     async def startup() -> None:
         await catalog.start()

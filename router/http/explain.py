@@ -8,43 +8,55 @@ explain` (router/cli/explain.py) prints it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 
 from triage_router.policies.placement import Placement
 from triage_router.router.context import RequestContext
-from triage_router.router.errors import NotFound
+from triage_router.router.errors import ApiError, MethodNotAllowed, NotFound
 from triage_router.router.http.asgi_io import Receive, Send
 from triage_router.router.routing.admission import Job
-
-if TYPE_CHECKING:
-    from triage_router.router.http.proxy import ProxyEndpoint
 
 EXPLAIN_PREFIX = "/triage/explain"
 
 
-class ExplainEndpoint:
-    """Answers for every relay path, behind EXPLAIN_PREFIX."""
+class Explainable(Protocol):
+    """A relay endpoint (router/http/proxy.py) that can stop at the decision."""
 
-    def __init__(self, relays: dict[str, ProxyEndpoint]) -> None:
+    generates: bool
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send, explain: bool = False) -> None: ...
+
+    async def reject(self, scope: dict[str, Any], send: Send, error: ApiError) -> None: ...
+
+
+class ExplainEndpoint:
+    """Answers for every relay path that generates, behind EXPLAIN_PREFIX."""
+
+    def __init__(self, relays: dict[str, Explainable]) -> None:
         self.relays = relays
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         path = scope["path"].removeprefix(EXPLAIN_PREFIX)
         endpoint = self.relays.get(path)
         if endpoint is None or not endpoint.generates:
-            any_endpoint = next(iter(self.relays.values()))
             explained = ", ".join(p for p, e in self.relays.items() if e.generates)
-            await any_endpoint.reject(send, NotFound(f"no decision to explain for {path!r}; try one of: {explained}"))
+            await next(iter(self.relays.values())).reject(
+                scope, send, NotFound(f"no decision to explain for {path!r}; try one of: {explained}"))
             return
-        ctx = await endpoint.prepare(scope, receive, send)
-        if ctx is None:  # refused (bad key, bad body, rate limit): already answered as a real request would be
+        if scope["method"] != "POST":
+            await endpoint.reject(scope, send, MethodNotAllowed(f"use POST for {scope['path']}", allow="POST"))
             return
-        body = msgspec.json.encode(endpoint.explain(ctx))
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        # Refused as a real request would be (bad key, bad body, rate limit), else the decision.
+        await endpoint(scope, receive, send, explain=True)
+
+
+async def reply_explanation(send: Send, decision: dict[str, Any]) -> None:
+    body = msgspec.json.encode(decision)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def explanation(ctx: RequestContext, job: Job, routed_model: str, placement: Placement,

@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from triage_router.router.config import Config
+from triage_router.router.http.explain import EXPLAIN_PREFIX
 from triage_router.router.http.openapi_answers import ANSWER_SCHEMAS, named_event, openai_event
 from triage_router.router.http.openapi_requests import INTEGER, REQUEST_SCHEMAS, STRING, Schema, ref
 
@@ -177,6 +178,17 @@ def _relay_operation(relay: _Relay, parameters: list[str], keys: bool, statuses:
     return operation
 
 
+def _explain_operation(relay: _Relay, parameters: list[str], keys: bool) -> dict[str, Any]:
+    """The relay's request, answered with the decision instead of sent (router/http/explain.py)."""
+    operation = _relay_operation(relay, parameters, keys, _ERRORS)
+    operation.update(operationId="explain_" + relay.operation_id, tags=["router"],
+                     summary="What Triage would decide for this request, without sending it (`triage explain`)")
+    operation["responses"]["200"] = {
+        "description": "The priority and its source, the predicted length, each backend's score, the placement.",
+        "content": {_JSON: {"schema": {"type": "object", "required": ["priority", "placement", "candidates"]}}}}
+    return operation
+
+
 def _passthrough(parameters: list[str], keys: bool) -> dict[str, Any]:
     operation = _relay_operation(_PASSTHROUGH, parameters, keys, [*_ERRORS, *_PASSTHROUGH_ONLY])
     operation["description"] = ("Rerank, score, audio...: routed by the body's `model` (a multipart form's "
@@ -190,8 +202,9 @@ def _passthrough(parameters: list[str], keys: bool) -> dict[str, Any]:
     return operation
 
 
-def openapi_document(config: Config, relay_paths: Iterable[str], page_paths: Iterable[str]) -> dict[str, Any]:
-    """The document for the mounted relay (POST) and page (GET) paths."""
+def openapi_document(config: Config, relay_paths: Iterable[str], page_paths: Iterable[str],
+                     explain_paths: Iterable[str] = ()) -> dict[str, Any]:
+    """The document for the mounted relay (POST), page (GET) and explain (POST) paths."""
     keys = bool(config.api_keys)
     parameters = _parameters(config)
     paths: dict[str, Any] = {}
@@ -204,6 +217,8 @@ def openapi_document(config: Config, relay_paths: Iterable[str], page_paths: Ite
             raise ValueError(f"GET {path} is mounted, but router/http/openapi.py does not describe it")
         paths[path] = {"get": {**PAGES[path], "tags": ["router"]}}
     paths[PASSTHROUGH_PATH] = {"post": _passthrough(list(parameters), keys)}
+    for path in explain_paths:
+        paths[path] = {"post": _explain_operation(RELAYS[path.removeprefix(EXPLAIN_PREFIX)], list(parameters), keys)}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Triage", "version": _version(), "description": (
@@ -226,8 +241,9 @@ def openapi_document(config: Config, relay_paths: Iterable[str], page_paths: Ite
     }
 
 
-def openapi_json(config: Config, relay_paths: Iterable[str], page_paths: Iterable[str]) -> bytes:
-    return msgspec.json.encode(openapi_document(config, relay_paths, page_paths))
+def openapi_json(config: Config, relay_paths: Iterable[str], page_paths: Iterable[str],
+                 explain_paths: Iterable[str] = ()) -> bytes:
+    return msgspec.json.encode(openapi_document(config, relay_paths, page_paths, explain_paths))
 
 
 def _version() -> str:

@@ -38,6 +38,7 @@ from triage_router.router.errors import ApiError, BodyTooLarge, ModelNotFound, N
 from triage_router.router.routing.fingerprint import PrefixFingerprint, fingerprint
 from triage_router.router.routing.models import ModelRoutes
 from triage_router.router.routing.session import session_of
+from triage_router.router.http.explain import explanation, reply_explanation
 from triage_router.router.prediction.length import LengthPredictor
 from triage_router.router.prediction.features import features_of
 from triage_router.router.metrics import NO_BACKEND, RouterMetrics
@@ -109,7 +110,8 @@ class ProxyEndpoint:
         self.streams = StreamRelay(pool=pool, metrics=metrics, usage=self.usage,
                                    failure_threshold=self.failure_threshold)
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send, explain: bool = False) -> None:
+        """Relay one request; with `explain`, answer with the decision instead (router/http/explain.py)."""
         arrived = time.perf_counter()
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
         request_id = headers.get("x-request-id") or new_request_id()
@@ -152,7 +154,10 @@ class ProxyEndpoint:
 
             watch = DisconnectWatch(receive)
             try:
-                await self._relay(ctx, send)
+                if explain:
+                    await reply_explanation(send, self._explain(ctx))
+                else:
+                    await self._relay(ctx, send)
             except asyncio.CancelledError:
                 if not watch.happened:
                     raise
@@ -175,6 +180,14 @@ class ProxyEndpoint:
                 self.access_log.write(access_line(scope, request_id, arrived, ended, outcome, ctx, api_key))
             if trace is not None:
                 trace.end(outcome, ctx, ended)
+
+    def _explain(self, ctx: RequestContext) -> dict[str, Any]:
+        """What would happen to the request now, taking no slot and sending nothing."""
+        for model in self.model_routes.chain(ctx.model):
+            if candidates := self.pool.serving(model):
+                job = self._job(ctx, candidates)
+                return explanation(ctx, job, model, *self.dispatcher.preview(job))
+        raise ModelNotFound(f"the model `{ctx.model}` does not exist or no backend serves it", param="model")
 
     def _job(self, ctx: RequestContext, candidates: list[Backend]) -> Job:
         assert ctx.priority is not None

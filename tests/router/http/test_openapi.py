@@ -19,6 +19,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, respons
 
 from tests.fakes.proxy import running_proxy
 from tests.fakes.upstream import FakeUpstream
+from triage_router.router.http.explain import EXPLAIN_PREFIX
 from triage_router.router.config_loader import parse_config
 from triage_router.router.http.app import create_app
 from triage_router.router.http.openapi import PASSTHROUGH_PATH, openapi_document
@@ -95,6 +96,7 @@ def test_every_mounted_route_is_described_and_nothing_else() -> None:
         else:
             assert isinstance(route, HTTPRoute)
             mounted[route.path] = {method.lower() for method in route.methods - IMPLICIT_METHODS}
+    mounted.update({EXPLAIN_PREFIX + path: {"post"} for path, relay in app.relays.items() if relay.generates})
     described = {path: set(item) for path, item in _document(_plain_config())["paths"].items()}
     assert described == mounted
 
