@@ -14,7 +14,7 @@ sockets (docs/configuration.md, `[server]`, gives each answer):
 | idle: a connection that sends nothing | closed after `keep_alive_s` (75 s) |
 | slow_body: headers whole, the body dripped a byte every `--drip-s` | 408 after `body_deadline_s` (60 s) |
 | big_body_cl / big_body_chunked: 9 MiB, with content-length / chunked | 413 |
-| many_headers: 5,000 headers; big_header: one of 128 KiB | 431 |
+| many_headers: 5,000 headers; big_header: one of 128 KiB; endless_header: 16 MiB of one header, never ended | 431 |
 | bad_json, bad_utf8, wrong_types, huge_max_tokens (10^9 and -5: the backend's 400; 10^30) | 400 |
 | unknown_model; not_found: unknown paths, GET and POST | 404 |
 | garbage: bytes that are not HTTP | 400 from the HTTP server, or closed |
@@ -66,6 +66,7 @@ FAST_ATTACKS: dict[str, tuple[frozenset[str], int, float]] = {
     "big_body_chunked": (frozenset({"413"}), 1, 0.5),
     "many_headers": (frozenset({"431"}), 1, 0.1),
     "big_header": (frozenset({"431"}), 1, 0.1),
+    "endless_header": (frozenset({"431"}), 1, 0.5),
     "bad_json": (frozenset({"400"}), 1, 0.05),
     "bad_utf8": (frozenset({"400"}), 1, 0.05),
     "wrong_types": (frozenset({"400"}), 1, 0.05),
@@ -151,6 +152,9 @@ def attack_parts(kind: str, n: int) -> tuple[list[bytes], float | None]:
         return [request_head("POST", PATH, [(f"x-h{i}", "v") for i in range(5000)])], None
     if kind == "big_header":
         return [request_head("POST", PATH, [("x-big", "a" * (128 * 1024))])], None
+    if kind == "endless_header":
+        # 16 MiB of one header that never ends: only a refusal while it arrives answers it.
+        return [b"POST /v1/chat/completions HTTP/1.1\r\nhost: triage\r\nx-endless: "] + [b"a" * MIB] * 16, None
     if kind == "bad_json":
         return [json_request(b'{"model": "smol", "messages": [')], None
     if kind == "bad_utf8":
