@@ -110,6 +110,22 @@ def metric_sums(text: str, name: str, label: str) -> dict[str, float]:
     return dict(sums)
 
 
+def shared_memory_of(pgid: int) -> set[Path]:
+    """The /dev/shm files the processes of a group map. vLLM's API server and engine core talk
+    through such segments and remove them when they exit; a SIGKILL leaves them behind."""
+    found: set[Path] = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or os.getpgid(int(proc.name)) != pgid:
+                continue
+            for line in (proc / "maps").read_text().splitlines():
+                if "/dev/shm/" in line:
+                    found.add(Path(line[line.index("/dev/shm/"):].split(" ")[0]))
+        except OSError:  # the process ended meanwhile
+            continue
+    return found
+
+
 async def experiment(args: argparse.Namespace, servers: list[procs.Proc], triage: procs.Proc, logs: Path,
                      started: list[procs.Proc]) -> dict[str, Any]:
     url = triage.url
@@ -149,9 +165,12 @@ async def experiment(args: argparse.Namespace, servers: list[procs.Proc], triage
         victim = max(servers, key=lambda s: in_flight.get(s.name, 0.0))
         survivor = next(s for s in servers if s is not victim)
 
+        leftovers = shared_memory_of(victim.process.pid)
         t_kill = time.perf_counter()
         os.killpg(victim.process.pid, signal.SIGKILL)
         victim.process.wait()
+        for path in leftovers:
+            path.unlink(missing_ok=True)
         t_down = None
         while time.perf_counter() - t_kill < 60:
             if await backend_state(session, url, victim.name) == "down":
@@ -267,7 +286,7 @@ def main() -> int:
     parser.add_argument("--burst-tokens", type=int, default=48, help="max_tokens of the burst's requests")
     parser.add_argument("--kill-after", type=float, default=10.0, help="seconds from the first stream to the kill")
     parser.add_argument("--after", type=float, default=15.0, help="seconds of traffic after the kill before the restart")
-    parser.add_argument("--comeback-timeout", type=float, default=300.0,
+    parser.add_argument("--comeback-timeout", type=float, default=600.0,
                         help="seconds from the restart to give up waiting for Triage to route to it")
     parser.add_argument("--vllm-dtype", default="float32",
                         help="float32 on a CPU without AVX-512 BF16 (docs/benchmarks.md, Machines)")
