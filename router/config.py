@@ -34,6 +34,10 @@ class ServerConfig(_Section):
     # More request headers than this, or more bytes of them, are refused with 431.
     max_headers: PositiveInt = 100
     max_header_bytes: PositiveInt = 64 * 1024
+    # A request's line and headers must arrive within this of its first byte (408, then closed):
+    # uvicorn sets no such limit, so a client dripping a header byte a second held a connection
+    # for ever (bench/reliability/abuse.py).
+    header_timeout_s: PositiveFloat = 30.0
     # A request body must arrive within this (a slow-drip client is cut off with 408).
     body_deadline_s: PositiveFloat = 60.0
     # How long a shutdown waits for in-flight requests to finish.

@@ -146,6 +146,10 @@ class BodyTooSlow(ApiError):
     code = "request_timeout"
 
 
+class HeadTooSlow(BodyTooSlow):
+    """The request line and headers did not arrive within the server's deadline (a slowloris)."""
+
+
 class BodyTooLarge(ApiError):
     status = 413
     error_type = "invalid_request_error"

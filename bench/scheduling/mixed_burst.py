@@ -209,6 +209,12 @@ class TriageProcess:
         self.output: collections.deque[str] = collections.deque(maxlen=50)
         self.url = ""
 
+    @property
+    def pid(self) -> int:
+        """The process id of the running `triage serve`."""
+        assert self._process is not None, "not started"
+        return self._process.pid
+
     async def start(self) -> None:
         # Port 0: Triage binds a free port itself and prints the URL it got.
         self._process = await asyncio.create_subprocess_exec(

@@ -42,6 +42,8 @@ def _serve(args: argparse.Namespace) -> int:
             sock,
             grace_s=config.server.shutdown_grace_s,
             keep_alive_s=config.server.keep_alive_s,
+            header_timeout_s=config.server.header_timeout_s,
+            max_header_bytes=config.server.max_header_bytes,
             on_ready=lambda: print(f"Triage listening on {url_of(sock)}", flush=True),
         )
     except StartupError as error:
