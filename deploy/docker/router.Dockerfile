@@ -22,8 +22,9 @@ COPY policies policies
 COPY engine_server engine_server
 COPY kernels kernels
 # The lock as constraints: only what the router depends on is installed, each at its locked
-# version. The engine extra (torch, transformers) is not asked for, so none of it comes.
-RUN pip install --no-build-isolation -c requirements.lock .
+# version, with tracing (otel) and the shared rate limits (redis). The engine extra (torch,
+# transformers) is not asked for, so none of it comes.
+RUN pip install --no-build-isolation -c requirements.lock '.[otel,redis]'
 
 
 FROM python:3.11.14-slim-bookworm

@@ -143,11 +143,14 @@ def test_dockerignore_keeps_history_venvs_caches_and_bench_results_out() -> None
 
 def test_the_router_image_installs_the_router_alone_at_locked_versions() -> None:
     runs = " ".join(args for word, args in instructions(ROUTER) if word == "RUN")
-    assert "-c requirements.lock ." in runs and "[engine" not in runs
+    assert "-c requirements.lock '.[otel,redis]'" in runs and "engine" not in runs
     assert not any(re.search(rf"\b{name}\b", runs) for name in ENGINE_ONLY), runs
-    # What `pip install -c requirements.lock .` resolves: the router's own dependencies, all of
-    # them pinned by the lock (so none is left to float) and none of the engine's.
-    needed = closure(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+    # What `pip install -c requirements.lock '.[otel,redis]'` resolves: the router's own
+    # dependencies with tracing and the shared rate limits, all of them pinned by the lock (so
+    # none is left to float) and none of the engine's.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    needed = closure(project["dependencies"] + extras["otel"] + extras["redis"])
     assert not needed & ENGINE_ONLY, sorted(needed & ENGINE_ONLY)
     assert needed <= locked().keys(), f"not in requirements.lock: {sorted(needed - locked().keys())}"
 
