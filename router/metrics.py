@@ -36,8 +36,8 @@ class RouterMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "triage_requests", "Requests answered, by endpoint, priority, backend and status code.",
-            ["endpoint", "priority", "backend", "status"], registry=r,
+            "triage_requests", "Requests answered, by endpoint, priority, backend, model and status code.",
+            ["endpoint", "priority", "backend", "model", "status"], registry=r,
         )
         self.errors = Counter(
             "triage_request_errors", "Requests that failed, by reason.",

@@ -171,7 +171,7 @@ class ProxyEndpoint:
             except ApiError as error:
                 await self._reply_error(send, error, request_id, ctx.priority, outcome)
                 self._count_failure(str(ctx.priority.priority), NO_BACKEND, error.code or error.error_type,
-                                    error.status)
+                                    error.status, ctx)
             finally:
                 watch.stop()
         finally:
@@ -234,7 +234,7 @@ class ProxyEndpoint:
                     "headers": self._head(failure.raw_headers, ctx, None, len(failure.body))})
         await send({"type": "http.response.body", "body": failure.body})
         self.metrics.child(self.metrics.requests, self.endpoint, str(ctx.priority.priority), NO_BACKEND,
-                           str(failure.status)).inc()
+                           model_label(ctx), str(failure.status)).inc()
 
     async def _attempts(self, ctx: RequestContext, job: Job, send: Send) -> ApiError | _BufferedAnswer | None:
         """Up to `max_attempts` backends for one model; None once the client has its answer."""
@@ -315,7 +315,7 @@ class ProxyEndpoint:
                     not_found = NotFound(f"backend {backend.name} does not serve POST {ctx.path}")
                     ctx.outcome.backend = backend.name
                     await self._reply_error(send, not_found, ctx.request_id, ctx.priority, ctx.outcome)
-                    self._count_failure(priority, backend.name, "path_not_served", 404)
+                    self._count_failure(priority, backend.name, "path_not_served", 404, ctx)
                     return None
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             self.pool.mark_failure(backend, self.failure_threshold)
@@ -347,7 +347,8 @@ class ProxyEndpoint:
                 self.metrics.child(self.metrics.e2e_latency, priority, ctx.model).observe(elapsed)
         if response.status < 500:
             backend.record_success()
-        self.metrics.child(self.metrics.requests, self.endpoint, priority, backend.name, str(response.status)).inc()
+        self.metrics.child(self.metrics.requests, self.endpoint, priority, backend.name, model_label(ctx),
+                           str(response.status)).inc()
         return None
 
     def _head(
@@ -375,7 +376,14 @@ class ProxyEndpoint:
         await send({"type": "http.response.start", "status": error.status, "headers": head})
         await send({"type": "http.response.body", "body": body})
 
-    def _count_failure(self, priority: str, backend: str, reason: str, status: int | None) -> None:
+    def _count_failure(self, priority: str, backend: str, reason: str, status: int | None,
+                       ctx: RequestContext | None = None) -> None:
         self.metrics.child(self.metrics.errors, priority, backend, reason).inc()
         if status is not None:
-            self.metrics.child(self.metrics.requests, self.endpoint, priority, backend, str(status)).inc()
+            self.metrics.child(self.metrics.requests, self.endpoint, priority, backend, model_label(ctx), str(status)).inc()
+
+
+def model_label(ctx: RequestContext | None) -> str:
+    """The `model` label: the model a backend served, never a name only the client chose (an
+    unknown model's name would add a series per typo)."""
+    return (ctx.upstream_model if ctx is not None else "") or NO_BACKEND

@@ -246,11 +246,11 @@ def test_metrics_are_labelled_by_priority_and_backend(upstream: FakeUpstream) ->
         httpx.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"x-priority": "3"})
         httpx.post(f"{proxy.url}/v1/chat/completions", json={"model": "smol"})
         text = httpx.get(f"{proxy.url}/metrics").text
-    assert 'triage_requests_total{backend="alpha",endpoint="chat",priority="3",status="200"} 1.0' in text
+    assert 'triage_requests_total{backend="alpha",endpoint="chat",model="smol",priority="3",status="200"} 1.0' in text
     assert 'triage_time_to_first_byte_seconds_count{backend="alpha",priority="3"} 1.0' in text
     assert 'triage_request_duration_seconds_count{backend="alpha",priority="3"} 1.0' in text
     assert 'triage_requests_in_flight{backend="alpha",priority="3"} 0.0' in text
-    assert 'triage_requests_total{backend="none",endpoint="chat",priority="none",status="400"} 1.0' in text
+    assert 'triage_requests_total{backend="none",endpoint="chat",model="none",priority="none",status="400"} 1.0' in text
     assert 'triage_backend_up{backend="alpha"} 1.0' in text
 
 
