@@ -40,7 +40,6 @@ import asyncio
 import collections
 import json
 import multiprocessing
-import os
 import sys
 import tempfile
 import time
@@ -52,8 +51,9 @@ from typing import Any
 from aiohttp import ClientSession, TCPConnector
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ProcWatch, StreamingFake, fmt, pct, post_chat, read_proc, run_header
-from mixed_burst import MODEL, RESULTS, TriageProcess
+from common import ProcWatch, StreamingFake, post_chat, read_proc, run_header, save_result
+from run import fmt, pct
+from mixed_burst import MODEL, TriageProcess
 
 MIB = 1 << 20
 BIG_BODY = 9 * MIB  # over the default max_body_bytes, 8 MiB
@@ -344,10 +344,7 @@ def main() -> int:
     started_utc = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     header = run_header(started_utc)
     result = asyncio.run(run(args))
-    result.update(header, args=vars(args), loadavg_at_end=list(os.getloadavg()))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"abuse-{started_utc}.json"
-    path.write_text(json.dumps(result, indent=1))
+    path = save_result("abuse", header, result, args)
 
     r = result
     print(f"normal traffic {args.rate:g}/s; attack {r['hostile_requests']} hostile requests in {args.attack_s:g} s "

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import subprocess
 import sys
@@ -25,7 +24,9 @@ from typing import Any
 from aiohttp import ClientError, ClientPayloadError, ClientSession, ClientTimeout, web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scheduling"))
-from mixed_burst import MODEL, ROOT, FakeVllm
+# bench/fleet too: the scripts here take its pct and fmt (run.py) and its processes (procs.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fleet"))
+from mixed_burst import MODEL, RESULTS, ROOT, FakeVllm
 
 
 class StreamingFake(FakeVllm):
@@ -232,20 +233,6 @@ class ProcWatch:
         return [s for s in self.samples if start <= s.at <= end]
 
 
-def pct(values: list[float], q: float) -> float | None:
-    """The q-quantile, linearly interpolated (as bench/fleet/run.py's)."""
-    if not values:
-        return None
-    s = sorted(values)
-    k = (len(s) - 1) * q
-    lo, hi = math.floor(k), math.ceil(k)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
-def fmt(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
 def git_commit() -> str:
     """The short commit of the code under test: the checkout this file is in."""
     try:
@@ -259,3 +246,12 @@ def run_header(started_utc: str) -> dict[str, Any]:
     """What every result records about its run: the command, when, the commit, the machine load."""
     return {"command": "python " + " ".join(sys.argv), "started_utc": started_utc, "commit": git_commit(),
             "loadavg_at_start": list(os.getloadavg()), "cpus": os.cpu_count()}
+
+
+def save_result(kind: str, header: dict[str, Any], result: dict[str, Any], args: Any) -> Path:
+    """Record the run with its header, arguments and end load as bench/results/<kind>-<start>.json."""
+    result.update(header, args=vars(args), loadavg_at_end=list(os.getloadavg()))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{kind}-{header['started_utc']}.json"
+    path.write_text(json.dumps(result, indent=1))
+    return path

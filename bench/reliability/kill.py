@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import json
 import os
 import signal
 import sys
@@ -50,7 +49,8 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fleet"))
 import procs
-from common import StreamOutcome, fmt, post_chat, run_header, stream_chat
+from common import StreamOutcome, post_chat, run_header, save_result, stream_chat
+from run import fmt
 from mixed_burst import RESULTS
 
 # Triage's default [upstream] read_timeout_s: the longest a relayed stream may stay silent. A
@@ -317,9 +317,7 @@ def main() -> int:
         result = asyncio.run(experiment(args, servers, triage, logs, started))
     finally:
         procs.stop_all(started)
-    result.update(header, args=vars(args), loadavg_at_end=list(os.getloadavg()))
-    path = RESULTS / f"kill-{started_utc}.json"
-    path.write_text(json.dumps(result, indent=1))
+    path = save_result("kill", header, result, args)
 
     r = result
     print(f"\nkilled {r['victim']} (SIGKILL) {r['kill_at_s']:.1f} s into the run; in flight then: "

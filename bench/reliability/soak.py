@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import json
-import os
 import random
 import sys
 import tempfile
@@ -42,8 +40,9 @@ from typing import Any
 from aiohttp import ClientSession, ClientTimeout, TCPConnector
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import StreamingFake, StreamOutcome, fmt, pct, post_chat, read_proc, run_header, stream_chat
-from mixed_burst import MODEL, RESULTS, TriageProcess
+from common import StreamingFake, StreamOutcome, post_chat, read_proc, run_header, save_result, stream_chat
+from run import fmt, pct
+from mixed_burst import MODEL, TriageProcess
 
 KEYS = {"alpha": (0, 0), "beta": (1, 3000), "gamma": (3, 60)}  # name: (max_priority, requests_per_minute)
 KEY_WEIGHTS = {"alpha": 0.4, "beta": 0.4, "gamma": 0.2}
@@ -185,10 +184,7 @@ def main() -> int:
     started_utc = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     header = run_header(started_utc)
     result = asyncio.run(run(args))
-    result.update(header, args=vars(args), loadavg_at_end=list(os.getloadavg()))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"soak-{started_utc}.json"
-    path.write_text(json.dumps(result, indent=1))
+    path = save_result("soak", header, result, args)
 
     r = result
     print(f"{r['requests']} requests in {args.minutes} min at {args.rate:g}/s; statuses {r['statuses']}; "
