@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,6 +48,7 @@ class Reloader:
         self._load = load
         self.poll_s = poll_s
         self._watch: asyncio.Task[None] | None = None
+        self._on_sighup = False
         self._pending: set[asyncio.Task[bool]] = set()
 
     async def reload(self) -> bool:
@@ -77,18 +79,17 @@ class Reloader:
     def start(self, watch: bool) -> None:
         """SIGHUP reloads (where this process may take signals); `watch` also polls the file."""
         loop = asyncio.get_running_loop()
-        try:
+        # Signals reach the main thread only: a server run in another thread (embedded, or in
+        # tests) reloads by its file watch or by calling reload().
+        self._on_sighup = threading.current_thread() is threading.main_thread()
+        if self._on_sighup:
             loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
-        except (RuntimeError, ValueError, NotImplementedError):
-            pass  # not the main thread (an embedded or test server): reload() is still callable
         if watch:
             self._watch = loop.create_task(self._watch_file())
 
     async def stop(self) -> None:
-        try:
+        if self._on_sighup:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
-        except (RuntimeError, ValueError, NotImplementedError):
-            pass
         tasks = [task for task in (self._watch, *self._pending) if task is not None]
         for task in tasks:
             task.cancel()

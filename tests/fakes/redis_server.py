@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import pytest
-
-REDIS_SERVER = shutil.which("redis-server")
+from tests.fakes.system_binaries import require
 
 
 def _free_port() -> int:
@@ -23,10 +20,9 @@ def _free_port() -> int:
 @contextmanager
 def redis_server() -> Iterator[str]:
     """Yield the URL of a fresh, memory-only redis-server; stopped on exit."""
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run installs it)")
+    redis_server_path = require("redis-server", "apt-get install redis-server")
     port = _free_port()
-    process = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+    process = subprocess.Popen([redis_server_path, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                 "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10

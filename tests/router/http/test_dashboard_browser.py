@@ -2,12 +2,11 @@
 /status and fills the tables, and the rendered DOM shows the backends and the last decisions.
 
 Playwright cannot download its own browser here: it drives Debian's chromium, which .ci/run
-installs. Without that binary the test skips, saying so.
+installs. Without that binary the test skips, saying so, except under .ci/run, where it fails.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import httpx
@@ -15,6 +14,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.fakes.proxy import running_proxy
+from tests.fakes.system_binaries import require
 from tests.fakes.upstream import FakeUpstream
 
 CHROMIUM = "/usr/bin/chromium"
@@ -24,12 +24,9 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
 # Sent as a request id: the page must show it as text, never run it.
 HOSTILE_ID = '<img src=x onerror="document.title=\'pwned\'">'
 
-pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
-                                reason=f"no chromium at {CHROMIUM} (apt-get install chromium; .ci/run does)")
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    require(CHROMIUM, "apt-get install chromium")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
         yield browser
