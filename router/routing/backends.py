@@ -27,8 +27,7 @@ class Backend:
         self.config = config
         self.name = config.name
         self.base_url = config.url
-        self.limits = SaturationLimits(config.max_load, config.max_waiting, config.max_kv_usage,
-                                       config.max_in_flight_tokens)
+        self.limits = _limits_of(config)
         # With no explicit limits, how many requests it runs at once, as learned from its
         # /metrics and its 429s (triage_router.policies.saturation).
         self.concurrency = ConcurrencyEstimate()
@@ -70,8 +69,7 @@ class Backend:
         """The same backend (name and URL) under a reloaded config: its limits, priority map,
         models and drain change; what was learned of it (concurrency, cache, health) stays."""
         self.config = config
-        self.limits = SaturationLimits(config.max_load, config.max_waiting, config.max_kv_usage,
-                                       config.max_in_flight_tokens)
+        self.limits = _limits_of(config)
         if config.kv_capacity_tokens is not None and config.kv_capacity_tokens != self.kv_capacity_tokens:
             self.kv_capacity_tokens = config.kv_capacity_tokens
             self.prefix_index.resize(self._index_blocks(config.kv_capacity_tokens))
@@ -119,6 +117,10 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r}, healthy={self.healthy}, in_flight={self.in_flight})"
+
+
+def _limits_of(config: BackendConfig) -> SaturationLimits:
+    return SaturationLimits(config.max_load, config.max_waiting, config.max_kv_usage, config.max_in_flight_tokens)
 
 
 class BackendPool:

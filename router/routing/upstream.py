@@ -91,21 +91,19 @@ class UpstreamClient:
         if self._session is None:
             self._session = self._open_session()
         timeout, first_byte = self._limits(backend)
+        options = {"data": body, "headers": headers, **({"timeout": timeout} if timeout is not None else {})}
         try:
             # asyncio.timeout, not wait_for: no extra task per request on the hot path.
             async with asyncio.timeout(first_byte):
                 attempt = _Attempt()
                 try:
-                    return await self._session.post(backend.base_url + path, data=body, headers=headers,
-                                                    trace_request_ctx=attempt,
-                                                    **({"timeout": timeout} if timeout is not None else {}))
+                    return await self._session.post(backend.base_url + path, trace_request_ctx=attempt, **options)
                 except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
                     if isinstance(error, aiohttp.ClientConnectorError) or not attempt.reused:
                         raise
                     # A pooled connection closed before any answer: the server shut it as we
                     # reused it (keep-alive race), and never read the request. Once more.
-                    return await self._session.post(backend.base_url + path, data=body, headers=headers,
-                                                    **({"timeout": timeout} if timeout is not None else {}))
+                    return await self._session.post(backend.base_url + path, **options)
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as error:
             raise UpstreamTimeout(f"backend {backend.name} did not answer in time") from error
         except aiohttp.ClientError as error:
