@@ -228,6 +228,31 @@ def triage_config(backends: list[tuple[str, str]], policy: str, *, max_load: int
     return "\n".join(lines) + "\n"
 
 
+def kv_events_args(endpoint_port: int, replay_port: int) -> list[str]:
+    """vLLM's flags to publish its KV-cache events over ZeroMQ on localhost, with a replay socket
+    from which a late subscriber reads the batches it missed."""
+    config = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://127.0.0.1:{endpoint_port}",
+              "replay_endpoint": f"tcp://127.0.0.1:{replay_port}"}
+    return ["--kv-events-config", json.dumps(config)]
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)  # strings, numbers, booleans and lists of them read the same in TOML
+
+
+def defaults_config(backends: list[dict[str, object]]) -> str:
+    """Triage's shipped defaults: a config with `[[backends]]` entries (each a dict of their keys)
+    and nothing else."""
+    lines = []
+    for backend in backends:
+        lines.append("[[backends]]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in backend.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def read_vllm_counters(url: str) -> dict[str, float]:
     """vLLM's own counters, summed over label sets; old and new names."""
     status, text = http_get(url + "/metrics", timeout=10)

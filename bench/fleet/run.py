@@ -233,20 +233,54 @@ def target_table(summaries: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def run_affinity(args, model_dir: Path, logs: Path, started: list[procs.Proc]) -> dict:
+# A short request that fills no 128-token block: it warms a server (first-request overheads)
+# and, after a prefix-cache reset, makes vLLM run a step, which publishes the reset as a KV event.
+WARM = workload.Request(-1, 0.0, 99, 0, 0, 2, 8, ({"role": "user", "content": "Say hello."},))
+
+
+def poke(urls: list[str]) -> None:
+    for url in urls:
+        asyncio.run(drive([WARM], lambda r, url=url: (url, {}, chat_body(r, False))))
+
+
+def start_servers(args, model_dir: Path, logs: Path, started: list[procs.Proc],
+                  extra_args: list[list[str]] | None = None) -> list[procs.Proc]:
+    """The two-server fleet of the affinity experiment, up and warm."""
     ports = [procs.free_port(), procs.free_port()]
-    servers = [procs.start_vllm(f"vllm-{i}", model_dir, ports[i], str(i), logs, blocks=args.blocks, dtype=args.vllm_dtype)
+    servers = [procs.start_vllm(f"vllm-{i}", model_dir, ports[i], str(i), logs, blocks=args.blocks,
+                                dtype=args.vllm_dtype, extra_args=extra_args[i] if extra_args else None)
                for i in range(2)]
     started.extend(servers)
     for s in servers:
         procs.wait_ready(s, "/health", timeout=args.ready_timeout)
     urls = [s.url for s in servers]
     print(f"vLLM servers up: {urls}", flush=True)
+    poke(urls)
+    return servers
+
+
+def measure(name: str, requests: list[workload.Request], target, urls: list[str]) -> tuple[dict, list[dict]]:
+    """One front end's pass over the workload, its hits and requests per server from vLLM's
+    counters (read before and after, once both servers are idle)."""
+    before = [procs.read_vllm_counters(u) for u in urls]
+    print(f"[{datetime.now(timezone.utc):%H:%M:%S}] {name}: {len(requests)} requests ...", flush=True)
+    results, _ = asyncio.run(drive(requests, target))
+    for u in urls:
+        procs.wait_idle(u, timeout=60)
+    time.sleep(1.0)
+    after = [procs.read_vllm_counters(u) for u in urls]
+    summary = summarize(name, results, before, after, [f"vllm-{i}" for i in range(len(urls))])
+    print(f"  hit rate {fmt(summary['hit_rate'], 3)}, TTFT p50 {fmt(summary['ttft_p50'])} s, "
+          f"mean {fmt(summary['ttft_mean'])} s, per server {summary['per_server']}, "
+          f"errors {summary['requests'] - summary['ok']} {summary['errors'][:2]}", flush=True)
+    return summary, results
+
+
+def run_affinity(args, model_dir: Path, logs: Path, started: list[procs.Proc]) -> dict:
+    servers = start_servers(args, model_dir, logs, started)
+    urls = [s.url for s in servers]
     requests = workload.build(seed=args.seed, tenants=args.tenants, rate=args.rate, limit=args.limit)
-    # Warm both servers (first-request overheads), then every front end starts from an empty cache.
-    warm = [workload.Request(-1, 0.0, 99, 0, 0, 2, 8, ({"role": "user", "content": "Say hello."},))]
-    for url in urls:
-        asyncio.run(drive(warm, lambda r, url=url: (url, {}, chat_body(r, True))))
+    # Every front end starts from an empty cache.
     summaries, raw = [], {}
     for name in args.front_ends:
         front: procs.Proc | None = None
@@ -286,19 +320,8 @@ def run_affinity(args, model_dir: Path, logs: Path, started: list[procs.Proc]) -
             for url in urls:
                 procs.reset_prefix_cache(url)
             time.sleep(1.5)  # Triage's first /metrics readings
-            before = [procs.read_vllm_counters(u) for u in urls]
-            print(f"[{datetime.now(timezone.utc):%H:%M:%S}] {name}: {len(requests)} requests ...", flush=True)
-            results, _ = asyncio.run(drive(requests, target))
-            for u in urls:
-                procs.wait_idle(u, timeout=60)
-            time.sleep(1.0)
-            after = [procs.read_vllm_counters(u) for u in urls]
-            summary = summarize(name, results, before, after, ["vllm-0", "vllm-1"])
+            summary, raw[name] = measure(name, requests, target, urls)
             summaries.append(summary)
-            raw[name] = results
-            print(f"  hit rate {fmt(summary['hit_rate'], 3)}, TTFT p50 {fmt(summary['ttft_p50'])} s, "
-                  f"mean {fmt(summary['ttft_mean'])} s, per server {summary['per_server']}, "
-                  f"errors {summary['requests'] - summary['ok']} {summary['errors'][:2]}", flush=True)
         finally:
             if front is not None:
                 front.stop()
