@@ -21,8 +21,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
-
 import msgspec
 import zmq
 import zmq.asyncio
@@ -80,10 +78,14 @@ class KVEventSubscriber:
         return self.next_seq is not None and now >= self.unsure_until
 
     @property
+    def trusted(self) -> bool:
+        return self.sure(self.clock())
+
+    @property
     def state(self) -> str:
         if self.next_seq is None:
             return "cold"
-        return "sure" if self.sure(self.clock()) else "unsure"
+        return "sure" if self.trusted else "unsure"
 
     async def run(self) -> None:
         socket = self._context.socket(zmq.SUB)
@@ -182,9 +184,3 @@ class KVEventSubscriber:
                     self.backend, why, self.rewarm_s)
         self.on_batch("lost")
 
-
-def subscriber_for(backend: str, kv_events: Any, index: KVBlockIndex, rewarm_s: float,
-                   on_batch: Callable[[str], None]) -> KVEventSubscriber:
-    """From a backend's `kv_events` setting (router/config.py KVEventsConfig)."""
-    return KVEventSubscriber(backend, kv_events.endpoint, index, replay_endpoint=kv_events.replay_endpoint or None,
-                             topic=kv_events.topic, rewarm_s=rewarm_s, on_batch=on_batch)
