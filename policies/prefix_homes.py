@@ -34,11 +34,11 @@ class PrefixHomes:
         if len(self._homes) > self.capacity:
             self._homes.popitem(last=False)
 
-    def placed(self, root: int, backend: str, matched_blocks: int, prompt_blocks: int, cache_threshold: float) -> None:
-        """A request whose prompt starts with `root` was sent to `backend`, where it matched
-        `matched_blocks` of its `prompt_blocks` cached blocks. A root gets a home once a request
+    def placed(self, root: int, backend: str, matched_share: float, cache_threshold: float) -> None:
+        """A request whose prompt starts with `root` was sent to `backend`, where that share of
+        its prompt was cached. A root gets a home once a request
         shows that its prompts share more than the root block (a match above `cache_threshold`
         of the prompt), so that prompts alike only in their first block (a short common
         preamble) keep being spread as new prefixes; a root with a home follows its requests."""
-        if root in self._homes or matched_blocks > cache_threshold * prompt_blocks:
+        if root in self._homes or matched_share > cache_threshold:
             self.record(root, backend)

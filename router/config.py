@@ -52,6 +52,16 @@ class ServerConfig(_Section):
     watch_config: bool = False
 
 
+class KVEventsConfig(_Section):
+    """Where a backend publishes its KV-cache events (vLLM's `--kv-events-config`)."""
+
+    # Its PUB socket, as the router reaches it: "tcp://host:5557" (vLLM binds "tcp://*:5557").
+    endpoint: str
+    # Its replay (ROUTER) socket, which resends what the router missed; "" when it has none.
+    replay_endpoint: str = ""
+    topic: str = ""
+
+
 class BackendConfig(_Section):
     name: str
     url: str
@@ -89,6 +99,12 @@ class BackendConfig(_Section):
     # kind = "engine" only: `triage serve` starts `python -m triage_router.engine_server` on this URL's port
     # with these extra arguments, waits until it is ready, and stops it on shutdown.
     launch: bool = False
+    # KV-cache events: the backend's publisher, as "tcp://host:port" or a table
+    # { endpoint = ..., replay_endpoint = ..., topic = ... }. With them the router knows which
+    # prompt blocks the backend holds, instead of guessing from what it sent there. Needs
+    # `tokenizer`: the directory of the model's tokenizer.json and tokenizer_config.json.
+    kv_events: str | KVEventsConfig | None = None
+    tokenizer: str = ""
     launch_args: list[str] = msgspec.field(default_factory=list)
     launch_timeout_s: PositiveFloat = 600.0
     # This backend's own timeouts; unset: [upstream]'s.
@@ -98,6 +114,10 @@ class BackendConfig(_Section):
 
     def serves(self, model: str) -> bool:
         return "*" in self.models or model in self.models
+
+    @property
+    def events(self) -> KVEventsConfig | None:
+        return KVEventsConfig(endpoint=self.kv_events) if isinstance(self.kv_events, str) else self.kv_events
 
 
 class UpstreamConfig(_Section):
@@ -154,6 +174,9 @@ class RoutingConfig(_Section):
     metrics_interval_s: PositiveFloat = 1.0
     metrics_fast_interval_s: PositiveFloat = 0.1
     metrics_stale_s: PositiveFloat = 2.5
+    # A backend's KV-event stream that lost messages it could not replay is trusted again only
+    # after this long without another loss; meanwhile the approximate index routes that backend.
+    kv_events_rewarm_s: PositiveFloat = 30.0
 
 
 class AdmissionConfig(_Section):

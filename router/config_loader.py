@@ -15,7 +15,7 @@ import msgspec
 import regex
 
 from triage_router.policies.catalog import policy_names
-from triage_router.router.config import ApiKeyConfig, Config, ConfigError, ModelTaggerConfig, RuleConfig
+from triage_router.router.config import ApiKeyConfig, BackendConfig, Config, ConfigError, ModelTaggerConfig, RuleConfig
 
 DEFAULT_CONFIG_PATH = "config.toml"
 CONFIG_ENV_VAR = "TRIAGE_CONFIG"
@@ -45,6 +45,7 @@ def _check(config: Config) -> None:
         seen.add(backend.name)
         if backend.launch and backend.kind != "engine":
             raise ConfigError(f"backends[{i}].launch: only a backend of kind \"engine\" can be launched by Triage")
+        _check_kv_events(i, backend)
     keys: set[str] = set()
     for i, api_key in enumerate(config.api_keys):
         _hash_key(i, api_key)
@@ -84,6 +85,23 @@ def _check(config: Config) -> None:
     _resolve_redis_url(config)
     for name in ("embedding", "llm"):
         _check_tagger(f"tagging.{name}", getattr(config.tagging, name), seen)
+
+
+def _check_kv_events(i: int, backend: BackendConfig) -> None:
+    events = backend.events
+    if events is None:
+        if backend.tokenizer:
+            raise ConfigError(f"backends[{i}].tokenizer: only read with kv_events")
+        return
+    for key, endpoint in (("endpoint", events.endpoint), ("replay_endpoint", events.replay_endpoint)):
+        if (endpoint or key == "endpoint") and not re.match(r"^(tcp://[^\s*]+:\d+|ipc://\S+)$", endpoint):
+            raise ConfigError(f"backends[{i}].kv_events.{key}: expected tcp://host:port (the address the router "
+                              f"connects to, not vLLM's tcp://*) or ipc://path, got {endpoint!r}")
+    if not backend.tokenizer:
+        raise ConfigError(f"backends[{i}].tokenizer: kv_events needs the model's tokenizer, a directory holding "
+                          "tokenizer.json and tokenizer_config.json")
+    if not (Path(backend.tokenizer).expanduser() / "tokenizer.json").is_file():
+        raise ConfigError(f"backends[{i}].tokenizer: no tokenizer.json in {backend.tokenizer!r}")
 
 
 def _hash_key(i: int, api_key: ApiKeyConfig) -> None:

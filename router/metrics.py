@@ -118,6 +118,24 @@ class RouterMetrics:
             "triage_output_length_error_tokens", "Completion tokens observed minus the median predicted.",
             ["priority"], buckets=LENGTH_ERROR_BUCKETS, registry=r,
         )
+        self.kv_events = Counter(
+            "triage_kv_events",
+            "KV-event messages from each backend, by outcome: applied, replayed, duplicate, restart (a new "
+            "stream: index cleared), gap, lost (not recovered: the index is untrusted for a while), "
+            "skipped_event (an event kind this router does not read).",
+            ["backend", "outcome"], registry=r,
+        )
+        self.kv_index_blocks = Gauge(
+            "triage_kv_index_blocks", "Blocks a backend reports holding, from its KV events.", ["backend"], registry=r)
+        self.kv_index_trusted = Gauge(
+            "triage_kv_index_trusted",
+            "1 while a backend's KV-event index routes it; 0 while the approximate index does (no stream yet, "
+            "or recovering from lost messages).", ["backend"], registry=r)
+        self.tokenize_time = Histogram(
+            "triage_prompt_tokenize_seconds",
+            "Time to turn a request into the token ids its backends hash (only with KV events).",
+            buckets=TAGGING_BUCKETS, registry=r,
+        )
         self.backend_up = Gauge("triage_backend_up", "1 while a backend is taken as healthy.", ["backend"], registry=r)
         # What each backend's own /metrics said at the last reading (vLLM's names, summed over models).
         self.backend_running = Gauge(

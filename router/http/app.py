@@ -20,6 +20,7 @@ from triage_router.router.config import Config
 from triage_router.router.routing.dispatcher import Dispatcher
 from triage_router.router.errors import MethodNotAllowed, for_status
 from triage_router.router.routing.health import HealthProber
+from triage_router.router.routing.kv_events.feeds import KVEventFeeds
 from triage_router.router.prediction.length import LengthPredictor
 from triage_router.router.routing.load import MetricsScraper
 from triage_router.router.metrics import RouterMetrics
@@ -105,6 +106,7 @@ def create_app(config: Config, config_path: Path | None = None) -> TriageApp:
     control = httpx.AsyncClient()
     prober = HealthProber(pool, control, config.upstream)
     dispatcher = Dispatcher(config, pool, metrics)
+    kv_feeds = KVEventFeeds(config.routing, metrics)
     scraper = MetricsScraper(
         pool, control, dispatcher.metrics_interval, config.routing.metrics_fast_interval_s,
         on_update=dispatcher.on_load_update,
@@ -123,9 +125,10 @@ def create_app(config: Config, config_path: Path | None = None) -> TriageApp:
     background: list[asyncio.Task[None]] = []
     api_keys = ApiKeys(config.api_keys, metrics=metrics, rate_limits=config.rate_limits)
     reloader = None if config_path is None else Reloader(
-        config_path, config, pool=pool, dispatcher=dispatcher, api_keys=api_keys, catalog=catalog, prober=prober)
+        config_path, config, pool=pool, dispatcher=dispatcher, api_keys=api_keys, catalog=catalog, prober=prober,
+        kv_feeds=kv_feeds)
     shared = dict(config=config, pool=pool, upstream=upstream, resolver=resolver, api_keys=api_keys, metrics=metrics,
-                  dispatcher=dispatcher, predictor=predictor, access_log=access_log)
+                  dispatcher=dispatcher, predictor=predictor, access_log=access_log, kv_feeds=kv_feeds)
     relays = {
         "/v1/chat/completions": ProxyEndpoint("chat", **shared),
         "/v1/completions": ProxyEndpoint("completions", **shared),
@@ -167,6 +170,7 @@ def create_app(config: Config, config_path: Path | None = None) -> TriageApp:
     async def prometheus() -> Response[bytes]:
         for backend in pool.backends:
             metrics.backend_up.labels(backend.name).set(1 if backend.healthy else 0)
+        kv_feeds.export(pool.backends)
         return Response(metrics.render(), media_type=PROMETHEUS_CONTENT_TYPE)
 
     @get("/openapi.json")
@@ -181,6 +185,7 @@ def create_app(config: Config, config_path: Path | None = None) -> TriageApp:
     async def startup() -> None:
         await catalog.start()
         scraper.start()
+        kv_feeds.attach(pool.backends)
         if reloader is not None:
             reloader.start(watch=config.server.watch_config)
         for classifier in classifiers:
@@ -193,6 +198,7 @@ def create_app(config: Config, config_path: Path | None = None) -> TriageApp:
             await reloader.stop()
         await catalog.stop()
         await scraper.stop()
+        await kv_feeds.stop()
         for classifier in classifiers:
             await classifier.close()
         await tagging_http.aclose()

@@ -33,6 +33,7 @@ from triage_router.router.routing.backends import Backend, BackendPool
 from triage_router.router.config import ApiKeyConfig, Config
 from triage_router.router.context import Outcome, PriorityDecision, RequestContext
 from triage_router.router.routing.dispatcher import Dispatcher
+from triage_router.router.routing.kv_events.feeds import KVEventFeeds
 from triage_router.router.errors import ApiError, BodyTooLarge, ModelNotFound, NoHealthyBackend, NotFound, \
     UpstreamTimeout, UpstreamUnreachable
 from triage_router.router.routing.fingerprint import PrefixFingerprint, fingerprint
@@ -87,6 +88,7 @@ class ProxyEndpoint:
         dispatcher: Dispatcher,
         predictor: LengthPredictor,
         access_log: AccessLog | None,
+        kv_feeds: KVEventFeeds,
     ) -> None:
         self.endpoint = endpoint
         self.generates = endpoint in GENERATING
@@ -98,6 +100,7 @@ class ProxyEndpoint:
         self.dispatcher = dispatcher
         self.predictor = predictor
         self.access_log = access_log
+        self.kv_feeds = kv_feeds
         self.routing = config.routing
         self.server = config.server
         self.max_body = config.server.max_body_bytes
@@ -155,7 +158,7 @@ class ProxyEndpoint:
             watch = DisconnectWatch(receive)
             try:
                 if explain:
-                    await reply_explanation(send, self._explain(ctx))
+                    await reply_explanation(send, await self._explain(ctx))
                 else:
                     await self._relay(ctx, send)
             except asyncio.CancelledError:
@@ -181,15 +184,15 @@ class ProxyEndpoint:
             if trace is not None:
                 trace.end(outcome, ctx, ended)
 
-    def _explain(self, ctx: RequestContext) -> dict[str, Any]:
+    async def _explain(self, ctx: RequestContext) -> dict[str, Any]:
         """What would happen to the request now, taking no slot and sending nothing."""
         for model in self.model_routes.chain(ctx.model):
             if candidates := self.pool.serving(model):
-                job = self._job(ctx, candidates)
+                job = await self._job(ctx, candidates)
                 return explanation(ctx, job, model, *self.dispatcher.preview(job))
         raise ModelNotFound(f"the model `{ctx.model}` does not exist or no backend serves it", param="model")
 
-    def _job(self, ctx: RequestContext, candidates: list[Backend]) -> Job:
+    async def _job(self, ctx: RequestContext, candidates: list[Backend]) -> Job:
         assert ctx.priority is not None
         session = session_of(ctx.headers, ctx.request, self.routing.session_header, self.routing.session_fields)
         if self.generates:
@@ -199,10 +202,14 @@ class ProxyEndpoint:
             if ctx.trace is not None:
                 ctx.trace.prediction(ctx.predicted, predicting, time.perf_counter())
             self.metrics.child(self.metrics.predicted_output_tokens, str(ctx.priority.priority)).observe(ctx.predicted.median)
+            # The exact prompt tokens, for the candidates that publish KV events.
+            body = ctx.translation.chat_body if ctx.translation is not None else ctx.body
+            tokenized = await self.kv_feeds.tokenize(body, self.endpoint != "completions", candidates)
         else:
             # No prompt to match against caches, no output to predict: the body's size stands in
             # for the work, at the fingerprint's own characters per token.
             prefix = PrefixFingerprint((), len(ctx.body))
+            tokenized = {}
         return Job(
             ctx.request_id,
             ctx.priority.priority,
@@ -214,7 +221,7 @@ class ProxyEndpoint:
             session=session,
             app=session or "",
             tenant=ctx.tenant,
-            model=ctx.model, priority_source=ctx.priority.source,
+            model=ctx.model, priority_source=ctx.priority.source, tokenized=tokenized,
         )
 
     async def _relay(self, ctx: RequestContext, send: Send) -> None:
@@ -223,7 +230,7 @@ class ProxyEndpoint:
         for model in self.model_routes.chain(ctx.model):
             if candidates := self.pool.serving(model):
                 ctx.upstream_model = model
-                if (failure := await self._attempts(ctx, self._job(ctx, candidates), send)) is None:
+                if (failure := await self._attempts(ctx, await self._job(ctx, candidates), send)) is None:
                     return
         if failure is None:
             raise ModelNotFound(f"the model `{ctx.model}` does not exist or no backend serves it", param="model")

@@ -26,6 +26,7 @@ from triage_router.router.http.auth import ApiKeys
 from triage_router.router.routing.backends import BackendPool
 from triage_router.router.routing.dispatcher import Dispatcher
 from triage_router.router.routing.health import HealthProber
+from triage_router.router.routing.kv_events.feeds import KVEventFeeds
 from triage_router.router.routing.models import ModelCatalog
 
 log = logging.getLogger("triage.reload")
@@ -36,7 +37,7 @@ READ_AT_START = tuple(name for name in Config.__struct_fields__ if name not in R
 
 class Reloader:
     def __init__(self, path: Path, running: Config, *, pool: BackendPool, dispatcher: Dispatcher, api_keys: ApiKeys,
-                 catalog: ModelCatalog, prober: HealthProber,
+                 catalog: ModelCatalog, prober: HealthProber, kv_feeds: KVEventFeeds,
                  load: Callable[[Path], Config] = load_config, poll_s: float = 2.0) -> None:
         self.path = path
         self.running = running
@@ -45,6 +46,7 @@ class Reloader:
         self.api_keys = api_keys
         self.catalog = catalog
         self.prober = prober
+        self.kv_feeds = kv_feeds
         self._load = load
         self.poll_s = poll_s
         self._watch: asyncio.Task[None] | None = None
@@ -66,6 +68,7 @@ class Reloader:
             self.prober.forget(backend)
             self.catalog.forget(backend)
         self.dispatcher.reconfigure(self.pool)
+        self.kv_feeds.reconfigure(self.pool.backends)
         self.api_keys.reconfigure(new.api_keys)
         self.running = msgspec.structs.replace(self.running, backends=new.backends, api_keys=new.api_keys)
         draining = [b.name for b in self.pool.backends if b.config.drain]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from triage_router.policies.catalog import make_ordering
 from triage_router.policies.cost_model import CostModel
@@ -25,6 +26,9 @@ from triage_router.router.errors import QueueFull, QueueTimeout, Shed
 from triage_router.router.routing.backends import Backend
 from triage_router.router.routing.fingerprint import PrefixFingerprint
 from triage_router.router.metrics import RouterMetrics
+
+if TYPE_CHECKING:
+    from triage_router.router.routing.kv_events.prompt_tokens import PromptTokens
 
 
 @dataclass(eq=False, slots=True)
@@ -53,6 +57,8 @@ class Job:
     placed: asyncio.Future[Backend] | None = field(default=None, repr=False)
     # When its slot was last taken (the dispatcher's clock): the end of its admission wait.
     placed_at: float = 0.0
+    # The prompt's token ids under each tokenizer a candidate's KV events need, by its path.
+    tokenized: dict[str, PromptTokens] = field(default_factory=dict, repr=False)
 
     @property
     def tokens(self) -> int:

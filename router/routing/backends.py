@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from triage_router.policies.request import PRIORITY_LEVELS
 from triage_router.policies.saturation import ConcurrencyEstimate, SaturationLimits
@@ -10,6 +11,9 @@ from triage_router.router.config import BackendConfig
 from triage_router.router.routing.fingerprint import CHARS_PER_TOKEN
 from triage_router.router.routing.load_report import LoadReport
 from triage_router.router.routing.prefix_index import PrefixIndex
+
+if TYPE_CHECKING:
+    from triage_router.router.routing.kv_events.subscriber import KVEventSubscriber
 
 # Assumed KV capacity when neither the config nor the backend's /metrics gives one.
 DEFAULT_KV_CAPACITY_TOKENS = 65536
@@ -21,7 +25,7 @@ class Backend:
     __slots__ = ("config", "name", "base_url", "limits", "concurrency", "in_flight", "in_flight_tokens",
                  "in_flight_by_priority", "releases", "releases_at_reading", "reading_seen_at",
                  "consecutive_failures", "healthy", "answered", "load_report", "kv_capacity_tokens", "prefix_index", "listed_models",
-                 "_block_chars", "_index_capacity_factor")
+                 "kv_feed", "_block_chars", "_index_capacity_factor")
 
     def __init__(self, config: BackendConfig, block_chars: int, index_capacity_factor: float = 2.0) -> None:
         self.config = config
@@ -56,6 +60,9 @@ class Backend:
         self.prefix_index = PrefixIndex(self._index_blocks(config.kv_capacity_tokens or DEFAULT_KV_CAPACITY_TOKENS))
         # What its own /v1/models last listed (router/routing/models.py reads it).
         self.listed_models: frozenset[str] = frozenset()
+        # Its KV-event stream and the block index built from it, when it names a publisher
+        # (router/routing/kv_events/feeds.py attaches it).
+        self.kv_feed: KVEventSubscriber | None = None
 
     def serves(self, model: str) -> bool:
         return model in self.listed_models or self.config.serves(model)

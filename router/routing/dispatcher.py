@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from triage_router.policies.placement import (
     BackendState,
@@ -36,6 +37,14 @@ from triage_router.router.routing.load_report import LoadReport
 from triage_router.router.metrics import RouterMetrics
 
 log = logging.getLogger("triage.dispatch")
+
+
+@dataclass(frozen=True, slots=True)
+class CacheView:
+    matched_tokens: int
+    share: float  # of the prompt
+    prefixes: int  # distinct prompt roots cached
+    tokens: int  # tokens cached
 
 
 def make_placer(routing: RoutingConfig) -> Placer:
@@ -181,7 +190,7 @@ class Dispatcher:
     def _try_place(self, job: Job) -> Backend | None:
         """Choose a backend with room and take a slot on it; None if every candidate is full."""
         now = self.clock()
-        placement, saturated, matched_blocks = self._choose(job, now)
+        placement, saturated, matched_shares = self._choose(job, now)
         if placement.backend is None:
             return None
         blocks = job.fingerprint.block_hashes
@@ -195,8 +204,7 @@ class Dispatcher:
             self.queue.fair_share.charge(job.tenant, job.prompt_tokens, job.predicted_output_tokens)
         backend.prefix_index.insert(blocks)
         if blocks:
-            self.homes.placed(blocks[0], backend.name, matched_blocks.get(backend.name, 0), len(blocks),
-                              self.routing.cache_threshold)
+            self.homes.placed(blocks[0], backend.name, matched_shares.get(backend.name, 0.0), self.routing.cache_threshold)
         self.metrics.child(self.metrics.placements, placement.policy, backend.name).inc()
         self._decisions[job.request_id] = (placement, saturated)
         self.recent.placed(now, job, backend.name, placement, saturated)
@@ -204,14 +212,14 @@ class Dispatcher:
             log.debug("request %s -> %s (%s)", job.request_id, backend.name, explain(placement, saturated))
         return backend
 
-    def _choose(self, job: Job, now: float) -> tuple[Placement, dict[str, str], dict[str, int]]:
+    def _choose(self, job: Job, now: float) -> tuple[Placement, dict[str, str], dict[str, float]]:
         """The placement among the candidates with room, the saturated ones and why, and the
-        prefix blocks each candidate matched. Changes nothing."""
+        share of the prompt each candidate holds. Changes nothing."""
         states: list[BackendState] = []
         saturated: dict[str, str] = {}
         blocks = job.fingerprint.block_hashes
         home = self.homes.home(blocks[0]) if blocks else None
-        matched_blocks: dict[str, int] = {}
+        matched_shares: dict[str, float] = {}
         for name in sorted(job.candidates - job.exclude):
             if (backend := self.backends.get(name)) is None:
                 continue  # removed by a reload while the request waited
@@ -226,14 +234,15 @@ class Dispatcher:
                 if reason is not None:
                     saturated[name] = f"{reason} for priority {job.priority}"
                     continue
-            matched = matched_blocks[name] = backend.prefix_index.match(blocks)
+            cache = self._cache_view(backend, job)
+            matched_shares[name] = cache.share
             states.append(BackendState(
                 name,
                 load=load.load,
                 in_flight_tokens=backend.in_flight_tokens,
-                prefix_match_tokens=matched * self.routing.block_chars // CHARS_PER_TOKEN,
-                cached_prefixes=backend.prefix_index.roots,
-                cached_tokens=backend.cached_tokens,
+                prefix_match_tokens=cache.matched_tokens,
+                cached_prefixes=cache.prefixes,
+                cached_tokens=cache.tokens,
                 kv_capacity_tokens=backend.kv_capacity_tokens,
                 home=name == home,
                 kv_usage=load.kv_usage or 0.0,
@@ -243,4 +252,20 @@ class Dispatcher:
         if placement is None:
             request = PlacementRequest(job.request_id, job.priority, job.prompt_tokens, job.predicted_output_tokens)
             placement = self.placer.place(request, states, now)
-        return placement, saturated, matched_blocks
+        return placement, saturated, matched_shares
+
+    def _cache_view(self, backend: Backend, job: Job) -> CacheView:
+        """What `backend` holds of the prompt, and how full its cache is: from its KV events
+        when it sends them and they can be trusted, else from the approximate index of what this
+        router sent there."""
+        feed = backend.kv_feed
+        if feed is not None and feed.index.block_size and feed.trusted:
+            tokens = job.tokenized.get(backend.config.tokenizer)
+            if tokens is not None:
+                size = feed.index.block_size
+                matched = feed.index.match(tokens.block_hashes(size, self.routing.max_blocks)) * size
+                return CacheView(matched, matched / max(1, len(tokens)), feed.index.roots, feed.index.cached_tokens)
+        blocks = job.fingerprint.block_hashes
+        matched = backend.prefix_index.match(blocks)
+        return CacheView(matched * self.routing.block_chars // CHARS_PER_TOKEN, matched / max(1, len(blocks)),
+                         backend.prefix_index.roots, backend.cached_tokens)

@@ -24,9 +24,9 @@ def test_the_least_recently_sent_root_is_forgotten_first() -> None:
 
 def test_a_root_earns_a_home_only_with_a_useful_match_then_follows_its_requests() -> None:
     homes = PrefixHomes()
-    homes.placed(5, "a", matched_blocks=1, prompt_blocks=10, cache_threshold=0.3)  # a shared preamble only
+    homes.placed(5, "a", matched_share=0.1, cache_threshold=0.3)  # a shared preamble only
     assert homes.home(5) is None
-    homes.placed(5, "b", matched_blocks=4, prompt_blocks=10, cache_threshold=0.3)
+    homes.placed(5, "b", matched_share=0.4, cache_threshold=0.3)
     assert homes.home(5) == "b"
-    homes.placed(5, "a", matched_blocks=0, prompt_blocks=10, cache_threshold=0.3)
+    homes.placed(5, "a", matched_share=0.0, cache_threshold=0.3)
     assert homes.home(5) == "a"

@@ -97,3 +97,36 @@ def test_a_key_may_be_given_hashed_or_from_the_environment_or_a_file(tmp_path: P
             parse_config(f"[[api_keys]]\n{bad}\n")
     with pytest.raises(ConfigError, match="duplicate"):
         parse_config(f'[[api_keys]]\nkey = "sk-secret"\n[[api_keys]]\nkey_sha256 = "{digest}"\n')
+
+
+def _kv_backend(lines: str) -> str:
+    return f'[[backends]]\nname = "a"\nurl = "http://h:1"\n{lines}\n'
+
+
+def test_kv_events_as_a_string_or_a_table(tmp_path: Path) -> None:
+    (tmp_path / "tokenizer.json").write_text("{}")
+    plain = parse_config(_kv_backend(f'kv_events = "tcp://h:5557"\ntokenizer = "{tmp_path}"'))
+    assert plain.backends[0].events.endpoint == "tcp://h:5557" and plain.backends[0].events.replay_endpoint == ""
+    table = parse_config(_kv_backend(
+        f'kv_events = {{ endpoint = "tcp://h:5557", replay_endpoint = "tcp://h:5558", topic = "kv" }}\n'
+        f'tokenizer = "{tmp_path}"'))
+    assert (table.backends[0].events.replay_endpoint, table.backends[0].events.topic) == ("tcp://h:5558", "kv")
+    assert parse_config(_kv_backend("")).backends[0].events is None
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ('kv_events = "tcp://*:5557"\ntokenizer = "{dir}"', "not vLLM's tcp://\\*"),
+        ('kv_events = "http://h:5557"\ntokenizer = "{dir}"', "kv_events.endpoint: expected tcp://host:port"),
+        ('kv_events = {{ endpoint = "tcp://h:1", replay_endpoint = "h:2" }}\ntokenizer = "{dir}"',
+         "kv_events.replay_endpoint"),
+        ('kv_events = "tcp://h:5557"', "kv_events needs the model's tokenizer"),
+        ('kv_events = "tcp://h:5557"\ntokenizer = "/nonexistent"', "no tokenizer.json in '/nonexistent'"),
+        ('tokenizer = "{dir}"', "only read with kv_events"),
+    ],
+)
+def test_kv_events_errors(tmp_path: Path, lines: str, message: str) -> None:
+    (tmp_path / "tokenizer.json").write_text("{}")
+    with pytest.raises(ConfigError, match=message):
+        parse_config(_kv_backend(lines.format(dir=tmp_path)))

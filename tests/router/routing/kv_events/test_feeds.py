@@ -1,0 +1,121 @@
+"""A live router with two backends that publish KV events on real ZeroMQ sockets: requests go
+where the events say their prompt is, whatever this router sent where before."""
+
+import asyncio
+import re
+import time
+
+import httpx
+import pytest
+
+from tests.fakes.kv_event_publisher import FakeKVEventPublisher
+from tests.fakes.proxy import running_proxy
+from tests.fakes.upstream import FakeUpstream
+from triage_router.engine_server.checkpoint import resolve_model_dir
+from triage_router.policies.kv_events import BlockRemoved, BlockStored
+from triage_router.router.routing.kv_events.prompt_tokens import PromptTokenizer
+
+SYSTEM = " ".join(f"Clause {i}: the tenant's policy {i} applies to every order." for i in range(40))
+BLOCK = 16
+
+
+def body(question: str) -> dict:
+    return {"model": "smol", "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}],
+            "max_tokens": 4}
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir():
+    return resolve_model_dir("default")
+
+
+@pytest.fixture
+def fleet(tokenizer_dir):
+    upstreams = [FakeUpstream(name).start() for name in ("a", "b")]
+    publishers = [FakeKVEventPublisher(), FakeKVEventPublisher(replay=False)]
+    config = "\n".join(f"""
+[[backends]]
+name = "{u.name}"
+url = "{u.url}"
+models = ["smol"]
+tokenizer = "{tokenizer_dir}"
+kv_events = {{ endpoint = "{p.endpoint}", replay_endpoint = "{p.replay_endpoint or ''}" }}
+""" for u, p in zip(upstreams, publishers))
+    with running_proxy(config) as proxy:
+        yield proxy, dict(zip("ab", upstreams)), dict(zip("ab", publishers))
+    for upstream in upstreams:
+        upstream.stop()
+    for publisher in publishers:
+        publisher.close()
+
+
+def metric(text: str, name: str, backend: str) -> float:
+    found = re.search(rf'^{name}{{backend="{backend}"}} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else -1.0
+
+
+def wait_trusted(proxy, publishers) -> None:
+    """ZeroMQ drops what is published before a subscriber joins: publish empty batches until
+    both indexes are trusted."""
+    deadline = time.monotonic() + 10
+    while True:
+        text = httpx.get(f"{proxy.url}/metrics").text
+        if all(metric(text, "triage_kv_index_trusted", name) == 1 for name in publishers):
+            return
+        assert time.monotonic() < deadline, text
+        for publisher in publishers.values():
+            publisher.publish()
+        time.sleep(0.05)
+
+
+def stored_blocks(packed: bytes, first_hash: int) -> BlockStored:
+    tokens = [int.from_bytes(packed[i:i + 4], "little") for i in range(0, len(packed) // (4 * BLOCK) * BLOCK * 4, 4)]
+    hashes = list(range(first_hash, first_hash + len(tokens) // BLOCK))
+    return BlockStored(hashes, None, tokens, BLOCK, None, "GPU", None)
+
+
+def test_requests_follow_the_events(fleet, tokenizer_dir):
+    proxy, upstreams, publishers = fleet
+    wait_trusted(proxy, publishers)
+    # The system prompt's blocks, as b's events would report them once it has served it.
+    prompt = asyncio.run(PromptTokenizer(tokenizer_dir).chat(body("Where is order 1?"))).packed
+    held = stored_blocks(prompt[: len(prompt) * 9 // 10], 1000)
+    publishers["b"].publish(held)
+    deadline = time.monotonic() + 10
+    while metric(httpx.get(f"{proxy.url}/metrics").text, "triage_kv_index_blocks", "b") < len(held.block_hashes):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+    for question in ("Where is order 1?", "Where is order 2?", "Where is order 3?"):
+        answer = httpx.post(f"{proxy.url}/v1/chat/completions", json=body(question))
+        assert answer.status_code == 200 and answer.headers["x-triage-backend"] == "b"
+
+    # b evicts them and a stores them: the next request moves, though this router sent a nothing.
+    publishers["b"].publish(BlockRemoved(list(held.block_hashes), "GPU"))
+    publishers["a"].publish(stored_blocks(prompt[: len(prompt) * 9 // 10], 5000))
+    deadline = time.monotonic() + 10
+    while metric(httpx.get(f"{proxy.url}/metrics").text, "triage_kv_index_blocks", "a") < len(held.block_hashes):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    answer = httpx.post(f"{proxy.url}/v1/chat/completions", json=body("Where is order 4?"))
+    assert answer.headers["x-triage-backend"] == "a"
+
+    text = httpx.get(f"{proxy.url}/metrics").text
+    assert 'triage_kv_events_total{backend="b",outcome="applied"}' in text
+    assert re.search(r"^triage_prompt_tokenize_seconds_count \d", text, re.M)
+
+
+def test_a_lost_message_hands_routing_to_the_approximate_index(fleet):
+    proxy, upstreams, publishers = fleet
+    wait_trusted(proxy, publishers)
+    publishers["b"].publish(send=False)  # missed, and b has no replay endpoint
+    publishers["b"].publish()
+    deadline = time.monotonic() + 10
+    while metric(httpx.get(f"{proxy.url}/metrics").text, "triage_kv_index_trusted", "b") != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    text = httpx.get(f"{proxy.url}/metrics").text
+    assert 'triage_kv_events_total{backend="b",outcome="lost"} 1.0' in text
+    assert metric(text, "triage_kv_index_trusted", "a") == 1
+    # Requests still flow.
+    assert httpx.post(f"{proxy.url}/v1/chat/completions", json=body("hello")).status_code == 200
