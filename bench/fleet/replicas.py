@@ -86,10 +86,24 @@ def run_one(name: str, urls: list[str], events: list[tuple[int, int]], tokenizer
             def target(r, urls=tuple(f.url for f in fronts)):
                 return urls[r.index % len(urls)], {"x-triage-debug": "1"}, fleet.chat_body(r, False)
         summary, results = fleet.measure(name, requests, target, urls)
+        # Evidence that the event path was taken: each replica's KV-event counters and index state.
+        summary["triage_kv_metrics"] = [kv_metrics(f.url) for f in fronts]
     finally:
         procs.stop_all(fronts)
     summary["replicas"], summary["kv_events"] = replicas, with_events
     return summary, results
+
+
+def kv_metrics(url: str) -> dict[str, float]:
+    status, text = procs.http_get(url + "/metrics", timeout=10)
+    if status != 200:
+        raise RuntimeError(f"{url}/metrics answered {status}")
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(("triage_kv_", "triage_prompt_tokenize_seconds_count")):
+            key, value = line.rsplit(" ", 1)
+            out[key] = float(value)
+    return out
 
 
 def table(summaries: list[dict]) -> str:
