@@ -24,11 +24,10 @@ def _serve(args: argparse.Namespace) -> int:
         host = args.host or config.server.host
         port = config.server.port if args.port is None else args.port
         workers = config.server.workers if args.workers is None else args.workers
-        if workers > 1:
-            sock = reserve_port(host, port)  # each worker binds the port itself, and sets up tracing
-        else:
-            tracing.configure_from_env()
-            sock = bind_socket(host, port)
+        # With workers, only a check here (the parent makes no span): each worker sets up its own.
+        tracing.configure_from_env()
+        # Each worker binds the port itself; the parent holds it meanwhile.
+        sock = reserve_port(host, port) if workers > 1 else bind_socket(host, port)
     except (ConfigError, StartupError) as error:
         print(f"triage: error: {error}", file=sys.stderr)
         return 2

@@ -43,10 +43,11 @@ class Router:
 
 
 @contextmanager
-def _serving(command: list[str], config: Path, tmp_path: Path) -> Iterator[Router]:
+def _serving(command: list[str], config: Path, tmp_path: Path, flag: list[str]) -> Iterator[Router]:
+    """`triage serve` with two workers, asked for by `flag` or else by the config."""
     # The workers' metrics folder is made under TMPDIR: the test sees it go.
     (tmp_path / "tmp").mkdir()
-    process = subprocess.Popen([*command, "serve", "--config", str(config), "--port", "0", "--workers", "2"],
+    process = subprocess.Popen([*command, "serve", "--config", str(config), "--port", "0", *flag],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                                env={**os.environ, "TMPDIR": str(tmp_path / "tmp")})
     try:
@@ -133,7 +134,7 @@ def test_two_workers_share_the_port_metrics_the_state_file_and_one_engine(
         f'launch_args = ["--record", "{starts}"]\n'
         f'[length]\nstate_file = "{state}"\nsave_interval_s = 0.1\n'
         '[log]\naccess = false\n')
-    with _serving(TRIAGE_WITH_FAKE_ENGINE, config, tmp_path) as router:
+    with _serving(TRIAGE_WITH_FAKE_ENGINE, config, tmp_path, ["--workers", "2"]) as router:
         parent = router.process.pid
         family = _descendants(parent)
         assert set(router.pids) <= family
@@ -175,7 +176,8 @@ def test_two_workers_share_the_port_metrics_the_state_file_and_one_engine(
 
         router.process.send_signal(signal.SIGTERM)
         assert router.process.wait(60) == 0, router.process.stderr.read()  # type: ignore[union-attr]
-    assert not [pid for pid in family if _alive(pid)]
+    # multiprocessing's resource tracker leaves once it reads the end of the parent's pipe.
+    _until(lambda: not [pid for pid in family if _alive(pid)], 10)
     assert not list((tmp_path / "tmp").iterdir())
     saved = json.loads(state.read_text())
     models = {key[1] for key, _ in saved["groups"]}
@@ -187,13 +189,14 @@ def test_sighup_reaches_every_worker_and_a_killed_worker_comes_back(
 ) -> None:
     config = tmp_path / "config.toml"
     backend = 'name = "{0.name}"\nurl = "{0.url}"\nmodels = ["*"]\n'
-    config.write_text("[[backends]]\n" + backend.format(upstream) + "[log]\naccess = false\n")
-    with _serving(TRIAGE, config, tmp_path) as router:
+    settings = "[server]\nworkers = 2\n[log]\naccess = false\n"
+    config.write_text(settings + "[[backends]]\n" + backend.format(upstream))
+    with _serving(TRIAGE, config, tmp_path, []) as router:
         workers = _pinned(router.url)
         for index in (0, 1):
             _chat(workers[index], "m")
-        config.write_text("[[backends]]\n" + backend.format(upstream) + "[[backends]]\n"
-                          + backend.format(second_upstream) + "[log]\naccess = false\n")
+        config.write_text(settings + "[[backends]]\n" + backend.format(upstream) + "[[backends]]\n"
+                          + backend.format(second_upstream))
         router.process.send_signal(signal.SIGHUP)
         for client in workers.values():
             _until(lambda c=client: len(c.get("/status").json()["backends"]) == 2)
