@@ -239,3 +239,19 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_a_port_shared_by_someone_else_is_taken(tmp_path: Path) -> None:
+    """Another process listening with SO_REUSEPORT (another Triage with workers) would share
+    the port with ours and take part of its connections: refused like any taken port."""
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        result = subprocess.run([*TRIAGE, "serve", "--config", str(config), "--port", str(port), "--workers", "2"],
+                                capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
