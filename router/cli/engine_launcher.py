@@ -21,6 +21,8 @@ from triage_router.router.http.server import StartupError
 
 
 DISTRIBUTION = "triage-router"
+# What `launch = true` runs with `python -m` (tests run a stand-in: tests/fakes/launched_engine.py).
+ENGINE_MODULE = "triage_router.engine_server"
 ENGINE_EXTRA_INSTALL = "pip install 'triage-router[engine]'"
 
 
@@ -59,7 +61,7 @@ class EngineProcess:
         address = urlsplit(backend.url)
         self.host = address.hostname or "127.0.0.1"
         self.port = address.port or 80
-        self.command = [sys.executable, "-m", "triage_router.engine_server", "--host", self.host, "--port", str(self.port),
+        self.command = [sys.executable, "-m", ENGINE_MODULE, "--host", self.host, "--port", str(self.port),
                         *backend.launch_args]
         self._process: subprocess.Popen[bytes] | None = None
 
