@@ -92,6 +92,10 @@ def test_requests_follow_the_events(fleet, tokenizer_dir):
     held = stored_blocks(prompt[: len(prompt) * 9 // 10], 1000)
     publishers["b"].publish(held)
     wait_blocks(proxy, "b", len(held.block_hashes))
+    decision = httpx.post(f"{proxy.url}/triage/explain/v1/chat/completions", json=body("Where is order 1?")).json()
+    assert decision["cache"]["b"] == {"matched_tokens": len(held.token_ids),
+                                      "share": round(len(held.token_ids) / (len(prompt) // 4), 4), "source": "kv_events"}
+    assert decision["cache"]["a"]["matched_tokens"] == 0 and decision["cache"]["a"]["source"] == "kv_events"
 
     for question in ("Where is order 1?", "Where is order 2?", "Where is order 3?"):
         answer = httpx.post(f"{proxy.url}/v1/chat/completions", json=body(question))
