@@ -259,13 +259,12 @@ class Dispatcher:
         when it sends them and they can be trusted, else from the approximate index of what this
         router sent there."""
         feed = backend.kv_feed
-        if feed is not None and feed.index.block_size and feed.trusted:
-            tokens = job.tokenized.get(backend.config.tokenizer)
-            if tokens is not None:
-                size = feed.index.block_size
-                matched = feed.index.match(tokens.block_hashes(size, self.routing.max_blocks)) * size
-                return CacheView(matched, matched / max(1, len(tokens)), feed.index.roots, feed.index.cached_tokens,
-                                 "kv_events")
+        tokens = job.tokenized.get(backend.config.tokenizer) if feed is not None else None
+        if feed is not None and tokens is not None and feed.trusted:
+            size = feed.index.block_size  # 0 until the first store: then it holds nothing
+            matched = feed.index.match(tokens.block_hashes(size, self.routing.max_blocks)) * size if size else 0
+            return CacheView(matched, matched / max(1, len(tokens)), feed.index.roots, feed.index.cached_tokens,
+                             "kv_events")
         blocks = job.fingerprint.block_hashes
         matched = backend.prefix_index.match(blocks)
         return CacheView(matched * self.routing.block_chars // CHARS_PER_TOKEN, matched / max(1, len(blocks)),
