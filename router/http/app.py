@@ -16,7 +16,7 @@ from litestar.handlers import ASGIRouteHandler
 from triage_router.router.http.access_log import AccessLog
 from triage_router.router.http.auth import ApiKeys
 from triage_router.router.http.openapi import openapi_json
-from triage_router.router.routing.backends import BackendPool
+from triage_router.router.routing.backends import Backend, BackendPool
 from triage_router.router.config import Config
 from triage_router.router.routing.dispatcher import Dispatcher
 from triage_router.router.errors import MethodNotAllowed, for_status
@@ -115,7 +115,7 @@ def create_app(config: Config, config_path: Path | None = None, *, worker_index:
     scraper = MetricsScraper(
         pool, control, dispatcher.metrics_interval, config.routing.metrics_fast_interval_s,
         on_update=dispatcher.on_load_update,
-        on_restart=lambda backend: backend.prefix_index.clear(),
+        on_restart=Backend.restarted,
         # One clock for readings and for judging their age.
         clock=dispatcher.clock,
     )
