@@ -95,4 +95,7 @@ def serve_in_process(config: EngineConfig, conn: Connection) -> None:
         conn.send(("failed", f"{type(e).__name__}: {e}"))
         return
     conn.send(("ready", engine.limits, snapshot(engine)))
-    EngineCore(engine, conn).run()
+    try:
+        EngineCore(engine, conn).run()
+    finally:
+        engine.close()
