@@ -22,9 +22,9 @@ from collections import deque
 
 import msgspec
 import zmq
+from triage_router.policies.kv_events import END_OF_REPLAY, EventBatch, KVEvent, sequence_bytes
 
 from triage_router.engine_server.config import KVEventsConfig
-from triage_router.policies.kv_events import END_OF_REPLAY, EventBatch, KVEvent, sequence_bytes
 
 log = logging.getLogger("engine_server")
 
@@ -80,6 +80,11 @@ class ZmqEventPublisher:
         except zmq.ZMQError as e:
             raise ValueError(f"KV-cache events: cannot {'bind' if bind else 'connect to'} {endpoint}: {e.strerror}") from e
         return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    @property
+    def num_batches(self) -> int:
+        """Sequence numbers spent: batches sent, queued or dropped."""
+        return self._next_seq
 
     @property
     def dropped(self) -> int:
