@@ -66,6 +66,7 @@ class ZmqEventPublisher:
             self._ctx.destroy(linger=0)
             raise
         self._failed = False
+        self._encoder = msgspec.msgpack.Encoder()  # the publisher thread's
         self._thread = threading.Thread(target=self._run, name="kv-event-publisher", daemon=True)
         self._thread.start()
 
@@ -113,19 +114,14 @@ class ZmqEventPublisher:
         self._ctx.term()
 
     def _run(self) -> None:
-        encoder = msgspec.msgpack.Encoder()
         try:
             while not (self._closing.is_set() and self._queue.empty()):
-                if self._replay is not None:
+                if self._replay is not None and self._replay.poll(0):
                     self._serve_replays()
                 try:
-                    seq, batch = self._queue.get(timeout=_POLL_S)
+                    self._send(*self._queue.get(timeout=_POLL_S))
                 except queue.Empty:
                     continue
-                payload = encoder.encode(batch)
-                # PUB never blocks: past the high-water mark ZeroMQ drops for slow subscribers.
-                self._pub.send_multipart((self._topic, sequence_bytes(seq), payload))
-                self._buffer.append((seq, payload))
         except Exception:  # a dead publisher must not go unnoticed, but must not kill the engine
             self._failed = True
             log.exception("KV-cache event publisher failed; no more events will be sent")
@@ -134,8 +130,17 @@ class ZmqEventPublisher:
             if self._replay is not None:
                 self._replay.close()
 
+    def _send(self, seq: int, batch: EventBatch) -> None:
+        payload = self._encoder.encode(batch)
+        # PUB never blocks: past the high-water mark ZeroMQ drops for slow subscribers.
+        self._pub.send_multipart((self._topic, sequence_bytes(seq), payload))
+        self._buffer.append((seq, payload))
+
     def _serve_replays(self) -> None:
         assert self._replay is not None
+        # Send what is queued first: a replay holds every batch published before it was asked for.
+        while not self._queue.empty():
+            self._send(*self._queue.get_nowait())
         while self._replay.poll(0):
             frames = self._replay.recv_multipart()
             if len(frames) != 3 or len(frames[2]) != 8:

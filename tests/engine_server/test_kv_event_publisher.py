@@ -9,11 +9,14 @@ from collections.abc import Iterator
 import msgspec
 import pytest
 import zmq
+from litestar.testing import TestClient
 
 from triage_router.engine_server.__main__ import parse_args
 from triage_router.engine_server.block_pool import block_hash
 from triage_router.engine_server.config import KVEventsConfig
 from triage_router.engine_server.engine import LLMEngine
+from triage_router.engine_server.engine_client import EngineClient
+from triage_router.engine_server.http.app import create_app
 from triage_router.engine_server.kv_event_log import external_hash
 from triage_router.engine_server.kv_event_publisher import ZmqEventPublisher
 from triage_router.engine_server.sequence import SamplingParams
@@ -90,6 +93,21 @@ def events(batches: list[Batch]) -> list:
     return [e for _, b in batches for e in b.events]
 
 
+def replay(ctx: zmq.Context, endpoint: str, start: int) -> list[Batch]:
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.connect(local(endpoint))
+    dealer.send_multipart((b"", sequence_bytes(start)))
+    out = []
+    while True:
+        assert dealer.poll(WAIT_MS), "the replay did not finish"
+        empty, *frames = dealer.recv_multipart()
+        assert empty == b""
+        if frames[1] == END_OF_REPLAY:
+            assert frames == [b"", END_OF_REPLAY, b""]
+            return out
+        out.append(decode(frames))
+
+
 @pytest.fixture
 def ctx() -> Iterator[zmq.Context]:
     ctx = zmq.Context()
@@ -152,8 +170,23 @@ def test_reusing_cached_blocks_removes_them(engine, sub):
     assert kinds.index(BlockRemoved) < kinds.index(BlockStored)
 
 
-def test_a_prefix_cache_reset_clears_all(engine, sub):
+def test_a_prefix_cache_reset_clears_all_but_not_while_blocks_are_held(engine, sub):
+    engine.add_request("busy", [70, 71, 72, 73, 74], greedy(3))
+    engine.step()
+    sub.until_caught_up()
+    assert not engine.reset_prefix_cache()
+    assert sub.until_caught_up() == []
+    while engine.has_work():
+        engine.step()
+    sub.until_caught_up()
     assert engine.reset_prefix_cache()
+    assert events(sub.until_caught_up()) == [AllBlocksCleared()]
+
+
+def test_the_servers_reset_route_clears_the_cache_as_vllms_does(engine, sub):
+    with TestClient(create_app(EngineClient.in_thread(engine), model_name="tiny", embedder=None)) as client:
+        r = client.post("/reset_prefix_cache")
+        assert r.status_code == 200 and r.json() == {"success": True}
     assert events(sub.until_caught_up()) == [AllBlocksCleared()]
 
 
@@ -164,20 +197,8 @@ def test_batches_are_numbered_consecutively_and_replayed_from_any_start(ctx, eng
     seqs = [seq for seq, _ in live]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) and len(seqs) >= 4
 
-    dealer = ctx.socket(zmq.DEALER)
     assert engine.kv_event_publisher is not None and engine.kv_event_publisher.replay_endpoint is not None
-    dealer.connect(local(engine.kv_event_publisher.replay_endpoint))
-    start = seqs[1]
-    dealer.send_multipart((b"", sequence_bytes(start)))
-    replayed = []
-    while True:
-        assert dealer.poll(WAIT_MS), "the replay did not finish"
-        empty, *frames = dealer.recv_multipart()
-        assert empty == b""
-        if frames[1] == END_OF_REPLAY:
-            assert frames == [b"", END_OF_REPLAY, b""]
-            break
-        replayed.append(decode(frames))
+    replayed = replay(ctx, engine.kv_event_publisher.replay_endpoint, seqs[1])
     assert [seq for seq, _ in replayed] == seqs[1:]
     assert [b.events for _, b in replayed] == [b.events for _, b in live[1:]]
 
@@ -232,6 +253,15 @@ def test_the_cli_takes_vllms_json_and_rejects_bad_config(capsys):
         with pytest.raises(SystemExit):
             parse_args(["--kv-events-config", bad])
         assert reason in capsys.readouterr().err
+
+
+def test_a_closed_engine_frees_its_endpoints(tiny_llama):
+    engine = tiny_engine(tiny_llama, block_size=BS, num_gpu_blocks=12, kv_events=config())
+    assert engine.kv_event_publisher is not None and engine.kv_event_publisher.replay_endpoint is not None
+    endpoints = [e.replace("0.0.0.0", "*") for e in (engine.kv_event_publisher.endpoint, engine.kv_event_publisher.replay_endpoint)]
+    engine.close()
+    assert engine.kv_event_publisher is None
+    ZmqEventPublisher(config(endpoint=endpoints[0], replay_endpoint=endpoints[1])).close()
 
 
 def test_an_endpoint_in_use_is_a_startup_error():
