@@ -110,12 +110,12 @@ class LLMEngine:
         )
         num_blocks = config.num_gpu_blocks or self._device_blocks(device, per_block)
         num_swap = config.num_swap_blocks if config.num_swap_blocks is not None else int(config.swap_space_gib * 2**30 // per_block)
-        publish_events = config.kv_events is not None and config.kv_events.enabled
+        events_config = config.kv_events if config.kv_events is not None and config.kv_events.enabled else None
         self.kv = KVCacheManager(
             num_layers=model_config.num_hidden_layers, kv_heads=model_config.num_key_value_heads,
             head_dim=model_config.head_dim, block_size=config.block_size, num_blocks=num_blocks,
             num_swap_blocks=num_swap, dtype=dtype, device=device, enable_caching=config.enable_prefix_caching,
-            kv_events=publish_events,
+            kv_events=events_config is not None,
         )
         # kv-wsjf weighs each request's share of the KV pool and of the batch slots.
         ordering = make_ordering(
@@ -145,7 +145,7 @@ class LLMEngine:
         self.prompt_tokens_total = 0
         self.generation_tokens_total = 0
         # Last: it binds sockets and starts a thread, which nothing above may leak by failing.
-        self.kv_event_publisher = ZmqEventPublisher(config.kv_events) if publish_events else None  # type: ignore[arg-type]
+        self.kv_event_publisher = ZmqEventPublisher(events_config) if events_config is not None else None
 
     def _device_blocks(self, device: torch.device, per_block: int) -> int:
         if device.type == "cuda":

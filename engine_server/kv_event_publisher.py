@@ -102,7 +102,8 @@ class ZmqEventPublisher:
             self._queue.put_nowait((seq, EventBatch(time.time(), events, data_parallel_rank=self._rank)))
         except queue.Full:
             self._dropped += 1
-            log.warning("KV-cache event queue full: dropped batch %d (%d dropped so far)", seq, self._dropped)
+            if self._dropped == 1 or self._dropped % 1000 == 0:  # a stalled publisher must not flood the log
+                log.warning("KV-cache event queue full: dropped batch %d (%d dropped so far)", seq, self._dropped)
 
     def close(self) -> None:
         """Send what is queued (within a bound), then close the sockets."""
