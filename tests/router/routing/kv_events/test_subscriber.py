@@ -204,3 +204,18 @@ async def test_a_restart_seen_in_the_backends_counters_clears_the_index_once(pub
     running.subscriber.backend_restarted()
     assert matched(running.index) == 3
     await running.stop()
+
+
+@pytest.mark.anyio
+async def test_out_of_order_messages_apply_once_in_sequence_order(publisher):
+    """5 arrives before 4: the replay applies 4 then 5 in order, and the late 4 is dropped."""
+    running = Running(publisher)
+    await running.connected(publisher)
+    late = publisher.publish(stored([1], None, PROMPT[:4]), send=False)
+    publisher.publish(BlockRemoved([1], "GPU"))  # after the store, in sequence order
+    await running.until(lambda: running.outcomes[-1] == "applied")
+    publisher.resend(late)
+    publisher.publish()
+    await running.until(lambda: "duplicate" in running.outcomes and running.outcomes[-1] == "applied")
+    assert len(running.index) == 0  # the store did not come back after its removal
+    await running.stop()
