@@ -8,7 +8,14 @@ import socket
 import sys
 from pathlib import Path
 
-from triage_router.engine_server.config import EngineConfig
+from triage_router.engine_server.config import EngineConfig, KVEventsConfig
+
+
+def kv_events_config(text: str) -> KVEventsConfig:
+    try:
+        return KVEventsConfig.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,6 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-priority-preemption", action="store_true")
     p.add_argument("--embedding-model", default="default", help="'default' (all-MiniLM-L6-v2), a directory, or 'none'")
     p.add_argument("--embedding-dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--kv-events-config", type=kv_events_config, default=None, metavar="JSON",
+                   help="publish KV-cache events as vLLM does, e.g. "
+                        "'{\"enable_kv_cache_events\": true, \"endpoint\": \"tcp://*:5557\"}' (docs/design/engine.md)")
     p.add_argument("--num-threads", type=int, default=None)
     p.add_argument("--log-level", default="warning")
     return p.parse_args(argv)
@@ -54,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         ordering=args.ordering, enable_prefix_caching=not args.no_prefix_caching,
         priority_preemption=not args.no_priority_preemption,
         embedding_model=None if args.embedding_model == "none" else args.embedding_model,
-        embedding_dtype=args.embedding_dtype, num_threads=args.num_threads,
+        embedding_dtype=args.embedding_dtype, num_threads=args.num_threads, kv_events=args.kv_events_config,
     )
     # Bind first: a busy port fails in milliseconds, not after loading the model. Connections
     # wait in the backlog until the server accepts them; --port 0 reports the chosen port.

@@ -9,6 +9,42 @@ from typing import Any, Literal
 import msgspec
 
 DType = Literal["float32", "bfloat16"]
+KV_EVENT_PUBLISHERS = ("null", "zmq")
+
+
+class KVEventsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """`--kv-events-config`: vLLM's option of the same name, with its keys and defaults."""
+
+    enable_kv_cache_events: bool = False
+    publisher: str | None = None  # None: "zmq" when enabled, else "null" (as in vLLM)
+    # A PUB address: `*`, `::`, ipc:// and inproc:// addresses are bound, others connected to.
+    endpoint: str = "tcp://*:5557"
+    replay_endpoint: str | None = None  # a ROUTER address (always bound) for missed batches
+    buffer_steps: int = 10_000  # batches kept for replay
+    hwm: int = 100_000  # the PUB socket's send high-water mark
+    max_queue_size: int = 100_000  # batches waiting for the publisher thread before drops
+    topic: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return self.enable_kv_cache_events and self.publisher != "null"
+
+    @classmethod
+    def parse(cls, text: str) -> KVEventsConfig:
+        """Decode the option's JSON; anything vLLM would not accept is a ValueError saying why."""
+        try:
+            config = msgspec.json.decode(text, type=cls)
+        except msgspec.DecodeError as e:
+            raise ValueError(f"not a valid KV events config: {e}") from None
+        if config.publisher is None:
+            config.publisher = "zmq" if config.enable_kv_cache_events else "null"
+        if config.publisher not in KV_EVENT_PUBLISHERS:
+            raise ValueError(f"unknown KV events publisher {config.publisher!r}: expected 'zmq' or 'null'")
+        if config.buffer_steps < 0 or config.hwm < 0:
+            raise ValueError("KV events config: buffer_steps and hwm must be >= 0")
+        if config.max_queue_size < 1:  # a queue.Queue of size 0 would be unbounded
+            raise ValueError("KV events config: max_queue_size must be >= 1")
+        return config
 
 
 class EngineConfig(msgspec.Struct, kw_only=True):
@@ -39,6 +75,8 @@ class EngineConfig(msgspec.Struct, kw_only=True):
     # bf16 embeds a short prompt in ~6 ms instead of ~10 ms on this CPU (AMX), cosine >= 0.9999
     # to fp32: plenty for the tagger's nearest centroid. fp32 stays the portable default.
     embedding_dtype: DType = "float32"
+    # KV-cache events in vLLM's wire format (publisher built where the block pool lives).
+    kv_events: KVEventsConfig | None = None
     cache_dir: str | None = None
     num_threads: int | None = None
     seed: int = 0

@@ -20,6 +20,7 @@ from triage_router.engine_server.config import EngineConfig, ModelConfig
 from triage_router.engine_server.cpu_linear import packing_applies
 from triage_router.engine_server.detokenizer import IncrementalDetokenizer
 from triage_router.engine_server.kv_cache import KVCacheManager, bytes_per_block
+from triage_router.engine_server.kv_event_publisher import ZmqEventPublisher
 from triage_router.engine_server.model import LlamaForCausalLM
 from triage_router.engine_server.model_runner import ModelRunner
 from triage_router.engine_server.scheduler import Scheduler, SchedulerOutput
@@ -109,10 +110,12 @@ class LLMEngine:
         )
         num_blocks = config.num_gpu_blocks or self._device_blocks(device, per_block)
         num_swap = config.num_swap_blocks if config.num_swap_blocks is not None else int(config.swap_space_gib * 2**30 // per_block)
+        events_config = config.kv_events if config.kv_events is not None and config.kv_events.enabled else None
         self.kv = KVCacheManager(
             num_layers=model_config.num_hidden_layers, kv_heads=model_config.num_key_value_heads,
             head_dim=model_config.head_dim, block_size=config.block_size, num_blocks=num_blocks,
             num_swap_blocks=num_swap, dtype=dtype, device=device, enable_caching=config.enable_prefix_caching,
+            kv_events=events_config is not None,
         )
         # kv-wsjf weighs each request's share of the KV pool and of the batch slots.
         ordering = make_ordering(
@@ -141,6 +144,8 @@ class LLMEngine:
         self._offline_ids = itertools.count()
         self.prompt_tokens_total = 0
         self.generation_tokens_total = 0
+        # Last: it binds sockets and starts a thread, which nothing above may leak by failing.
+        self.kv_event_publisher = ZmqEventPublisher(events_config) if events_config is not None else None
 
     def _device_blocks(self, device: torch.device, per_block: int) -> int:
         if device.type == "cuda":
@@ -200,6 +205,12 @@ class LLMEngine:
     # --- the step -----------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
+        try:
+            return self._step()
+        finally:  # a step that raised still changed the cache: say so
+            self._publish_kv_events()
+
+    def _step(self) -> list[RequestOutput]:
         t0 = time.perf_counter()
         sched = self.scheduler.schedule(time.monotonic())
         self.last_schedule = sched
@@ -225,6 +236,25 @@ class LLMEngine:
             outputs.append(self._output(seq, [st.token_id], [st.logprob] if st.logprob else []))
         self.step_times.add(t1 - t0, t2 - t1, time.perf_counter() - t2)
         return outputs
+
+    def _publish_kv_events(self) -> None:
+        if self.kv_event_publisher is not None:
+            assert self.kv.events is not None
+            events = self.kv.events.take()
+            if events:
+                self.kv_event_publisher.publish(events)
+
+    def reset_prefix_cache(self) -> bool:
+        """Forget every cached block (only while no request holds one); False if some do."""
+        done = self.kv.pool.reset_prefix_cache()
+        self._publish_kv_events()
+        return done
+
+    def close(self) -> None:
+        """Release what outlives a step: the KV-cache event publisher's thread and sockets."""
+        if self.kv_event_publisher is not None:
+            self.kv_event_publisher.close()
+            self.kv_event_publisher = None
 
     def _stop_reason(self, seq: Sequence, token: int) -> FinishReason | None:
         p = seq.params

@@ -14,6 +14,7 @@ import copy
 import multiprocessing as mp
 import queue
 import threading
+from collections import deque
 from collections.abc import AsyncIterator
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -45,6 +46,7 @@ class EngineClient:
         self._conn = conn
         self._worker = worker
         self._streams: dict[str, asyncio.Queue[Any]] = {}
+        self._resets: deque[asyncio.Future[bool]] = deque()  # answered in the order asked
         # Sends go through a thread: a pipe write blocks while the core is mid-step and the
         # buffer is full (large prompts), and the event loop must never block on that.
         self._outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
@@ -136,6 +138,17 @@ class EngineClient:
             if not finished:  # client went away or the consumer stopped: free its KV now
                 self._outbox.put(("abort", request_id))
 
+    async def reset_prefix_cache(self) -> bool:
+        """Forget every cached block, as vLLM's POST /reset_prefix_cache; False (nothing
+        changed) while a request holds blocks."""
+        if not self.alive:
+            raise EngineUnavailable("the engine is not running")
+        assert self._loop is not None
+        answer = self._loop.create_future()
+        self._resets.append(answer)
+        self._outbox.put(("reset_prefix_cache",))
+        return await answer
+
     def _send_loop(self) -> None:
         while (msg := self._outbox.get()) is not None:
             try:
@@ -151,6 +164,9 @@ class EngineClient:
             self._on_lost()
 
     def _handle(self, msg: tuple[Any, ...]) -> None:
+        if msg[0] == "reset_prefix_cache":
+            self._resets.popleft().set_result(msg[1])
+            return
         _, outputs, failures, self.stats = msg
         for out in outputs:
             stream = self._streams.get(out.request_id)
@@ -168,3 +184,5 @@ class EngineClient:
         self._loop.remove_reader(self._conn.fileno())
         for stream in self._streams.values():
             stream.put_nowait(EngineUnavailable("the engine core exited"))
+        while self._resets:
+            self._resets.popleft().set_exception(EngineUnavailable("the engine core exited"))

@@ -7,11 +7,11 @@ retakes the GIL, so sharing it with a busy event loop stretched a batch-32 decod
 about 50 ms to 85 ms. The same loop also runs in a thread for tests and embedding.
 
 Messages in: ("add", request_id, prompt_token_ids, params, priority, predicted_output_len, tenant),
-("abort", request_id), ("stop",). Messages out: ("ready", limits, stats) or
-("failed", reason) once at start-up, then ("step", outputs, failures, stats) after every step
+("abort", request_id), ("reset_prefix_cache",), ("stop",). Messages out: ("ready", limits, stats)
+or ("failed", reason) once at start-up, then ("step", outputs, failures, stats) after every step
 and after every batch of messages that changed something, where failures are
 (request_id, kind, message) with kind "rejected" (can never run) or "failed" (the step
-raised).
+raised); and ("reset_prefix_cache", success) for each reset asked for, in order.
 """
 
 from __future__ import annotations
@@ -81,6 +81,8 @@ class EngineCore:
             out = self.engine.abort(msg[1])
             if out is not None:
                 outputs.append(out)
+        elif msg[0] == "reset_prefix_cache":
+            self.conn.send(("reset_prefix_cache", self.engine.reset_prefix_cache()))
         else:
             raise ValueError(f"unknown engine message {msg[0]!r}")
 
@@ -95,4 +97,7 @@ def serve_in_process(config: EngineConfig, conn: Connection) -> None:
         conn.send(("failed", f"{type(e).__name__}: {e}"))
         return
     conn.send(("ready", engine.limits, snapshot(engine)))
-    EngineCore(engine, conn).run()
+    try:
+        EngineCore(engine, conn).run()
+    finally:
+        engine.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from triage_router.engine_server.block_pool import BlockPool, block_hash
+from triage_router.engine_server.kv_event_log import KVEventLog
 from triage_router.engine_server.sequence import Sequence
 
 
@@ -36,9 +37,12 @@ class KVCacheManager:
         dtype: torch.dtype,
         device: torch.device,
         enable_caching: bool = True,
+        kv_events: bool = False,
     ) -> None:
         self.block_size = block_size
-        self.pool = BlockPool(num_blocks, enable_caching)
+        # The prefix cache's changes, collected for KV-cache event publishing when asked for.
+        self.events = KVEventLog(block_size) if kv_events else None
+        self.pool = BlockPool(num_blocks, enable_caching, self.events)
         shape = (2, num_blocks, block_size, kv_heads, head_dim)
         self.kv_caches = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         # Host swap space: pinned on CUDA so that copies can overlap compute.
@@ -108,7 +112,8 @@ class KVCacheManager:
         full = min(seq.num_computed_tokens // bs, len(seq.block_table))
         self._extend_hashes(seq, full)
         for i in range(seq.num_published_blocks, full):
-            self.pool.cache(seq.block_table[i], seq.block_hashes[i], seq.token_ids[i * bs:(i + 1) * bs])
+            parent = seq.block_hashes[i - 1] if i else None
+            self.pool.cache(seq.block_table[i], seq.block_hashes[i], seq.token_ids[i * bs:(i + 1) * bs], parent)
         seq.num_published_blocks = max(seq.num_published_blocks, full)
 
     # --- allocation ---------------------------------------------------------------------

@@ -50,6 +50,9 @@ class ServerConfig(_Section):
     # Reload the config when its file changes (checked every 2 s), as on SIGHUP. Off by default:
     # a half-written file is refused with a log line, but a reload is still a deliberate act.
     watch_config: bool = False
+    # Router processes sharing the port (`triage serve --workers`; router/cli/workers.py). 1: one
+    # process, no supervisor.
+    workers: PositiveInt = 1
 
 
 class KVEventsConfig(_Section):

@@ -169,6 +169,11 @@ class NoHealthyBackend(ApiError):
     error_type = "server_error"
     code = "no_healthy_backend"
 
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        # Probes bring a backend back within a second of its answering again, at first; the
+        # OpenAI SDK and most clients wait this long before retrying a 503.
+        return [(b"retry-after", b"1")]
+
 
 class UpstreamTimeout(ApiError):
     status = 504

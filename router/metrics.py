@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.multiprocess import MultiProcessCollector
 
 # Seconds; the low end resolves a proxy's own overhead, the high end long generations.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -29,12 +30,29 @@ E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 4
 disable_created_metrics()
 
 
-class RouterMetrics:
-    """One registry per app, so tests can build many apps side by side."""
+# How a gauge's readings from several worker processes (`triage serve --workers`) become one
+# figure; ignored in a single process. Counts that each worker holds part of are summed over
+# the live workers. A backend's own reading (its /metrics, its health) is the same backend seen
+# by every worker: the latest worker's reading is the backend's latest. A dead worker's
+# gauges are dropped (the parent marks it dead); its counters and histograms are kept.
+SUMMED = "livesum"
+LATEST = "livemostrecent"
 
-    def __init__(self) -> None:
+
+class RouterMetrics:
+    """One registry per app, so tests can build many apps side by side.
+
+    With `across_processes`, the values live in files under $PROMETHEUS_MULTIPROC_DIR (set
+    before prometheus_client was imported) and `render` shows every process's, combined: a
+    scrape of any worker shows the whole router."""
+
+    def __init__(self, across_processes: bool = False) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self._exposed = r
+        if across_processes:
+            self._exposed = CollectorRegistry()
+            MultiProcessCollector(self._exposed)
         self.requests = Counter(
             "triage_requests", "Requests answered, by endpoint, priority, backend, model and status code.",
             ["endpoint", "priority", "backend", "model", "status"], registry=r,
@@ -45,6 +63,7 @@ class RouterMetrics:
         )
         self.in_flight = Gauge(
             "triage_requests_in_flight", "Requests being relayed now.", ["priority", "backend"], registry=r,
+            multiprocess_mode=SUMMED,
         )
         self.time_to_first_byte = Histogram(
             "triage_time_to_first_byte_seconds", "From request arrival to the first response byte sent.",
@@ -60,6 +79,7 @@ class RouterMetrics:
         )
         self.queue_length = Gauge(
             "triage_queue_length", "Requests waiting in the admission queue.", ["priority"], registry=r,
+            multiprocess_mode=SUMMED,
         )
         # Per priority and model, as vLLM names them (vllm:time_to_first_token_seconds, ...).
         self.queue_time = Histogram(
@@ -126,33 +146,38 @@ class RouterMetrics:
             ["backend", "outcome"], registry=r,
         )
         self.kv_index_blocks = Gauge(
-            "triage_kv_index_blocks", "Blocks a backend reports holding, from its KV events.", ["backend"], registry=r)
+            "triage_kv_index_blocks", "Blocks a backend reports holding, from its KV events.", ["backend"], registry=r,
+            multiprocess_mode=LATEST)
         self.kv_index_trusted = Gauge(
             "triage_kv_index_trusted",
             "1 while a backend's KV-event index routes it; 0 while the approximate index does (no stream yet, "
-            "or recovering from lost messages).", ["backend"], registry=r)
+            "or recovering from lost messages).", ["backend"], registry=r, multiprocess_mode=LATEST)
         self.tokenize_time = Histogram(
             "triage_prompt_tokenize_seconds",
             "Time to turn a request into the token ids its backends hash (only with KV events).",
             buckets=TAGGING_BUCKETS, registry=r,
         )
-        self.backend_up = Gauge("triage_backend_up", "1 while a backend is taken as healthy.", ["backend"], registry=r)
+        self.backend_up = Gauge("triage_backend_up", "1 while a backend is taken as healthy.", ["backend"], registry=r,
+                                multiprocess_mode=LATEST)
         # What each backend's own /metrics said at the last reading (vLLM's names, summed over models).
         self.backend_running = Gauge(
-            "triage_backend_running", "Requests the backend reported running.", ["backend"], registry=r)
+            "triage_backend_running", "Requests the backend reported running.", ["backend"], registry=r,
+            multiprocess_mode=LATEST)
         self.backend_waiting = Gauge(
-            "triage_backend_waiting", "Requests the backend reported waiting in its own queue.", ["backend"], registry=r)
+            "triage_backend_waiting", "Requests the backend reported waiting in its own queue.", ["backend"], registry=r,
+            multiprocess_mode=LATEST)
         self.backend_kv_usage = Gauge(
-            "triage_backend_kv_cache_usage", "Fraction of the backend's KV cache in use, 0..1.", ["backend"], registry=r)
+            "triage_backend_kv_cache_usage", "Fraction of the backend's KV cache in use, 0..1.", ["backend"], registry=r,
+            multiprocess_mode=LATEST)
         self.backend_prefix_queries = Gauge(
             "triage_backend_prefix_cache_queries", "The backend's own prefix-cache query counter (tokens).",
-            ["backend"], registry=r)
+            ["backend"], registry=r, multiprocess_mode=LATEST)
         self.backend_prefix_hits = Gauge(
             "triage_backend_prefix_cache_hits", "The backend's own prefix-cache hit counter (tokens).",
-            ["backend"], registry=r)
+            ["backend"], registry=r, multiprocess_mode=LATEST)
         self.backend_concurrency = Gauge(
             "triage_backend_learned_concurrency", "Requests the backend runs at once, as Triage learned it (0: not yet).",
-            ["backend"], registry=r)
+            ["backend"], registry=r, multiprocess_mode=LATEST)
         self.tokens = Counter(
             "triage_tokens", "Tokens served, from each answer's usage, per API key name (never the key) and model.",
             ["key", "model", "kind"], registry=r)
@@ -167,4 +192,4 @@ class RouterMetrics:
         return found
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._exposed)

@@ -1,5 +1,5 @@
 """The engine's litestar app: OpenAI's chat, completions, embeddings and models routes, plus
-/health and /metrics. Every error leaves in OpenAI's shape."""
+/health, /metrics and vLLM's /reset_prefix_cache. Every error leaves in OpenAI's shape."""
 
 from __future__ import annotations
 
@@ -151,6 +151,11 @@ def create_app(
     async def detokenize(request: Request) -> Any:
         return await routes.detokenize(request)
 
+    @post("/reset_prefix_cache", status_code=200)
+    async def reset_prefix_cache() -> Any:
+        # vLLM's answer shape; false while requests hold blocks (retry when idle).
+        return json_response({"success": await engine.reset_prefix_cache()})
+
     @get("/v1/models")
     async def models() -> Any:
         return routes.models()
@@ -167,7 +172,7 @@ def create_app(
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return Litestar(
-        route_handlers=[chat, completions, embeddings, tokenize, detokenize, models, health, metrics],
+        route_handlers=[chat, completions, embeddings, tokenize, detokenize, reset_prefix_cache, models, health, metrics],
         exception_handlers={Exception: _on_error},
         on_startup=[engine.start],
         on_shutdown=[engine.stop],

@@ -6,6 +6,7 @@ The router never imports the engine (it must start fast and stay free of torch):
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from triage_router.router.http.server import StartupError
 
 
 DISTRIBUTION = "triage-router"
+# What `launch = true` runs with `python -m` (tests run a stand-in: tests/fakes/launched_engine.py).
+ENGINE_MODULE = "triage_router.engine_server"
 ENGINE_EXTRA_INSTALL = "pip install 'triage-router[engine]'"
 
 
@@ -53,14 +56,32 @@ def require_engine_extra(who: str) -> None:
                            f"(missing: {', '.join(missing)}): {ENGINE_EXTRA_INSTALL}")
 
 
+def _kv_events_args(backend: BackendConfig) -> list[str]:
+    """A launched engine publishes the KV events its backend subscribes to, on the ports the
+    config names, unless launch_args already say how. Like vLLM, the engine binds only a
+    wildcard address (it connects to any other), so tcp://host:port becomes tcp://*:port."""
+    events = backend.events
+    if events is None or "--kv-events-config" in backend.launch_args:
+        return []
+    config = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": _bound(events.endpoint),
+              "topic": events.topic}
+    if events.replay_endpoint:
+        config["replay_endpoint"] = _bound(events.replay_endpoint)
+    return ["--kv-events-config", json.dumps(config)]
+
+
+def _bound(endpoint: str) -> str:
+    return re.sub(r"^tcp://[^/]+:(\d+)$", r"tcp://*:\1", endpoint)
+
+
 class EngineProcess:
     def __init__(self, backend: BackendConfig) -> None:
         self.backend = backend
         address = urlsplit(backend.url)
         self.host = address.hostname or "127.0.0.1"
         self.port = address.port or 80
-        self.command = [sys.executable, "-m", "triage_router.engine_server", "--host", self.host, "--port", str(self.port),
-                        *backend.launch_args]
+        self.command = [sys.executable, "-m", ENGINE_MODULE, "--host", self.host, "--port", str(self.port),
+                        *backend.launch_args, *_kv_events_args(backend)]
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

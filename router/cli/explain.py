@@ -66,6 +66,9 @@ def render(decision: dict[str, Any]) -> str:
     for candidate in decision["candidates"]:
         verdict = f"score {candidate['score']:.4g}" if candidate["eligible"] else "not eligible"
         lines.append(f"  {candidate['backend']:<20} {verdict:<16} {candidate['reason']}")
+        if (cache := decision.get("cache", {}).get(candidate["backend"])) is not None:
+            lines.append(f"  {'':<20} {'cache':<16} {cache['matched_tokens']} prompt tokens held "
+                         f"({cache['share']:.0%}), by the {cache['source'].replace('_', ' ')} index")
     for name, why in decision["saturated"].items():
         lines.append(f"  {name:<20} {'saturated':<16} {why}")
     target = placement["backend"] or "(none: it would wait in the admission queue)"

@@ -12,6 +12,7 @@ from triage_router.router.config_loader import load_config, resolve_config_path
 from triage_router.router.cli.engine_launcher import EngineProcess, require_engine_extra
 from triage_router.router.http import tracing
 from triage_router.router.http.server import StartupError, bind_socket, serve, url_of
+from triage_router.router.cli.workers import reserve_port, serve_workers
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -22,11 +23,15 @@ def _serve(args: argparse.Namespace) -> int:
         config = load_config(path)
         host = args.host or config.server.host
         port = config.server.port if args.port is None else args.port
+        workers = config.server.workers if args.workers is None else args.workers
+        # With workers, only a check here (the parent makes no span): each worker sets up its own.
         tracing.configure_from_env()
-        sock = bind_socket(host, port)
+        # Each worker binds the port itself; the parent holds it meanwhile.
+        sock = reserve_port(host, port) if workers > 1 else bind_socket(host, port)
     except (ConfigError, StartupError) as error:
         print(f"triage: error: {error}", file=sys.stderr)
         return 2
+    # Started once, here, before any worker: workers never launch engines.
     engines = [EngineProcess(backend) for backend in config.backends if backend.launch]
     try:
         for engine in engines:
@@ -35,6 +40,8 @@ def _serve(args: argparse.Namespace) -> int:
         for engine in engines:
             engine.wait_ready(lambda waited, name=engine.backend.name: print(
                 f"  still waiting for engine {name} ({waited:.0f} s; the first start converts the model)", flush=True))
+        if workers > 1:
+            return serve_workers(config, path, sock, workers)
         from triage_router.router.http.app import create_app  # after the checks: a bad config fails before litestar loads
 
         started = serve(
@@ -90,6 +97,16 @@ def _explain(explain_args: list[str]) -> int:
     return explain.run(parser.parse_args(explain_args))
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="triage", description="OpenAI-compatible LLM router.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--config", help="path to config.toml (default: $TRIAGE_CONFIG or ./config.toml)")
     serve_cmd.add_argument("--host", help="address to listen on (default: server.host)")
     serve_cmd.add_argument("--port", type=int, help="port to listen on (default: server.port)")
+    serve_cmd.add_argument("--workers", type=_positive, help=(
+        "router processes sharing the port, on Linux (default: server.workers, 1); docs/deploy.md says what "
+        "each knows only for itself"))
     serve_cmd.set_defaults(run=_serve)
     # Listed for --help only: main() hands `simulate` and `engine` their own parsers, so
     # `triage serve` does not pay for importing the simulator at start-up.

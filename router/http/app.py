@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 from litestar import Litestar, Request, Response, asgi, get
 from litestar.exceptions import HTTPException
 from litestar.handlers import ASGIRouteHandler
@@ -15,7 +16,7 @@ from litestar.handlers import ASGIRouteHandler
 from triage_router.router.http.access_log import AccessLog
 from triage_router.router.http.auth import ApiKeys
 from triage_router.router.http.openapi import openapi_json
-from triage_router.router.routing.backends import BackendPool
+from triage_router.router.routing.backends import Backend, BackendPool
 from triage_router.router.config import Config
 from triage_router.router.routing.dispatcher import Dispatcher
 from triage_router.router.errors import MethodNotAllowed, for_status
@@ -97,10 +98,14 @@ def _openai_error(request: Request[Any, Any, Any], error: HTTPException) -> Resp
                     headers=error.headers)
 
 
-def create_app(config: Config, config_path: Path | None = None) -> TriageApp:
+def create_app(config: Config, config_path: Path | None = None, *, worker_index: int = 0, workers: int = 1) -> TriageApp:
     """The router for `config`; given the file it came from, SIGHUP (and, if configured, a
-    change to the file) reloads its backends and keys (router/http/reload.py)."""
-    metrics = RouterMetrics()
+    change to the file) reloads its backends and keys (router/http/reload.py).
+
+    As worker `worker_index` of `workers` (`triage serve --workers`, router/cli/workers.py): its
+    metrics are rendered with every worker's, its local rate-limit buckets hold its share of
+    each limit, and only worker 0 writes the length predictor's state file (all read it)."""
+    metrics = RouterMetrics(across_processes=workers > 1)
     pool = BackendPool(config.backends, config.routing.block_chars, config.routing.index_capacity_factor)
     upstream = UpstreamClient(config.upstream)
     control = httpx.AsyncClient()
@@ -110,7 +115,7 @@ def create_app(config: Config, config_path: Path | None = None) -> TriageApp:
     scraper = MetricsScraper(
         pool, control, dispatcher.metrics_interval, config.routing.metrics_fast_interval_s,
         on_update=dispatcher.on_load_update,
-        on_restart=lambda backend: backend.prefix_index.clear(),
+        on_restart=Backend.restarted,
         # One clock for readings and for judging their age.
         clock=dispatcher.clock,
     )
@@ -123,7 +128,10 @@ def create_app(config: Config, config_path: Path | None = None) -> TriageApp:
     predictor = LengthPredictor(config.length)
     access_log = AccessLog(config.log) if config.log.access else None
     background: list[asyncio.Task[None]] = []
-    api_keys = ApiKeys(config.api_keys, metrics=metrics, rate_limits=config.rate_limits)
+    # Each worker is one more replica holding a share of every limit in its local buckets.
+    rate_limits = msgspec.structs.replace(config.rate_limits, replicas=config.rate_limits.replicas * workers)
+    api_keys = ApiKeys(config.api_keys, metrics=metrics, rate_limits=rate_limits)
+    saves_length_state = bool(config.length.state_file) and worker_index == 0
     reloader = None if config_path is None else Reloader(
         config_path, config, pool=pool, dispatcher=dispatcher, api_keys=api_keys, catalog=catalog, prober=prober,
         kv_feeds=kv_feeds)
@@ -177,7 +185,7 @@ def create_app(config: Config, config_path: Path | None = None) -> TriageApp:
     async def openapi() -> Response[bytes]:
         return Response(document, media_type="application/json")
 
-    pages = [list_models, health, ready, prometheus, openapi, *status_routes(pool, dispatcher)]
+    pages = [list_models, health, ready, prometheus, openapi, *status_routes(pool, dispatcher, worker_index, workers)]
     # Built once, before the app serves: the routes above and the relays, as mounted.
     document = openapi_json(config, relays, [path for page in pages for path in page.paths],
                             [EXPLAIN_PREFIX + path for path, relay in relays.items() if relay.generates])
@@ -190,7 +198,7 @@ def create_app(config: Config, config_path: Path | None = None) -> TriageApp:
             reloader.start(watch=config.server.watch_config)
         for classifier in classifiers:
             await classifier.start()
-        if config.length.state_file:
+        if saves_length_state:
             background.append(asyncio.ensure_future(predictor.save_periodically()))
 
     async def shutdown() -> None:
@@ -204,7 +212,7 @@ def create_app(config: Config, config_path: Path | None = None) -> TriageApp:
         await tagging_http.aclose()
         for task in background:
             task.cancel()
-        if config.length.state_file:
+        if saves_length_state:
             predictor.save(config.length.state_file)
         await prober.close()
         await api_keys.close()

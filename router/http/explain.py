@@ -17,6 +17,7 @@ from triage_router.router.context import RequestContext
 from triage_router.router.errors import ApiError, MethodNotAllowed, NotFound
 from triage_router.router.http.asgi_io import Receive, Send
 from triage_router.router.routing.admission import Job
+from triage_router.router.routing.dispatcher import CacheView
 
 EXPLAIN_PREFIX = "/triage/explain"
 
@@ -60,7 +61,7 @@ async def reply_explanation(send: Send, decision: dict[str, Any]) -> None:
 
 
 def explanation(ctx: RequestContext, job: Job, routed_model: str, placement: Placement,
-                saturated: dict[str, str]) -> dict[str, Any]:
+                saturated: dict[str, str], caches: dict[str, CacheView]) -> dict[str, Any]:
     """The decision as JSON: priority and its source, predicted length, each candidate and why."""
     assert ctx.priority is not None
     predicted = ctx.predicted
@@ -81,4 +82,7 @@ def explanation(ctx: RequestContext, job: Job, routed_model: str, placement: Pla
         "candidates": [{"backend": c.backend, "eligible": c.eligible, "score": c.score, "reason": c.reason}
                        for c in placement.candidates],
         "saturated": saturated,
+        # What each eligible candidate holds of the prompt, and which index says so.
+        "cache": {name: {"matched_tokens": view.matched_tokens, "share": round(view.share, 4), "source": view.source}
+                  for name, view in caches.items()},
     }

@@ -184,7 +184,8 @@ def _explain_operation(relay: _Relay, parameters: list[str], keys: bool) -> dict
     operation.update(operationId="explain_" + relay.operation_id, tags=["router"],
                      summary="What Triage would decide for this request, without sending it (`triage explain`)")
     operation["responses"]["200"] = {
-        "description": "The priority and its source, the predicted length, each backend's score, the placement.",
+        "description": "The priority and its source, the predicted length, each backend's score and what it "
+                       "holds of the prompt (by its KV events, or the approximate index), the placement.",
         "content": {_JSON: {"schema": {"type": "object", "required": ["priority", "placement", "candidates"]}}}}
     return operation
 

@@ -35,6 +35,11 @@ RELOADED = ("backends", "api_keys")
 READ_AT_START = tuple(name for name in Config.__struct_fields__ if name not in RELOADED)
 
 
+def reloaded(running: Config, new: Config) -> Config:
+    """What a reload to `new` leaves running: its backends and keys, the rest as it was."""
+    return msgspec.structs.replace(running, backends=new.backends, api_keys=new.api_keys)
+
+
 class Reloader:
     def __init__(self, path: Path, running: Config, *, pool: BackendPool, dispatcher: Dispatcher, api_keys: ApiKeys,
                  catalog: ModelCatalog, prober: HealthProber, kv_feeds: KVEventFeeds,
@@ -70,7 +75,7 @@ class Reloader:
         self.dispatcher.reconfigure(self.pool)
         self.kv_feeds.reconfigure(self.pool.backends)
         self.api_keys.reconfigure(new.api_keys)
-        self.running = msgspec.structs.replace(self.running, backends=new.backends, api_keys=new.api_keys)
+        self.running = reloaded(self.running, new)
         draining = [b.name for b in self.pool.backends if b.config.drain]
         log.warning("config reloaded from %s: backends %s (added %s, removed %s, draining %s), %d API keys",
                     self.path, [b.name for b in self.pool.backends], [b.name for b in added],

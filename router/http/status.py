@@ -8,6 +8,7 @@ docs/metrics.md says what each field means.
 
 from __future__ import annotations
 
+import os
 import time
 from importlib.resources import files
 from typing import Any
@@ -77,10 +78,12 @@ def decision_status(entry: Placed | Refused, now: float, wall_now: float) -> dic
     return {"outcome": "refused", **common, "status": entry.status, "code": entry.code, "reason": entry.message}
 
 
-def status_of(pool: BackendPool, dispatcher: Dispatcher) -> dict[str, Any]:
+def status_of(pool: BackendPool, dispatcher: Dispatcher, worker_index: int = 0, workers: int = 1) -> dict[str, Any]:
     now, wall_now = dispatcher.clock(), time.time()
     return {
         "at": round(wall_now, 3),
+        # With `triage serve --workers`, everything below is this worker's own.
+        "worker": {"index": worker_index, "of": workers, "pid": os.getpid()},
         "priorities": [
             {"priority": p, "waiting": dispatcher.queue.waiting(p),
              "in_flight": sum(b.in_flight_by_priority[p] for b in pool.backends)}
@@ -91,10 +94,11 @@ def status_of(pool: BackendPool, dispatcher: Dispatcher) -> dict[str, Any]:
     }
 
 
-def status_routes(pool: BackendPool, dispatcher: Dispatcher) -> list[HTTPRouteHandler]:
+def status_routes(pool: BackendPool, dispatcher: Dispatcher, worker_index: int = 0,
+                  workers: int = 1) -> list[HTTPRouteHandler]:
     @get("/status")
     async def status() -> Response[dict[str, Any]]:
-        return Response(status_of(pool, dispatcher), headers=_NO_STORE)
+        return Response(status_of(pool, dispatcher, worker_index, workers), headers=_NO_STORE)
 
     @get("/dashboard")
     async def dashboard() -> Response[bytes]:

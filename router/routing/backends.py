@@ -110,6 +110,13 @@ class Backend:
             return None
         return report
 
+    def restarted(self) -> None:
+        """Its counters went backwards: a new process, with an empty cache. The event index is
+        cleared too, in case the new process has published nothing yet to say so."""
+        self.prefix_index.clear()
+        if self.kv_feed is not None:
+            self.kv_feed.backend_restarted()
+
     def record_success(self) -> None:
         self.consecutive_failures = 0
         self.answered = True

@@ -45,6 +45,7 @@ class CacheView:
     share: float  # of the prompt
     prefixes: int  # distinct prompt roots cached
     tokens: int  # tokens cached
+    source: str  # "kv_events" or "approximate"
 
 
 def make_placer(routing: RoutingConfig) -> Placer:
@@ -182,15 +183,14 @@ class Dispatcher:
         return BackendLoad(backend.in_flight, backend.in_flight_tokens, report.running, report.waiting,
                            report.kv_usage, backend.releases - backend.releases_at_reading, ahead)
 
-    def preview(self, job: Job) -> tuple[Placement, dict[str, str]]:
+    def preview(self, job: Job) -> tuple[Placement, dict[str, str], dict[str, CacheView]]:
         """Where `job` would go now, and why, taking no slot (`triage explain`)."""
-        placement, saturated, _ = self._choose(job, self.clock())
-        return placement, saturated
+        return self._choose(job, self.clock())
 
     def _try_place(self, job: Job) -> Backend | None:
         """Choose a backend with room and take a slot on it; None if every candidate is full."""
         now = self.clock()
-        placement, saturated, matched_shares = self._choose(job, now)
+        placement, saturated, caches = self._choose(job, now)
         if placement.backend is None:
             return None
         blocks = job.fingerprint.block_hashes
@@ -204,7 +204,8 @@ class Dispatcher:
             self.queue.fair_share.charge(job.tenant, job.prompt_tokens, job.predicted_output_tokens)
         backend.prefix_index.insert(blocks)
         if blocks:
-            self.homes.placed(blocks[0], backend.name, matched_shares.get(backend.name, 0.0), self.routing.cache_threshold)
+            share = caches[backend.name].share if backend.name in caches else 0.0
+            self.homes.placed(blocks[0], backend.name, share, self.routing.cache_threshold)
         self.metrics.child(self.metrics.placements, placement.policy, backend.name).inc()
         self._decisions[job.request_id] = (placement, saturated)
         self.recent.placed(now, job, backend.name, placement, saturated)
@@ -212,14 +213,14 @@ class Dispatcher:
             log.debug("request %s -> %s (%s)", job.request_id, backend.name, explain(placement, saturated))
         return backend
 
-    def _choose(self, job: Job, now: float) -> tuple[Placement, dict[str, str], dict[str, float]]:
-        """The placement among the candidates with room, the saturated ones and why, and the
-        share of the prompt each candidate holds. Changes nothing."""
+    def _choose(self, job: Job, now: float) -> tuple[Placement, dict[str, str], dict[str, CacheView]]:
+        """The placement among the candidates with room, the saturated ones and why, and what
+        each candidate holds of the prompt. Changes nothing."""
         states: list[BackendState] = []
         saturated: dict[str, str] = {}
         blocks = job.fingerprint.block_hashes
         home = self.homes.home(blocks[0]) if blocks else None
-        matched_shares: dict[str, float] = {}
+        caches: dict[str, CacheView] = {}
         for name in sorted(job.candidates - job.exclude):
             if (backend := self.backends.get(name)) is None:
                 continue  # removed by a reload while the request waited
@@ -234,8 +235,7 @@ class Dispatcher:
                 if reason is not None:
                     saturated[name] = f"{reason} for priority {job.priority}"
                     continue
-            cache = self._cache_view(backend, job)
-            matched_shares[name] = cache.share
+            cache = caches[name] = self._cache_view(backend, job)
             states.append(BackendState(
                 name,
                 load=load.load,
@@ -252,20 +252,20 @@ class Dispatcher:
         if placement is None:
             request = PlacementRequest(job.request_id, job.priority, job.prompt_tokens, job.predicted_output_tokens)
             placement = self.placer.place(request, states, now)
-        return placement, saturated, matched_shares
+        return placement, saturated, caches
 
     def _cache_view(self, backend: Backend, job: Job) -> CacheView:
         """What `backend` holds of the prompt, and how full its cache is: from its KV events
         when it sends them and they can be trusted, else from the approximate index of what this
         router sent there."""
         feed = backend.kv_feed
-        if feed is not None and feed.index.block_size and feed.trusted:
-            tokens = job.tokenized.get(backend.config.tokenizer)
-            if tokens is not None:
-                size = feed.index.block_size
-                matched = feed.index.match(tokens.block_hashes(size, self.routing.max_blocks)) * size
-                return CacheView(matched, matched / max(1, len(tokens)), feed.index.roots, feed.index.cached_tokens)
+        tokens = job.tokenized.get(backend.config.tokenizer) if feed is not None else None
+        if feed is not None and tokens is not None and feed.trusted:
+            size = feed.index.block_size  # 0 until the first store: then it holds nothing
+            matched = feed.index.match(tokens.block_hashes(size, self.routing.max_blocks)) * size if size else 0
+            return CacheView(matched, matched / max(1, len(tokens)), feed.index.roots, feed.index.cached_tokens,
+                             "kv_events")
         blocks = job.fingerprint.block_hashes
         matched = backend.prefix_index.match(blocks)
         return CacheView(matched * self.routing.block_chars // CHARS_PER_TOKEN, matched / max(1, len(blocks)),
-                         backend.prefix_index.roots, backend.cached_tokens)
+                         backend.prefix_index.roots, backend.cached_tokens, "approximate")

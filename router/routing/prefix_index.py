@@ -10,7 +10,18 @@ says how many tenants' prefixes compete for that backend's cache.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
+
+
+def leading_matches(block_hashes: Sequence[int], held: Container[int]) -> int:
+    """How many leading blocks are held: chained hashes mean a block can only be reached
+    through every block before it."""
+    matched = 0
+    for block in block_hashes:
+        if block not in held:
+            break
+        matched += 1
+    return matched
 
 
 class PrefixIndex:
@@ -24,12 +35,7 @@ class PrefixIndex:
 
     def match(self, block_hashes: Sequence[int]) -> int:
         """How many leading blocks are present. Looking does not count as use."""
-        matched = 0
-        for block in block_hashes:
-            if block not in self._blocks:
-                break
-            matched += 1
-        return matched
+        return leading_matches(block_hashes, self._blocks)
 
     def insert(self, block_hashes: Sequence[int]) -> None:
         """Record a dispatched prompt. Its blocks are touched last to first, so the first block

@@ -33,9 +33,11 @@ def test_explain_gives_priority_length_scores_and_placement_and_sends_nothing(
     assert decision["predicted_output_tokens"]["median"] > 0
     assert decision["placement"]["backend"] in ("alpha", "beta") and not decision["placement"]["would_wait"]
     assert {c["backend"] for c in decision["candidates"]} == {"alpha", "beta"}
+    assert decision["cache"]["alpha"] == {"matched_tokens": 0, "share": 0.0, "source": "approximate"}
     assert upstream.requests == [] and second_upstream.requests == []  # explained, not sent
     assert cli.returncode == 0, cli.stderr
     assert "priority 1  from rule:incident" in cli.stdout and "placed   " in cli.stdout
+    assert "0 prompt tokens held (0%), by the approximate index" in cli.stdout
 
 
 def test_explain_says_when_a_request_would_wait_and_refuses_what_a_real_request_would(upstream: FakeUpstream) -> None:
@@ -53,5 +55,6 @@ def test_explain_says_when_a_request_would_wait_and_refuses_what_a_real_request_
     assert full["placement"] == {"backend": None, "policy": full["placement"]["policy"],
                                  "reason": full["placement"]["reason"], "would_wait": True}
     assert full["saturated"] == {"alpha": "load 1 of 1 for priority 2"}
+    assert full["cache"] == {}  # only eligible candidates are matched
     assert anonymous.status_code == 401
     assert unknown.status_code == 404

@@ -129,6 +129,7 @@ def test_refused_upstream_is_502_then_marked_down_is_503(upstream: FakeUpstream)
         health = httpx.get(f"{proxy.url}/health").json()
     assert first.status_code == 502 and _error(first)["code"] == "upstream_unreachable"
     assert second.status_code == 503 and _error(second)["code"] == "no_healthy_backend"
+    assert second.headers["retry-after"] == "1"
     assert health["backends"] == {"alpha": "down"}
 
 

@@ -26,7 +26,7 @@ def test_freed_cached_block_is_reusable_until_evicted():
     pool = BlockPool(2)
     (block,) = pool.allocate(1)
     h = block_hash(None, [1, 2])
-    pool.cache(block, h, [1, 2])
+    pool.cache(block, h, [1, 2], None)
     pool.release([block])
     assert pool.num_free == 2
     hit = pool.lookup(h, [1, 2])
@@ -43,7 +43,7 @@ def test_freed_cached_block_is_reusable_until_evicted():
 def test_lookup_checks_tokens_not_just_the_hash():
     pool = BlockPool(1)
     (block,) = pool.allocate(1)
-    pool.cache(block, 42, [1, 2])
+    pool.cache(block, 42, [1, 2], None)
     assert pool.lookup(42, [1, 3]) is None
 
 
@@ -51,7 +51,7 @@ def test_release_evicts_the_tail_of_a_sequence_first():
     pool = BlockPool(3)
     blocks = pool.allocate(3)
     for i, b in enumerate(blocks):
-        pool.cache(b, 100 + i, [i])
+        pool.cache(b, 100 + i, [i], 100 + i - 1 if i else None)
     pool.release(blocks)
     (evicted,) = pool.allocate(1)
     assert evicted is blocks[2]  # the prefix (blocks 0, 1) stays cached longest
@@ -61,7 +61,7 @@ def test_release_evicts_the_tail_of_a_sequence_first():
 def test_shared_block_is_freed_only_by_its_last_holder():
     pool = BlockPool(2)
     (block,) = pool.allocate(1)
-    pool.cache(block, 7, [7])
+    pool.cache(block, 7, [7], None)
     pool.take(block)
     pool.release([block])
     assert pool.num_free == 1

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,17 +14,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
+import zmq
+from triage_router.policies.kv_events import END_OF_REPLAY, BlockStored, EventBatch
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
-def running_engine(model_dir: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+def running_engine(model_dir: Path, *args: str) -> Iterator[tuple[subprocess.Popen, str]]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "triage_router.engine_server", "--model", str(model_dir), "--port", "0", "--kv-cache-gib", "0.2",
-         "--embedding-model", "none", "--served-model-name", "smol", "--num-threads", "1"],
+         "--embedding-model", "none", "--served-model-name", "smol", "--num-threads", "1", *args],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert proc.stdout is not None
@@ -41,9 +46,22 @@ def running_engine(model_dir: Path) -> Iterator[tuple[subprocess.Popen, str]]:
         proc.wait(timeout=60)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
-def engine_url(smollm2_dir):
-    with running_engine(smollm2_dir) as (_, url):
+def kv_replay_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def engine_url(smollm2_dir, kv_replay_port):
+    kv_events = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://*:{free_port()}",
+                 "replay_endpoint": f"tcp://*:{kv_replay_port}"}
+    with running_engine(smollm2_dir, "--kv-events-config", json.dumps(kv_events)) as (_, url):
         yield url
 
 
@@ -68,6 +86,28 @@ def test_openai_sdk_chat_and_stream(engine_url):
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "The capital of France is Paris."
     assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens_details.cached_tokens == 32
     assert [m.id for m in client.models.list()] == ["smol"]
+
+
+def test_the_engine_process_publishes_kv_cache_events(engine_url, kv_replay_port):
+    """--kv-events-config reaches the engine process, whose block pool publishes what it caches."""
+    body = {"model": "smol", "messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 1}
+    assert httpx.post(engine_url + "/v1/chat/completions", json=body, timeout=60).status_code == 200
+    ctx = zmq.Context()
+    try:
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.connect(f"tcp://127.0.0.1:{kv_replay_port}")
+        dealer.send_multipart((b"", (0).to_bytes(8, "big")))  # every batch since the start
+        stored = []
+        while True:
+            assert dealer.poll(30_000), "the replay did not finish"
+            _, _, seq, payload = dealer.recv_multipart()
+            if seq == END_OF_REPLAY:
+                break
+            stored += [e for e in msgspec.msgpack.decode(payload, type=EventBatch).events if isinstance(e, BlockStored)]
+    finally:
+        ctx.destroy(linger=0)
+    first = [e for e in stored if e.parent_block_hash is None]
+    assert first and all(e.block_size == 16 and len(e.token_ids) == 16 * len(e.block_hashes) for e in stored)
 
 
 def test_cli_fails_clearly_on_a_missing_model(tmp_path):

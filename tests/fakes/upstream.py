@@ -64,6 +64,8 @@ class FakeUpstream:
     # else constant vectors; tests/fakes/minilm.py gives a real all-MiniLM-L6-v2.
     embed: Embedder | None = None
     embedding_model: str = "all-MiniLM-L6-v2"
+    # The port to listen on; 0 picks a free one.
+    port: int = 0
 
     def start(self) -> FakeUpstream:
         ready = threading.Event()
@@ -71,7 +73,7 @@ class FakeUpstream:
         self._loop = asyncio.new_event_loop()
 
         async def boot() -> None:
-            self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
 

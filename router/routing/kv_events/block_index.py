@@ -17,6 +17,7 @@ import msgspec
 
 from triage_router.policies.kv_events import AllBlocksCleared, BlockHash, BlockRemoved, BlockStored, KVEvent
 from triage_router.router.routing.kv_events.block_hashes import ROOT_PARENT, chain_hash, pack_tokens
+from triage_router.router.routing.prefix_index import leading_matches
 
 # Far above any real cache (an 80 GB GPU holds ~30,000 blocks of 16 tokens for an 8B model), and
 # a bound on memory (~200 bytes a block) if removals go missing.
@@ -57,12 +58,7 @@ class KVBlockIndex:
 
     def match(self, block_hashes: Sequence[int]) -> int:
         """How many leading blocks the backend holds."""
-        matched = 0
-        for block in block_hashes:
-            if block not in self._ours:
-                break
-            matched += 1
-        return matched
+        return leading_matches(block_hashes, self._ours)
 
     def apply(self, event: KVEvent) -> None:
         if isinstance(event, BlockStored):

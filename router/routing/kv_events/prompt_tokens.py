@@ -149,7 +149,8 @@ class PromptTokenizer:
         return [piece for piece in self._splitter.split(text) if piece]
 
     def _encode_all(self, texts: list[str], add_special_tokens: bool) -> list[bytes]:
-        return [pack_tokens(e.ids) for e in self.tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)]
+        # One at a time: encode_batch's thread pool costs more than a short turn's encoding.
+        return [pack_tokens(self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids) for text in texts]
 
     def _remember(self, key: str, packed: bytes) -> None:
         self._cache[key] = packed

@@ -32,6 +32,8 @@ log = logging.getLogger("triage.kv_events")
 
 # How long one replay may take before what it sent is all we get.
 REPLAY_TIMEOUT_S = 2.0
+# A restart the backend's /metrics reveals this soon after the stream showed it is the same one.
+RESTART_SEEN_S = 10.0
 
 
 class _RawBatch(msgspec.Struct, array_like=True):
@@ -71,6 +73,8 @@ class KVEventSubscriber:
         self.next_seq: int | None = None  # None until the first message
         self.last_ts = float("-inf")
         self.unsure_until = 0.0
+        # When the current stream began (a restart seen in the sequence numbers), on `clock`.
+        self.stream_began = float("-inf")
         self._context = zmq.asyncio.Context.instance()
 
     def sure(self, now: float) -> bool:
@@ -86,6 +90,14 @@ class KVEventSubscriber:
         if self.next_seq is None:
             return "cold"
         return "sure" if self.trusted else "unsure"
+
+    def backend_restarted(self) -> None:
+        """The backend's counters say it restarted, so its cache is empty, whether or not its new
+        stream has begun: clear the index, unless that new stream already did (and has since
+        told us what the new process stored)."""
+        if self.clock() - self.stream_began > RESTART_SEEN_S:
+            self.index.clear()
+            self.next_seq = None
 
     async def run(self) -> None:
         socket = self._context.socket(zmq.SUB)
@@ -117,6 +129,7 @@ class KVEventSubscriber:
             self.on_batch("restart")
             self.index.clear()
             self.next_seq = None
+            self.stream_began = self.clock()
         if self.next_seq is None and seq > 0:
             await self._recover(0, seq, "joined a stream already under way")
         elif self.next_seq is not None and seq > self.next_seq:

@@ -509,6 +509,8 @@ async def test_a_preview_says_where_a_request_would_go_and_takes_nothing() -> No
                                           '[[backends]]\nname = "b"\nurl = "http://b"\n')
     a, b = _by_name(pool)["a"], _by_name(pool)["b"]
     await dispatcher.acquire(_job(dispatcher, names=("a",)))
-    placement, saturated = dispatcher.preview(_job(dispatcher, blocks=(1, 2)))
+    b.prefix_index.insert((1,))
+    placement, saturated, caches = dispatcher.preview(_job(dispatcher, blocks=(1, 2)))
     assert placement.backend == "b" and saturated == {"a": "load 1 of 1 for priority 2"}
-    assert (a.in_flight, b.in_flight, len(b.prefix_index)) == (1, 0, 0)
+    assert caches["b"].share == 0.5 and caches["b"].source == "approximate" and "a" not in caches
+    assert (a.in_flight, b.in_flight, len(b.prefix_index)) == (1, 0, 1)

@@ -29,11 +29,8 @@ def tokenizer_dir():
     return resolve_model_dir("default")
 
 
-@pytest.fixture
-def fleet(tokenizer_dir):
-    upstreams = [FakeUpstream(name).start() for name in ("a", "b")]
-    publishers = [FakeKVEventPublisher(), FakeKVEventPublisher(replay=False)]
-    config = "\n".join(f"""
+def fleet_config(upstreams, publishers, tokenizer_dir) -> str:
+    return "\n".join(f"""
 [[backends]]
 name = "{u.name}"
 url = "{u.url}"
@@ -41,7 +38,13 @@ models = ["smol"]
 tokenizer = "{tokenizer_dir}"
 kv_events = {{ endpoint = "{p.endpoint}", replay_endpoint = "{p.replay_endpoint or ''}" }}
 """ for u, p in zip(upstreams, publishers))
-    with running_proxy(config) as proxy:
+
+
+@pytest.fixture
+def fleet(tokenizer_dir):
+    upstreams = [FakeUpstream(name).start() for name in ("a", "b")]
+    publishers = [FakeKVEventPublisher(), FakeKVEventPublisher(replay=False)]
+    with running_proxy(fleet_config(upstreams, publishers, tokenizer_dir)) as proxy:
         yield proxy, dict(zip("ab", upstreams)), dict(zip("ab", publishers))
     for upstream in upstreams:
         upstream.stop()
@@ -74,6 +77,13 @@ def stored_blocks(packed: bytes, first_hash: int) -> BlockStored:
     return BlockStored(hashes, None, tokens, BLOCK, None, "GPU", None)
 
 
+def wait_blocks(proxy, backend: str, blocks: int) -> None:
+    deadline = time.monotonic() + 10
+    while metric(httpx.get(f"{proxy.url}/metrics").text, "triage_kv_index_blocks", backend) < blocks:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
 def test_requests_follow_the_events(fleet, tokenizer_dir):
     proxy, upstreams, publishers = fleet
     wait_trusted(proxy, publishers)
@@ -81,10 +91,11 @@ def test_requests_follow_the_events(fleet, tokenizer_dir):
     prompt = asyncio.run(PromptTokenizer(tokenizer_dir).chat(body("Where is order 1?"))).packed
     held = stored_blocks(prompt[: len(prompt) * 9 // 10], 1000)
     publishers["b"].publish(held)
-    deadline = time.monotonic() + 10
-    while metric(httpx.get(f"{proxy.url}/metrics").text, "triage_kv_index_blocks", "b") < len(held.block_hashes):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_blocks(proxy, "b", len(held.block_hashes))
+    decision = httpx.post(f"{proxy.url}/triage/explain/v1/chat/completions", json=body("Where is order 1?")).json()
+    assert decision["cache"]["b"] == {"matched_tokens": len(held.token_ids),
+                                      "share": round(len(held.token_ids) / (len(prompt) // 4), 4), "source": "kv_events"}
+    assert decision["cache"]["a"]["matched_tokens"] == 0 and decision["cache"]["a"]["source"] == "kv_events"
 
     for question in ("Where is order 1?", "Where is order 2?", "Where is order 3?"):
         answer = httpx.post(f"{proxy.url}/v1/chat/completions", json=body(question))
@@ -93,10 +104,7 @@ def test_requests_follow_the_events(fleet, tokenizer_dir):
     # b evicts them and a stores them: the next request moves, though this router sent a nothing.
     publishers["b"].publish(BlockRemoved(list(held.block_hashes), "GPU"))
     publishers["a"].publish(stored_blocks(prompt[: len(prompt) * 9 // 10], 5000))
-    deadline = time.monotonic() + 10
-    while metric(httpx.get(f"{proxy.url}/metrics").text, "triage_kv_index_blocks", "a") < len(held.block_hashes):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_blocks(proxy, "a", len(held.block_hashes))
     answer = httpx.post(f"{proxy.url}/v1/chat/completions", json=body("Where is order 4?"))
     assert answer.headers["x-triage-backend"] == "a"
 
@@ -119,3 +127,32 @@ def test_a_lost_message_hands_routing_to_the_approximate_index(fleet):
     assert metric(text, "triage_kv_index_trusted", "a") == 1
     # Requests still flow.
     assert httpx.post(f"{proxy.url}/v1/chat/completions", json=body("hello")).status_code == 200
+
+
+def test_two_replicas_agree_without_talking(fleet, tokenizer_dir):
+    """A second replica with the same config sees the same events: a tenant's requests land on
+    the backend holding its prompt whichever replica they pass through, though neither replica
+    sent it there."""
+    proxy, upstreams, publishers = fleet
+    with running_proxy(fleet_config(list(upstreams.values()), list(publishers.values()), tokenizer_dir)) as second:
+        for replica in (proxy, second):
+            wait_trusted(replica, publishers)
+        tokenizer = PromptTokenizer(tokenizer_dir)
+        tenants, held = {}, {"a": 0, "b": 0}
+        for tenant, holder in (("acme", "a"), ("globex", "b"), ("initech", "a")):
+            system = f"You work for {tenant}. " + SYSTEM
+            request = body("Where is my order?") | {"messages": [{"role": "system", "content": system},
+                                                                  {"role": "user", "content": "Where is my order?"}]}
+            prompt = asyncio.run(tokenizer.chat(request)).packed
+            blocks = stored_blocks(prompt[: len(prompt) * 9 // 10], hash(tenant) % 10**9)
+            publishers[holder].publish(blocks)
+            tenants[tenant], held[holder] = (request, holder), held[holder] + len(blocks.block_hashes)
+        for replica in (proxy, second):
+            for holder, blocks in held.items():
+                wait_blocks(replica, holder, blocks)
+        for turn in range(3):
+            for tenant, (request, holder) in tenants.items():
+                replica = (proxy, second)[turn % 2]
+                request["messages"][-1]["content"] = f"Where is my order {turn}?"
+                answer = httpx.post(f"{replica.url}/v1/chat/completions", json=request)
+                assert answer.headers["x-triage-backend"] == holder, (tenant, turn)

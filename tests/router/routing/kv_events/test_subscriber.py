@@ -182,3 +182,40 @@ async def test_an_unknown_event_kind_is_skipped_alone(publisher):
     await running.until(lambda: matched(running.index) == 3)
     assert "skipped_event" in running.outcomes and "lost" not in running.outcomes
     await running.stop()
+
+
+@pytest.mark.anyio
+async def test_a_restart_seen_in_the_backends_counters_clears_the_index_once(publisher):
+    running = Running(publisher)
+    await running.connected(publisher)
+    publisher.publish(stored([1, 2, 3], None, PROMPT))
+    await running.until(lambda: matched(running.index) == 3)
+    running.subscriber.backend_restarted()  # before the new process published anything
+    assert len(running.index) == 0 and running.subscriber.state == "cold"
+    # The new stream begins; its restart was already seen, so the counters saying so too
+    # (a scrape later) must not drop what it has stored since.
+    publisher.restart()
+    publisher.publish(stored([7, 8, 9], None, PROMPT), ts=time.time() + 1)
+    await running.until(lambda: matched(running.index) == 3)
+    publisher.publish(stored([4], None, [1, 1, 1, 1]), ts=time.time() + 2)
+    publisher.restart()
+    publisher.publish(stored([5, 6, 7], None, PROMPT), ts=time.time() + 3)
+    await running.until(lambda: "restart" in running.outcomes and running.outcomes[-1] == "applied")
+    running.subscriber.backend_restarted()
+    assert matched(running.index) == 3
+    await running.stop()
+
+
+@pytest.mark.anyio
+async def test_out_of_order_messages_apply_once_in_sequence_order(publisher):
+    """5 arrives before 4: the replay applies 4 then 5 in order, and the late 4 is dropped."""
+    running = Running(publisher)
+    await running.connected(publisher)
+    late = publisher.publish(stored([1], None, PROMPT[:4]), send=False)
+    publisher.publish(BlockRemoved([1], "GPU"))  # after the store, in sequence order
+    await running.until(lambda: running.outcomes[-1] == "applied")
+    publisher.resend(late)
+    publisher.publish()
+    await running.until(lambda: "duplicate" in running.outcomes and running.outcomes[-1] == "applied")
+    assert len(running.index) == 0  # the store did not come back after its removal
+    await running.stop()
