@@ -46,6 +46,8 @@ class CacheView:
     prefixes: int  # distinct prompt roots cached
     tokens: int  # tokens cached
     source: str  # "kv_events" or "approximate"
+    # By the events it no longer holds the prompt, but this router sent it there lately: a home.
+    sent_here: bool = False
 
 
 def make_placer(routing: RoutingConfig) -> Placer:
@@ -244,7 +246,7 @@ class Dispatcher:
                 cached_prefixes=cache.prefixes,
                 cached_tokens=cache.tokens,
                 kv_capacity_tokens=backend.kv_capacity_tokens,
-                home=name == home,
+                home=name == home or cache.sent_here,
                 kv_usage=load.kv_usage or 0.0,
                 healthy=backend.healthy,
             ))
@@ -260,12 +262,15 @@ class Dispatcher:
         router sent there."""
         feed = backend.kv_feed
         tokens = job.tokenized.get(backend.config.tokenizer) if feed is not None else None
+        blocks = job.fingerprint.block_hashes
+        sent = backend.prefix_index.match(blocks)
         if feed is not None and tokens is not None and feed.trusted:
             size = feed.index.block_size  # 0 until the first store: then it holds nothing
             matched = feed.index.match(tokens.block_hashes(size, self.routing.max_blocks)) * size if size else 0
+            # Under a cache too small for the tenants, their prompts are evicted between turns, and
+            # exact state alone would move them each time; where this router sent them last is
+            # where their next turn belongs (CacheAffinity's rule 3, PrefixHomes' purpose).
             return CacheView(matched, matched / max(1, len(tokens)), feed.index.roots, feed.index.cached_tokens,
-                             "kv_events")
-        blocks = job.fingerprint.block_hashes
-        matched = backend.prefix_index.match(blocks)
-        return CacheView(matched * self.routing.block_chars // CHARS_PER_TOKEN, matched / max(1, len(blocks)),
+                             "kv_events", sent / max(1, len(blocks)) > self.routing.cache_threshold)
+        return CacheView(sent * self.routing.block_chars // CHARS_PER_TOKEN, sent / max(1, len(blocks)),
                          backend.prefix_index.roots, backend.cached_tokens, "approximate")

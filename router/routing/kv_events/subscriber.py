@@ -1,7 +1,8 @@
 """KVEventSubscriber: follows one backend's KV-event stream into its block index.
 
-Sequence numbers say when something was missed. On a gap, or on joining a stream already under
-way, the subscriber asks the publisher's replay socket for what it still buffers. What cannot be
+Sequence numbers say when something was missed. On subscribing, and on a gap, the subscriber
+asks the publisher's replay socket for what it still buffers, so that a replica started late
+knows at once what an idle backend holds. What cannot be
 recovered leaves the index *unsure* for `rewarm_s`: the dispatcher then routes that backend by its
 approximate index (what this router sent there). The index keeps its blocks, since a block the
 backend dropped during a gap costs one miss, after which the backend stores it again and says so,
@@ -106,6 +107,8 @@ class KVEventSubscriber:
         socket.connect(self.endpoint)
         log.info("kv events: %s subscribed to %s", self.backend, self.endpoint)
         try:
+            if self.replay_endpoint:
+                await self._join()
             while True:
                 await self.receive(await socket.recv_multipart())
         finally:
@@ -158,20 +161,33 @@ class KVEventSubscriber:
         self.last_ts = max(self.last_ts, batch.ts)
         self.on_batch(outcome)
 
+    async def _join(self) -> None:
+        """Read the publisher's whole buffer on subscribing: a quiet publisher would otherwise
+        leave the index cold until its next batch. An empty buffer from a live publisher means
+        it has published nothing yet: the index (empty) is exact."""
+        answered, complete = await self._replay(0, None)
+        if not answered:
+            return  # not up yet: the stream's first message will start it
+        if self.next_seq is None:
+            self.next_seq = 0
+        elif not complete:
+            self._lost("joined a stream whose replay buffer no longer holds its beginning")
+
     async def _recover(self, start: int, until: int, why: str) -> None:
         """Replay [start, until) from the publisher's buffer; unsure unless all of it came."""
         if not self.replay_endpoint:
             self._lost(f"{why}, and it has no replay endpoint")
-        elif not await self._replay(start, until):
+        elif not (await self._replay(start, until))[1]:
             self._lost(f"{why}, and its replay buffer no longer holds all of it")
 
-    async def _replay(self, start: int, until: int) -> bool:
-        """Apply, in order, what the replay socket still has of [start, until); whether it had
-        all of it."""
+    async def _replay(self, start: int, until: int | None) -> tuple[bool, bool]:
+        """Apply, in order, what the replay socket still has of [start, until) (until None: all
+        it has). Whether it answered to the end, and whether what came began at `start` with no
+        hole (and, given `until`, reached it)."""
         socket = self._context.socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 0)
         socket.connect(self.replay_endpoint)  # type: ignore[arg-type]
-        expected, complete = start, True
+        expected, complete, answered = start, True, False
         deadline = self.clock() + REPLAY_TIMEOUT_S
         try:
             await socket.send_multipart((b"", sequence_bytes(start)))
@@ -179,9 +195,10 @@ class KVEventSubscriber:
             while (left := deadline - self.clock()) > 0 and await socket.poll(left * 1000):
                 frames = await socket.recv_multipart()
                 if len(frames) == 4 and frames[2] == END_OF_REPLAY:
+                    answered = True
                     break
                 decoded = self._decode(frames[1:]) if len(frames) == 4 else None
-                if decoded is None or not expected <= decoded[0] < until:
+                if decoded is None or decoded[0] < expected or (until is not None and decoded[0] >= until):
                     continue
                 seq, batch = decoded
                 complete = complete and seq == expected
@@ -189,7 +206,7 @@ class KVEventSubscriber:
                 expected = seq + 1
         finally:
             socket.close()
-        return complete and expected == until
+        return answered, complete and (until is None or expected == until)
 
     def _lost(self, why: str) -> None:
         self.unsure_until = self.clock() + self.rewarm_s

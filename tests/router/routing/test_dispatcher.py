@@ -514,3 +514,34 @@ async def test_a_preview_says_where_a_request_would_go_and_takes_nothing() -> No
     assert placement.backend == "b" and saturated == {"a": "load 1 of 1 for priority 2"}
     assert caches["b"].share == 0.5 and caches["b"].source == "approximate" and "a" not in caches
     assert (a.in_flight, b.in_flight, len(b.prefix_index)) == (1, 0, 1)
+
+
+class _TrustedFeed:
+    """A backend's KV-event feed, reduced to what the dispatcher reads."""
+
+    def __init__(self) -> None:
+        from triage_router.router.routing.kv_events.block_index import KVBlockIndex
+
+        self.index = KVBlockIndex()
+        self.trusted = True
+
+
+def test_with_events_an_evicted_tenant_goes_back_where_this_router_sent_it() -> None:
+    """Exact state says neither backend holds the prompt (evicted under pressure); this router
+    sent it to b lately, so b is its home rather than a placement as a new prefix (which,
+    with fewer prefixes cached on a, would move the tenant to a)."""
+    from triage_router.router.routing.kv_events.block_hashes import pack_tokens
+    from triage_router.router.routing.kv_events.prompt_tokens import PromptTokens
+
+    dispatcher, pool, _ = _setup()
+    a, b = _by_name(pool)["a"], _by_name(pool)["b"]
+    a.kv_feed, b.kv_feed = _TrustedFeed(), _TrustedFeed()
+    b.kv_feed.index.roots = 5  # b's cache holds more prefixes: a new prefix would go to a
+    b.prefix_index.insert((1, 2, 3))
+    job = _job(dispatcher, blocks=(1, 2, 3))
+    job.tokenized = {"": PromptTokens(pack_tokens(range(64)))}
+    placement, _, caches = dispatcher.preview(job)
+    assert caches["b"].source == "kv_events" and caches["b"].matched_tokens == 0 and caches["b"].sent_here
+    assert placement.backend == "b" and "back where its prompt root was last sent" in placement.reason
+    b.prefix_index.clear()
+    assert dispatcher.preview(job)[0].backend == "a"

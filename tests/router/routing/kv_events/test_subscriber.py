@@ -219,3 +219,30 @@ async def test_out_of_order_messages_apply_once_in_sequence_order(publisher):
     await running.until(lambda: "duplicate" in running.outcomes and running.outcomes[-1] == "applied")
     assert len(running.index) == 0  # the store did not come back after its removal
     await running.stop()
+
+
+@pytest.mark.anyio
+async def test_on_joining_it_reads_the_replay_buffer_without_waiting_for_news(publisher):
+    quiet = FakeKVEventPublisher()
+    try:
+        idle = Running(quiet)  # a publisher that has published nothing: an empty, exact index
+        await idle.until(lambda: idle.subscriber.state == "sure")
+        await idle.stop()
+    finally:
+        quiet.close()
+    publisher.publish(stored([1, 2, 3], None, PROMPT), send=False)  # before anyone subscribed
+    running = Running(publisher)
+    await running.until(lambda: matched(running.index) == 3)
+    assert running.subscriber.state == "sure" and running.outcomes == ["replayed"]
+    await running.stop()
+
+
+@pytest.mark.anyio
+async def test_joining_after_the_buffer_lost_the_beginning_is_unsure(publisher):
+    publisher.publish(stored([1], None, PROMPT[:4]), send=False)
+    publisher.buffer.pop(0)
+    publisher.publish(stored([7], None, [9, 9, 9, 9]), send=False)
+    running = Running(publisher)
+    await running.until(lambda: "lost" in running.outcomes)
+    assert running.subscriber.state == "unsure" and len(running.index) == 1
+    await running.stop()
