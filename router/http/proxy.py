@@ -18,8 +18,6 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
 from triage_router.router.routing.admission import Job
 from triage_router.router.api_types import GENERATING, Endpoint, decode_request
 from triage_router.router.http.asgi_io import (ClientGone, DisconnectWatch, Receive, Send, check_headers,
@@ -52,6 +50,7 @@ from triage_router.router.translation.api_translation import (
 from triage_router.router.http.stream_relay import StreamRelay
 from triage_router.router.http.usage_accounting import UsageAccounting
 from triage_router.router.routing.upstream import UpstreamClient, forwarded_headers
+from triage_router.router.routing.upstream_connection import UpstreamResponse
 
 if TYPE_CHECKING:  # imported only once tracing is on: it imports OpenTelemetry
     from triage_router.router.http.request_trace import UpstreamCall
@@ -301,22 +300,23 @@ class ProxyEndpoint:
                 call.end()
 
     async def _answer(
-        self, ctx: RequestContext, backend: Backend, response: aiohttp.ClientResponse, send: Send,
+        self, ctx: RequestContext, backend: Backend, response: UpstreamResponse, send: Send,
         translation: ApiTranslation | None,
     ) -> ApiError | _BufferedAnswer | None:
         priority = str(ctx.priority.priority)
         streaming = response.content_type == "text/event-stream"
         if response.status == 429:
             self.dispatcher.on_refusal(backend)
+        read_timeout = self.upstream.read_timeout(backend)
         try:
             if response.status in RETRYABLE_STATUSES:
-                body = await response.read()
+                body = await response.read(read_timeout)
                 self.pool.mark_failure(backend, self.failure_threshold)
                 self._count_failure(priority, backend.name, f"upstream_{response.status}", None)
                 return _BufferedAnswer(response.status, tuple(response.raw_headers), body)
             if not streaming:
                 # Read it all before sending a byte: a failure midway can still go to another backend.
-                body = await response.read()
+                body = await response.read(read_timeout)
                 if response.status == 404 and not self.generates and b'"error"' not in body:
                     # The backend does not serve this path at all: say so in OpenAI's shape.
                     not_found = NotFound(f"backend {backend.name} does not serve POST {ctx.path}")
@@ -324,20 +324,17 @@ class ProxyEndpoint:
                     await self._reply_error(send, not_found, ctx.request_id, ctx.priority, ctx.outcome)
                     self._count_failure(priority, backend.name, "path_not_served", 404, ctx)
                     return None
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+        except (UpstreamUnreachable, UpstreamTimeout) as error:
             self.pool.mark_failure(backend, self.failure_threshold)
-            mapped: ApiError = (
-                UpstreamTimeout(f"backend {backend.name} stopped answering")
-                if isinstance(error, asyncio.TimeoutError)
-                else UpstreamUnreachable(f"backend {backend.name} broke the connection: {error}")
-            )
+            mapped = type(error)(f"backend {backend.name}: {error.message}")
             self._count_failure(priority, backend.name, mapped.code or "upstream", None)
             return mapped
 
         ctx.outcome.status, ctx.outcome.backend = response.status, backend.name
         if streaming:
             await self.streams.relay(ctx, backend, response, send, self._head(response.raw_headers, ctx, backend, None),
-                                     translation.stream_translation() if translation is not None else None)
+                                     translation.stream_translation() if translation is not None else None,
+                                     self.upstream.read_timeout(backend))
         else:
             if response.status == 200:
                 # Usage sits at the end of an OpenAI answer.

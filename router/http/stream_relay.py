@@ -7,10 +7,7 @@ fails mid-stream is reported in the stream itself.
 
 from __future__ import annotations
 
-import asyncio
 import time
-
-import aiohttp
 
 from triage_router.router.context import RequestContext
 from triage_router.router.errors import UpstreamTimeout, UpstreamUnreachable
@@ -20,6 +17,7 @@ from triage_router.router.http.stream_usage import UsageFilter
 from triage_router.router.http.usage_accounting import UsageAccounting
 from triage_router.router.metrics import RouterMetrics
 from triage_router.router.routing.backends import Backend, BackendPool
+from triage_router.router.routing.upstream_connection import UpstreamResponse
 from triage_router.router.translation.api_translation import StreamTranslation
 
 
@@ -32,10 +30,11 @@ class StreamRelay:
         self.failure_threshold = failure_threshold
 
     async def relay(
-        self, ctx: RequestContext, backend: Backend, response: aiohttp.ClientResponse, send: Send,
-        head: list[tuple[bytes, bytes]], translation: StreamTranslation | None,
+        self, ctx: RequestContext, backend: Backend, response: UpstreamResponse, send: Send,
+        head: list[tuple[bytes, bytes]], translation: StreamTranslation | None, read_timeout_s: float,
     ) -> None:
-        """Send `head`, then the stream's events, then its end."""
+        """Send `head`, then the stream's events, then its end; at most `read_timeout_s` between two
+        pieces from the backend."""
         priority = str(ctx.priority.priority)
         await send({"type": "http.response.start", "status": response.status, "headers": head})
         first = True
@@ -44,7 +43,7 @@ class StreamRelay:
         # Holds back the usage event the router asked for on the client's behalf.
         usage_filter = UsageFilter() if self.usage.adds_usage(ctx) else None
         try:
-            async for chunk in response.content.iter_any():
+            async for chunk in response.chunks(read_timeout_s):
                 if usage_filter is not None:
                     chunk = usage_filter.feed(chunk)
                     if usage_filter.usage_event is not None:
@@ -67,11 +66,11 @@ class StreamRelay:
                     self.metrics.child(self.metrics.time_to_first_byte, priority, backend.name).observe(
                         time.perf_counter() - ctx.arrived_at
                     )
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+        except (UpstreamUnreachable, UpstreamTimeout) as error:
             # Too late to retry or change the status: tell the client in the stream itself.
             self.pool.mark_failure(backend, self.failure_threshold)
             self.metrics.child(self.metrics.errors, priority, backend.name, "upstream_broke_stream").inc()
-            failure = UpstreamTimeout if isinstance(error, asyncio.TimeoutError) else UpstreamUnreachable
+            failure = type(error)
             message = f"backend {backend.name} failed mid-stream"
             event = b"data: " + failure(message).body() + b"\n\n"
             if translation is not None:

@@ -1,22 +1,25 @@
 """The data-plane HTTP client that carries requests to backends.
 
-aiohttp rather than httpx here: on this 2-core machine a litestar proxy relaying through
-httpx's pool topped out near 800 req/s at concurrency 32, and near 6,500 through aiohttp
-(a minimal litestar proxy in front of a static nginx; encode/httpx#3215). The control plane (probes, listings) keeps httpx.
+Its own small HTTP/1.1 client (router/routing/upstream_connection.py) over a keep-alive pool per
+backend origin: httpx's pool topped out near 800 req/s at concurrency 32 on this 2-core
+machine (encode/httpx#3215), and aiohttp's client was then the largest single cost of a relayed
+request (docs/benchmarks.md, "The hot path"). The control plane (probes, listings) keeps httpx.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import ssl
+from collections import deque
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
-import aiohttp
-
-from triage_router.router.routing.backends import Backend
 from triage_router.router.config import UpstreamConfig
 from triage_router.router.errors import UpstreamTimeout, UpstreamUnreachable
+from triage_router.router.routing.backends import Backend
+from triage_router.router.routing.upstream_connection import ClosedBeforeAnswer, UpstreamConnection, UpstreamResponse
 
-# Hop-by-hop headers (RFC 9110 §7.6.1) and those the client library computes itself.
+# Hop-by-hop headers (RFC 9110 §7.6.1) and those the client computes itself.
 _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
      "proxy-authorization", "proxy-authenticate", "host", "content-length"}
@@ -38,78 +41,110 @@ def forwarded_headers(client_headers: dict[str, str], backend: Backend, request_
     return headers
 
 
-class _Attempt:
-    """Whether a request went out on a connection from the pool (aiohttp's tracing tells)."""
+@dataclass(slots=True)
+class _Origin:
+    """Where a backend's URL points, parsed once, with its idle connections."""
 
-    __slots__ = ("reused",)
+    host: str
+    port: int
+    tls: bool
+    # Prepended to every request's path: a backend URL may carry one ("https://host/openai").
+    path_prefix: str
+    # The Host header: the URL's own spelling, the port left out where it is the scheme's default.
+    host_header: str
+    idle: deque[UpstreamConnection]
 
-    def __init__(self) -> None:
-        self.reused = False
-
-
-async def _mark_reused(session: aiohttp.ClientSession, context: Any, params: Any) -> None:
-    if isinstance(context.trace_request_ctx, _Attempt):
-        context.trace_request_ctx.reused = True
+    @classmethod
+    def of(cls, url: str) -> _Origin:
+        parts = urlsplit(url)
+        tls = parts.scheme == "https"
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UpstreamUnreachable(f"cannot send to {url!r}: not an http(s) URL")
+        port = parts.port or (443 if tls else 80)
+        return cls(parts.hostname, port, tls, parts.path.rstrip("/"), parts.netloc.rpartition("@")[2], deque())
 
 
 class UpstreamClient:
     def __init__(self, config: UpstreamConfig) -> None:
         self.config = config
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=config.connect_timeout_s, sock_read=config.read_timeout_s
-        )
-        self._session: aiohttp.ClientSession | None = None
+        self._origins: dict[str, _Origin] = {}
+        self._tls: ssl.SSLContext | None = None
 
-    def _open_session(self) -> aiohttp.ClientSession:
-        # Created lazily, inside the running loop that will use it.
-        # Idle connections are dropped before uvicorn's default 5 s (vLLM's server) drops them.
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=STALE_AFTER_S, ttl_dns_cache=300)
-        reuse = aiohttp.TraceConfig()
-        reuse.on_connection_reuseconn.append(_mark_reused)
-        return aiohttp.ClientSession(
-            connector=connector,
-            trace_configs=[reuse],
-            timeout=self._timeout,
-            # Bodies pass through as the upstream encoded them, with their content-encoding.
-            auto_decompress=False,
-            # Send only what the client sent; no Accept-Encoding or User-Agent of our own.
-            skip_auto_headers=("Accept-Encoding", "User-Agent"),
-        )
-
-    def _limits(self, backend: Backend) -> tuple[aiohttp.ClientTimeout | None, float]:
-        """The backend's own connect and idle timeouts (None: the session's), and its first-byte one."""
-        own = backend.config
-        first_byte = own.first_byte_timeout_s or self.config.first_byte_timeout_s
-        if own.connect_timeout_s is None and own.read_timeout_s is None:
-            return None, first_byte
-        timeout = aiohttp.ClientTimeout(total=None, connect=own.connect_timeout_s or self.config.connect_timeout_s,
-                                        sock_read=own.read_timeout_s or self.config.read_timeout_s)
-        return timeout, first_byte
-
-    async def post(self, backend: Backend, path: str, headers: dict[str, str], body: bytes) -> aiohttp.ClientResponse:
-        """Send a request and return once the response head has arrived."""
-        if self._session is None:
-            self._session = self._open_session()
-        timeout, first_byte = self._limits(backend)
-        options = {"data": body, "headers": headers, **({"timeout": timeout} if timeout is not None else {})}
+    async def post(self, backend: Backend, path: str, headers: dict[str, str], body: bytes) -> UpstreamResponse:
+        """Send a request and return once the answer's head has arrived. Read its body within
+        the backend's read timeout (`read_timeout`), then close it."""
+        origin = self._origins.get(backend.base_url)
+        if origin is None:
+            origin = self._origins[backend.base_url] = _Origin.of(backend.base_url)
+        head = _request_head(origin, path, headers, len(body))
         try:
-            # asyncio.timeout, not wait_for: no extra task per request on the hot path.
-            async with asyncio.timeout(first_byte):
-                attempt = _Attempt()
-                try:
-                    return await self._session.post(backend.base_url + path, trace_request_ctx=attempt, **options)
-                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
-                    if isinstance(error, aiohttp.ClientConnectorError) or not attempt.reused:
-                        raise
-                    # A pooled connection closed before any answer: the server shut it as we
-                    # reused it (keep-alive race), and never read the request. Once more.
-                    return await self._session.post(backend.base_url + path, **options)
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as error:
-            raise UpstreamTimeout(f"backend {backend.name} did not answer in time") from error
-        except aiohttp.ClientError as error:
-            raise UpstreamUnreachable(f"backend {backend.name} is unreachable: {error}") from error
+            # Silence counts from the request on, as nginx's proxy_read_timeout does: the head must
+            # come within both limits. asyncio.timeout, not wait_for: no extra task per request.
+            first_byte = backend.config.first_byte_timeout_s or self.config.first_byte_timeout_s
+            async with asyncio.timeout(min(first_byte, self.read_timeout(backend))):
+                return await self._exchange(origin, backend, head, body)
+        except TimeoutError:
+            raise UpstreamTimeout(f"backend {backend.name} did not answer in time") from None
+        except UpstreamUnreachable as error:
+            raise UpstreamUnreachable(f"backend {backend.name} is unreachable: {error.message}") from None
+
+    async def _exchange(self, origin: _Origin, backend: Backend, head: bytes, body: bytes) -> UpstreamResponse:
+        connection = self._idle(origin)
+        reused = connection is not None
+        while True:
+            if connection is None:
+                connection = await self._connect(origin, backend)
+            try:
+                return await connection.send(head, body)
+            except ClosedBeforeAnswer:
+                connection.close()
+                if not reused:
+                    raise
+                # A pooled connection closed before any answer: the server shut it as we reused
+                # it (keep-alive race), and never read the request. Once more, on a new one.
+                connection, reused = None, False
+            except BaseException:
+                # Timed out, or the client left: closing tells the backend to stop generating.
+                connection.close()
+                raise
+
+    def read_timeout(self, backend: Backend) -> float:
+        return backend.config.read_timeout_s or self.config.read_timeout_s
+
+    def _idle(self, origin: _Origin) -> UpstreamConnection | None:
+        """The most recently used idle connection still fit to reuse; staler ones are closed."""
+        idle = origin.idle
+        while idle:
+            connection = idle.pop()
+            if not connection.closed and asyncio.get_running_loop().time() - connection.idle_since < STALE_AFTER_S:
+                return connection
+            connection.close()
+        return None
+
+    async def _connect(self, origin: _Origin, backend: Backend) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        tls = None
+        if origin.tls:
+            tls = self._tls = self._tls or ssl.create_default_context()
+        try:
+            async with asyncio.timeout(backend.config.connect_timeout_s or self.config.connect_timeout_s):
+                _, connection = await loop.create_connection(
+                    lambda: UpstreamConnection(origin.idle), origin.host, origin.port, ssl=tls)
+        except TimeoutError:
+            raise UpstreamTimeout(f"backend {backend.name} did not accept a connection in time") from None
+        except OSError as error:
+            raise UpstreamUnreachable(f"cannot connect to {origin.host}:{origin.port}: {error.strerror or error}") \
+                from None
+        return connection
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for origin in self._origins.values():
+            while origin.idle:
+                origin.idle.pop().close()
+
+
+def _request_head(origin: _Origin, path: str, headers: dict[str, str], length: int) -> bytes:
+    lines = [f"POST {origin.path_prefix}{path} HTTP/1.1\r\nhost: {origin.host_header}\r\ncontent-length: {length}\r\n"]
+    lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1", "replace")

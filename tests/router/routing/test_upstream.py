@@ -62,7 +62,7 @@ async def test_a_pooled_connection_closed_before_any_answer_is_tried_once_more()
             response = await client.post(_backend(url), "/v1/chat/completions", {}, b"{}")
             assert response.status == 200
             await response.read()
-            response.release()
+            response.close()
         assert connections == [2, 1]
     finally:
         await client.close()

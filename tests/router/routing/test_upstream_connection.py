@@ -1,0 +1,181 @@
+"""The HTTP/1.1 client connection under the data plane, against real sockets: how an answer's
+body is framed (length, chunks, until close), streamed, bounded and broken."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from triage_router.router.config import BackendConfig, UpstreamConfig
+from triage_router.router.errors import UpstreamTimeout, UpstreamUnreachable
+from triage_router.router.routing.backends import Backend
+from triage_router.router.routing.upstream import UpstreamClient
+from triage_router.router.routing.upstream_connection import PAUSE_ABOVE_BYTES
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length")), 0)
+    await reader.readexactly(length)
+    return head
+
+
+async def _serve(handler: Handler) -> tuple[asyncio.Server, Backend]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, Backend(BackendConfig(name="a", url=f"http://127.0.0.1:{port}"), block_chars=256)
+
+
+@pytest.mark.anyio
+async def test_a_chunked_body_is_handed_on_piece_by_piece_as_it_arrives() -> None:
+    second_piece = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
+                     b"transfer-encoding: chunked\r\n\r\n7\r\ndata: 1\r\n")
+        await second_piece.wait()
+        writer.write(b"7\r\ndata: 2\r\n0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server, backend = await _serve(handle)
+    client = UpstreamClient(UpstreamConfig())
+    try:
+        response = await client.post(backend, "/v1/chat/completions", {}, b"{}")
+        assert (response.status, response.content_type) == (200, "text/event-stream")
+        pieces = []
+        async for chunk in response.chunks(idle_timeout_s=5):
+            pieces.append(chunk)
+            second_piece.set()  # the second piece is written only once the first was handed on
+        assert pieces == [b"data: 1", b"data: 2"]
+        response.close()
+    finally:
+        await client.close()
+        server.close()
+
+
+@pytest.mark.anyio
+async def test_a_body_without_length_or_chunks_ends_when_the_server_closes_and_the_connection_is_not_reused() -> None:
+    connections = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{\"a\":")
+        await writer.drain()
+        writer.write(b" 1}")
+        writer.close()
+
+    server, backend = await _serve(handle)
+    client = UpstreamClient(UpstreamConfig())
+    try:
+        for _ in range(2):
+            response = await client.post(backend, "/v1/x", {}, b"{}")
+            assert await response.read(idle_timeout_s=5) == b'{"a": 1}'
+            response.close()
+        assert connections == 2
+    finally:
+        await client.close()
+        server.close()
+
+
+@pytest.mark.anyio
+async def test_a_body_cut_short_is_an_upstream_failure() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"partial")
+        await writer.drain()
+        writer.close()
+
+    server, backend = await _serve(handle)
+    client = UpstreamClient(UpstreamConfig())
+    try:
+        response = await client.post(backend, "/v1/x", {}, b"{}")
+        with pytest.raises(UpstreamUnreachable, match="mid-answer"):
+            await response.read(idle_timeout_s=5)
+        response.close()
+    finally:
+        await client.close()
+        server.close()
+
+
+@pytest.mark.anyio
+async def test_silence_within_a_body_past_the_idle_timeout_is_a_timeout() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n12345")
+        await writer.drain()
+        await asyncio.sleep(5)
+        writer.close()
+
+    server, backend = await _serve(handle)
+    client = UpstreamClient(UpstreamConfig())
+    try:
+        response = await client.post(backend, "/v1/x", {}, b"{}")
+        with pytest.raises(UpstreamTimeout):
+            await response.read(idle_timeout_s=0.2)
+        response.close()
+    finally:
+        await client.close()
+        server.close()
+
+
+@pytest.mark.anyio
+async def test_an_answer_that_is_not_http_is_an_upstream_failure() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(1)
+        writer.close()
+
+    server, backend = await _serve(handle)
+    client = UpstreamClient(UpstreamConfig())
+    try:
+        with pytest.raises(UpstreamUnreachable, match="not valid HTTP"):
+            await client.post(backend, "/v1/x", {}, b"{}")
+    finally:
+        await client.close()
+        server.close()
+
+
+@pytest.mark.anyio
+async def test_a_large_stream_read_slowly_arrives_whole_while_reading_from_the_backend_pauses() -> None:
+    # Far more than the loopback socket buffers hold, so that a paused reader holds the server up.
+    size = 128 * PAUSE_ABOVE_BYTES
+    body = bytes(range(256)) * (size // 256)
+    sent_all = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size)
+        for start in range(0, size, 1 << 20):
+            writer.write(body[start:start + (1 << 20)])
+            await writer.drain()
+        sent_all.set()
+        await asyncio.sleep(5)
+        writer.close()
+
+    server, backend = await _serve(handle)
+    client = UpstreamClient(UpstreamConfig())
+    try:
+        response = await client.post(backend, "/v1/x", {}, b"{}")
+        received = bytearray()
+        async for chunk in response.chunks(idle_timeout_s=5):
+            if not received:
+                # The client holds off; were the router still reading, the server would finish.
+                await asyncio.sleep(0.5)
+                assert not sent_all.is_set()
+            received += chunk
+        assert bytes(received) == body
+        response.close()
+    finally:
+        await client.close()
+        server.close()
