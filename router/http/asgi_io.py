@@ -28,24 +28,69 @@ class ClientGone(Exception):
     """The client disconnected before its request body arrived."""
 
 
+# The scope key under which our server (router/http/server.py) puts the request's `ClientLink`.
+CLIENT_LINK = "triage.client_link"
+
+
+class ClientLink:
+    """The client's connection, as our server sees it: it calls `lost()` the moment the client
+    goes away, so a request can learn of it without a task waiting on `receive` for it."""
+
+    __slots__ = ("gone", "_listeners")
+
+    def __init__(self) -> None:
+        self.gone = False
+        self._listeners: list[Callable[[], None]] = []
+
+    def listen(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def forget(self, listener: Callable[[], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def lost(self) -> None:
+        self.gone = True
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            listener()
+
+
 class DisconnectWatch:
-    """Cancels the request's task when the client goes away, so the upstream call is closed at once."""
+    """Cancels the request's task when the client goes away, so the upstream call is closed at
+    once. Under our server the connection says so (`ClientLink`); under any other ASGI server a
+    task waits on `receive` for the disconnect."""
 
-    __slots__ = ("happened", "_task")
+    __slots__ = ("happened", "_request_task", "_link", "_task")
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, scope: dict[str, Any], receive: Receive) -> None:
         self.happened = False
-        self._task = asyncio.ensure_future(self._watch(receive, asyncio.current_task()))
+        self._request_task = asyncio.current_task()
+        self._link: ClientLink | None = scope.get(CLIENT_LINK)
+        self._task: asyncio.Task[None] | None = None
+        if self._link is None:
+            self._task = asyncio.ensure_future(self._watch(receive))
+        elif self._link.gone:
+            # It left before the watch began: the request stops at its next await.
+            self._left()
+        else:
+            self._link.listen(self._left)
 
-    async def _watch(self, receive: Receive, request_task: asyncio.Task[Any] | None) -> None:
+    async def _watch(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
+        self._left()
+
+    def _left(self) -> None:
         self.happened = True
-        if request_task is not None:
-            request_task.cancel()
+        if self._request_task is not None:
+            self._request_task.cancel()
 
     def stop(self) -> None:
-        self._task.cancel()
+        if self._task is not None:
+            self._task.cancel()
+        elif self._link is not None:
+            self._link.forget(self._left)
 
 
 async def read_body(receive: Receive, limit: int, deadline_s: float = 60.0) -> bytes:

@@ -154,7 +154,7 @@ class ProxyEndpoint:
                 self._count_failure("none", NO_BACKEND, error.code or error.error_type, error.status)
                 return
 
-            watch = DisconnectWatch(receive)
+            watch = DisconnectWatch(scope, receive)
             try:
                 if explain:
                     await reply_explanation(send, await self._explain(ctx))

@@ -15,6 +15,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from triage_router.router.errors import ApiError, HeadersTooLarge, HeadTooSlow
+from triage_router.router.http.asgi_io import CLIENT_LINK, ClientLink
 
 # Bytes a request head may take beyond `max_header_bytes` (which counts names and values only):
 # its request line and each header's separators. Past that the head is refused while it arrives.
@@ -78,6 +79,43 @@ class _Server(uvicorn.Server):
             self._on_ready()
 
 
+class _CoalescedHead:
+    """The connection as one response sees it: the head, which uvicorn writes on its own, is held
+    until the body's first bytes, so that a whole answer leaves in one send; or until the end
+    of the event loop's turn, for a stream whose first event is not there yet."""
+
+    __slots__ = ("_transport", "_loop", "_held", "_started")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+        self._started = False
+
+    def write(self, data: bytes) -> None:
+        if not self._started:
+            self._started = True
+            self._held = data
+            self._loop.call_soon(self._flush)
+        elif self._held is not None:
+            held, self._held = self._held, None
+            self._transport.writelines((held, data))
+        else:
+            self._transport.write(data)
+
+    def _flush(self) -> None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+
 class GuardedHttpTools(HttpToolsProtocol):
     """uvicorn's httptools protocol with the bounds on request heads that it lacks. uvicorn sets
     no timer until a response is sent and keeps every header byte it is given, so a client that
@@ -105,6 +143,7 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._link = ClientLink()
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
     def on_message_begin(self) -> None:
@@ -116,6 +155,10 @@ class GuardedHttpTools(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._stop_head_timer()
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:  # a new request's cycle (not an upgrade)
+            self.scope[CLIENT_LINK] = self._link  # type: ignore[literal-required]
+            cycle.transport = _CoalescedHead(self.transport, self.loop)  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -130,6 +173,7 @@ class GuardedHttpTools(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
         super().connection_lost(exc)
+        self._link.lost()
 
     def _head_timed_out(self) -> None:
         self._refuse(HeadTooSlow(f"the request line and headers did not arrive within {self.head_timeout_s:g} s"))

@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import re
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +43,10 @@ BINS = BINS_PER_DOUBLING * MAX_DOUBLINGS + 1
 # How many observations a group needs before it counts as much as everything coarser.
 SHRINKAGE = 8.0
 # A prediction is reused until the predictor has learned from this many more answers:
-# recomputing one costs tens of microseconds, and one answer barely moves it.
+# recomputing one costs about 100 µs, and one answer barely moves it. Under heavy load it is
+# also reused for REFRESH_AFTER_S, so that the cost does not grow with the request rate.
 REFRESH_OBSERVATIONS = 8
+REFRESH_AFTER_S = 0.1
 
 _WORDS_ASKED = re.compile(r"\b(\d{2,5})[\s-]*(?:words?|word-long)\b", re.IGNORECASE)
 _SHORT_CUES = re.compile(
@@ -162,7 +165,7 @@ class LengthPredictor:
         self.config = config or LengthConfig()
         self._groups: OrderedDict[tuple[str, ...], _Histogram] = OrderedDict()
         self._observations = 0
-        self._predictions: dict[LengthFeatures, tuple[int, LengthPrediction]] = {}
+        self._predictions: dict[LengthFeatures, tuple[int, float, LengthPrediction]] = {}
         self._prior = [0.0] * BINS
         self._prior[_bin(self.config.prior_tokens)] = self.config.prior_weight
         if self.config.state_file:
@@ -173,14 +176,17 @@ class LengthPredictor:
 
     def predict(self, features: LengthFeatures) -> LengthPrediction:
         """Cached per feature set; a cached answer is recomputed once the predictor has seen
-        `REFRESH_OBSERVATIONS` more answers, so its staleness is bounded by count, not time."""
+        `REFRESH_OBSERVATIONS` more answers and REFRESH_AFTER_S have passed: stale by a few answers
+        at low rates, by a tenth of a second at high ones."""
         cached = self._predictions.get(features)
-        if cached is not None and self._observations - cached[0] < REFRESH_OBSERVATIONS:
-            return cached[1]
+        now = time.monotonic()
+        if cached is not None and (self._observations - cached[0] < REFRESH_OBSERVATIONS
+                                   or now - cached[1] < REFRESH_AFTER_S):
+            return cached[2]
         prediction = self._compute(features)
         if len(self._predictions) >= self.config.max_groups:
             self._predictions.clear()
-        self._predictions[features] = (self._observations, prediction)
+        self._predictions[features] = (self._observations, now, prediction)
         return prediction
 
     def _compute(self, features: LengthFeatures) -> LengthPrediction:

@@ -119,13 +119,23 @@ def test_prompt_bins_grow_by_powers_of_four() -> None:
     assert [prompt_bin(n) for n in (1, 16, 17, 64, 65, 1024, 5000)] == ["p0", "p0", "p1", "p1", "p2", "p3", "p4"]
 
 
-def test_a_cached_prediction_is_refreshed_after_a_bounded_number_of_answers() -> None:
+def test_a_cached_prediction_is_refreshed_after_a_bounded_number_of_answers_and_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from triage_router.router.prediction import length
     from triage_router.router.prediction.length import REFRESH_OBSERVATIONS, LengthFeatures, LengthPredictor
 
+    now = [1000.0]
+    monkeypatch.setattr(length.time, "monotonic", lambda: now[0])
     predictor = LengthPredictor()
     features = LengthFeatures("m", "chat", 2, "default", "", 20, None, "")
     before = predictor.predict(features)
     for _ in range(REFRESH_OBSERVATIONS):
         predictor.observe(features, 3)
+    # Enough answers, but within REFRESH_AFTER_S: the cached prediction stands (a high rate).
+    assert predictor.predict(features) == before
+    now[0] += length.REFRESH_AFTER_S
     after = predictor.predict(features)
     assert after.median < before.median and after.median <= 8
+    # Time alone, with no new answers, recomputes nothing new.
+    now[0] += 10
+    assert predictor.predict(features) == after
