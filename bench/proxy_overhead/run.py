@@ -23,6 +23,8 @@ to stdout, which goes to the target's log file like everything the proxies print
 `triage-nolog` with `[log] access = false`, and `baseline` runs the code of another checkout
 given by --baseline (say `git worktree add --detach ../base HEAD~3`) with the same venv and
 config, so that a change and what it started from are measured in the same interleaved run.
+`bare` (bare_proxy.py) is the floor: the same server stack and upstream client relaying with
+none of Triage's routing, so that the stack's cost and Triage's own are told apart.
 
 Each cell (mode x concurrency) runs in rounds that visit every target in turn, wrk with one
 thread, after a warm-up. The machine has 2 cores shared with other people's test runs, so
@@ -54,7 +56,7 @@ TRIAGE = ROOT / ".venv" / "bin" / "triage"
 
 MODES = ("json", "sse")
 CONCURRENCIES = (1, 32)
-ALL_TARGETS = ("direct", "triage", "triage-nolog", "baseline", "litellm", "sglang")
+ALL_TARGETS = ("direct", "bare", "triage", "triage-nolog", "baseline", "litellm", "sglang")
 DEFAULT_TARGETS = ("direct", "triage", "litellm", "sglang")
 TRIAGE_TARGETS = ("triage", "triage-nolog", "baseline")
 READY_TIMEOUT_S = 120.0  # LiteLLM imports for a long while on 2 busy cores
@@ -257,6 +259,9 @@ def start_target(target: str, mode: str, upstream: str, workdir: Path,
         # `triage serve` runs one worker process by design; nothing to pin.
         proc = start(name, [str(TRIAGE), "serve", "--config", str(cfg), "--port", str(port)],
                      workdir, env)
+    elif target == "bare":
+        proc = start(name, [str(ROOT / ".venv" / "bin" / "python"), str(HERE / "bare_proxy.py"), upstream, str(port)],
+                     workdir)
     elif target == "litellm":
         # YAML is a superset of JSON, so no YAML library is needed to write the config.
         cfg = workdir / f"{name}.yaml"

@@ -140,11 +140,11 @@ class _Histogram:
         scale = self._scale
         return [c * scale for c in self._raw]
 
-    def add(self, tokens: int, decay: float) -> None:
+    def add(self, bin_index: int, decay: float) -> None:
         self._scale *= decay
         if self._scale < 1e-200:  # fold the scale in long before it underflows
             self._raw, self._scale = self.counts, 1.0
-        self._raw[_bin(tokens)] += 1.0 / self._scale
+        self._raw[bin_index] += 1.0 / self._scale
         self.total = self.total * decay + 1.0
 
 
@@ -215,6 +215,7 @@ class LengthPredictor:
 
     def observe(self, features: LengthFeatures, completion_tokens: int) -> None:
         self._observations += 1
+        bin_index = _bin(completion_tokens)
         for key in features.groups():
             group = self._groups.get(key)
             if group is None:
@@ -223,7 +224,7 @@ class LengthPredictor:
                     self._groups.popitem(last=False)
             else:
                 self._groups.move_to_end(key)
-            group.add(completion_tokens, self.config.decay)
+            group.add(bin_index, self.config.decay)
 
     def observe_usage(self, prediction: LengthPrediction, payload: bytes) -> int | None:
         """Learn from a response body or stream event that reports usage; the tokens seen."""
