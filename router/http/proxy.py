@@ -336,15 +336,17 @@ class ProxyEndpoint:
                                      translation.stream_translation() if translation is not None else None,
                                      self.upstream.read_timeout(backend))
         else:
-            if response.status == 200:
-                # Usage sits at the end of an OpenAI answer.
-                self.usage.observe(ctx, body[-512:])
+            # Usage sits at the end of an OpenAI answer; it is learned from once the client has
+            # the answer, so that learning costs the client nothing.
+            usage = body[-512:]
             if translation is not None:
                 body = translation.answer(response.status, body)
             await send({"type": "http.response.start", "status": response.status,
                         "headers": self._head(response.raw_headers, ctx, backend, len(body))})
             await send({"type": "http.response.body", "body": body})
             elapsed = ctx.outcome.ttft_s = time.perf_counter() - ctx.arrived_at
+            if response.status == 200:
+                self.usage.observe(ctx, usage)
             self.metrics.child(self.metrics.time_to_first_byte, priority, backend.name).observe(elapsed)
             self.metrics.child(self.metrics.duration, priority, backend.name).observe(elapsed)
             if response.status == 200:

@@ -14,6 +14,7 @@ _OWN_HEADERS = frozenset(
      b"x-triage-priority-adjusted-by", b"x-triage-backend", b"x-triage-placement", b"x-triage-predicted-tokens",
      b"x-triage-predicted-tokens-high"}
 )
+_NOT_RELAYED = HOP_BY_HOP_BYTES | _OWN_HEADERS
 # A request carrying this header gets the placement explained in `x-triage-placement`.
 DEBUG_HEADER = "x-triage-debug"
 
@@ -40,9 +41,9 @@ def response_head(
     """The backend's headers less hop-by-hop ones and any `x-triage-*` it sent, then ours.
     `upstream_headers` is a sequence of (name, value) byte pairs."""
     head = [
-        (name.lower(), value)
+        (lowered, value)
         for name, value in upstream_headers
-        if name.lower() not in HOP_BY_HOP_BYTES and name.lower() not in _OWN_HEADERS
+        if (lowered := name.lower()) not in _NOT_RELAYED
     ]
     if content_length is not None:
         head.append((b"content-length", str(content_length).encode()))
