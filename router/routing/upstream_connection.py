@@ -28,6 +28,10 @@ class ClosedBeforeAnswer(UpstreamUnreachable):
     server shut it as it was reused and never read the request, so sending again is safe."""
 
 
+class _AnswerNotAskedFor(Exception):
+    """Raised inside the parser to stop it at an answer that follows a whole one unasked."""
+
+
 class UpstreamResponse:
     """An answer whose head has arrived; its body is read with `read()` or `chunks()`. `close()`
     gives the connection back to its pool once the answer is whole, and closes it otherwise."""
@@ -82,6 +86,27 @@ class UpstreamResponse:
             return
         self._closed = True
         self._connection.finished(reusable=self._complete and self._error is None)
+
+    # What the connection tells the answer.
+
+    @property
+    def complete(self) -> bool:
+        return self._complete
+
+    def received(self, piece: bytes) -> int:
+        """A piece of the body; returns how many bytes are now waiting to be read."""
+        self._chunks.append(piece)
+        self._buffered += len(piece)
+        self._wake()
+        return self._buffered
+
+    def ended(self) -> None:
+        self._complete = True
+        self._wake()
+
+    def failed(self, error: UpstreamUnreachable) -> None:
+        self._error = error
+        self._wake()
 
     async def _wait(self, timeout_s: float | None) -> None:
         if self._error is not None:
@@ -148,7 +173,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if self._response is None:
+        if self._response is None or self._response.complete:
             # Bytes nobody asked for: the connection is out of step; it must not be reused.
             self.close()
             return
@@ -156,25 +181,29 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as error:
-            self._fail(UpstreamUnreachable(f"the backend's answer is not valid HTTP: {error}"))
+            if not isinstance(error.__context__, _AnswerNotAskedFor):
+                self._fail(UpstreamUnreachable(f"the backend's answer is not valid HTTP: {error}"))
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         response = self._response
-        if response is None or response._complete:
+        if response is None or response.complete:
             return
         if self._head is not None and not self._head.done():
             self._fail(ClosedBeforeAnswer("the backend closed the connection before answering")
                        if not self._answered else UpstreamUnreachable("the backend closed the connection mid-answer"))
         elif self._until_close:
             # No length and no chunks: the body is everything until the server closes.
-            response._complete = True
-            response._wake()
+            response.ended()
         else:
             self._fail(UpstreamUnreachable("the backend broke the connection mid-answer"))
 
     # httptools' callbacks.
+
+    def on_message_begin(self) -> None:
+        if self._response is not None and self._response.complete:
+            raise _AnswerNotAskedFor  # a second answer right behind the first: out of step
 
     def on_header(self, name: bytes, value: bytes) -> None:
         assert self._response is not None
@@ -194,30 +223,24 @@ class UpstreamConnection(asyncio.Protocol):
             self._head.set_result(response)
 
     def on_body(self, body: bytes) -> None:
-        response = self._response
-        assert response is not None
-        response._chunks.append(body)
-        response._buffered += len(body)
-        if response._buffered > PAUSE_ABOVE_BYTES and not self._paused and self._transport is not None:
+        assert self._response is not None
+        if self._response.received(body) > PAUSE_ABOVE_BYTES and not self._paused and self._transport is not None:
             self._paused = True
             self._transport.pause_reading()
-        response._wake()
 
     def on_message_complete(self) -> None:
         response = self._response
         if response is None or response.status == 0:  # the end of an interim answer
             return
-        response._complete = True
         if not self._parser.should_keep_alive():
             self.closed = True  # given back, it is closed instead
-        response._wake()
+        response.ended()
 
     def _fail(self, error: UpstreamUnreachable) -> None:
         if self._head is not None and not self._head.done():
             self._head.set_exception(error)
         if self._response is not None:
-            self._response._error = error
-            self._response._wake()
+            self._response.failed(error)
 
     def resume_reading(self) -> None:
         if self._paused and self._transport is not None:

@@ -179,3 +179,32 @@ async def test_a_large_stream_read_slowly_arrives_whole_while_reading_from_the_b
     finally:
         await client.close()
         server.close()
+
+
+@pytest.mark.anyio
+async def test_bytes_after_a_whole_answer_put_the_connection_out_of_use() -> None:
+    connections = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            while True:
+                await _read_request(reader)
+                # A broken backend: a second answer nobody asked for, right behind the first.
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n[]")
+                await writer.drain()
+        except asyncio.IncompleteReadError:
+            writer.close()
+
+    server, backend = await _serve(handle)
+    client = UpstreamClient(UpstreamConfig())
+    try:
+        for _ in range(2):
+            response = await client.post(backend, "/v1/x", {}, b"{}")
+            assert await response.read(idle_timeout_s=5) == b"{}"
+            response.close()
+        assert connections == 2
+    finally:
+        await client.close()
+        server.close()
