@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kv-events-config", type=kv_events_config, default=None, metavar="JSON",
                    help="publish KV-cache events as vLLM does, e.g. "
                         "'{\"enable_kv_cache_events\": true, \"endpoint\": \"tcp://*:5557\"}' (docs/design/engine.md)")
+    p.add_argument("--dev-mode", action="store_true",
+                   help="serve POST /reset_prefix_cache, as vLLM does with VLLM_SERVER_DEV_MODE=1 (benchmarks)")
     p.add_argument("--num-threads", type=int, default=None)
     p.add_argument("--log-level", default="warning")
     return p.parse_args(argv)
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         sock.close()
         return 1
     assert config.served_model_name is not None
-    app = create_app(engine, model_name=config.served_model_name, embedder=embedder)
+    app = create_app(engine, model_name=config.served_model_name, embedder=embedder, dev_routes=args.dev_mode)
     host, port = sock.getsockname()[:2]
     # Idle connections kept 75 s, longer than clients keep theirs (router/config.py, keep_alive_s).
     server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, access_log=False, timeout_keep_alive=75))

@@ -127,8 +127,11 @@ def create_app(
     model_name: str,
     embedder: EmbeddingBatcher | None = None,
     embedding_model_name: str = "all-MiniLM-L6-v2",
+    dev_routes: bool = False,
 ) -> Litestar:
-    """Build the app. The engine loop starts with the app and stops with it."""
+    """Build the app. The engine loop starts with the app and stops with it. `dev_routes` adds
+    POST /reset_prefix_cache, which any client could otherwise use to empty the cache: vLLM too
+    serves it only in its development mode."""
     routes = _Routes(engine, model_name, embedder, embedding_model_name)
 
     @post("/v1/chat/completions", status_code=200)
@@ -172,7 +175,8 @@ def create_app(
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return Litestar(
-        route_handlers=[chat, completions, embeddings, tokenize, detokenize, reset_prefix_cache, models, health, metrics],
+        route_handlers=[chat, completions, embeddings, tokenize, detokenize, models, health, metrics,
+                        *([reset_prefix_cache] if dev_routes else [])],
         exception_handlers={Exception: _on_error},
         on_startup=[engine.start],
         on_shutdown=[engine.stop],

@@ -188,8 +188,12 @@ def test_a_prefix_cache_reset_clears_all_but_not_while_blocks_are_held(engine, s
     assert events(sub.until_caught_up()) == [AllBlocksCleared()]
 
 
-def test_the_servers_reset_route_clears_the_cache_as_vllms_does(engine, sub):
+def test_the_servers_reset_route_clears_the_cache_as_vllms_does_in_dev_mode_only(engine, sub):
     with TestClient(create_app(EngineClient.in_thread(engine), model_name="tiny", embedder=None)) as client:
+        r = client.post("/reset_prefix_cache")
+        assert r.status_code == 404 and "error" in r.json()
+    with TestClient(create_app(EngineClient.in_thread(engine), model_name="tiny", embedder=None,
+                               dev_routes=True)) as client:
         r = client.post("/reset_prefix_cache")
         assert r.status_code == 200 and r.json() == {"success": True}
     assert events(sub.until_caught_up()) == [AllBlocksCleared()]
