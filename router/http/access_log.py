@@ -1,10 +1,10 @@
 """The access log: one JSON line per request to a relay path, written when the request ends.
 
-The proxy notes what happens on the request's `Outcome` (router/context.py) as it goes; the line
-is built once at the end, with one msgspec encode, and lines are written whole, several at a
-time with one `os.write` (AccessLog), so that lines from concurrent requests never interleave
-and the log costs a few microseconds a request (docs/benchmarks.md, "Proxy overhead"). An API key appears by its name only (auth.py, key_name),
-never the key. docs/observability.md lists the fields.
+The proxy notes what happens on the request's `Outcome` (router/context.py) as it goes; the line is
+built once at the end, with one msgspec encode, and lines are written whole, several at a time with
+one `os.write` (AccessLog), so that lines from concurrent requests never interleave and the log
+costs a few microseconds a request (docs/benchmarks.md, "Proxy overhead"). An API key appears by
+its name only (auth.py, key_name), never the key. docs/observability.md lists the fields.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ body is framed (length, chunks, until close), streamed, bounded and broken."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -25,10 +26,30 @@ async def _read_request(reader: asyncio.StreamReader) -> bytes:
     return head
 
 
-async def _serve(handler: Handler) -> tuple[asyncio.Server, Backend]:
+def _answers(raw: bytes, linger_s: float = 0.0) -> Handler:
+    """A server that reads one request, writes `raw`, waits `linger_s` and closes."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(raw)
+        await writer.drain()
+        await asyncio.sleep(linger_s)
+        writer.close()
+
+    return handle
+
+
+@contextlib.asynccontextmanager
+async def _client_of(handler: Handler) -> AsyncIterator[tuple[UpstreamClient, Backend]]:
+    """A client, and a backend served by `handler` on a real socket; both closed after."""
     server = await asyncio.start_server(handler, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    return server, Backend(BackendConfig(name="a", url=f"http://127.0.0.1:{port}"), block_chars=256)
+    client = UpstreamClient(UpstreamConfig())
+    try:
+        yield client, Backend(BackendConfig(name="a", url=f"http://127.0.0.1:{port}"), block_chars=256)
+    finally:
+        await client.close()
+        server.close()
 
 
 @pytest.mark.anyio
@@ -44,9 +65,7 @@ async def test_a_chunked_body_is_handed_on_piece_by_piece_as_it_arrives() -> Non
         await writer.drain()
         writer.close()
 
-    server, backend = await _serve(handle)
-    client = UpstreamClient(UpstreamConfig())
-    try:
+    async with _client_of(handle) as (client, backend):
         response = await client.post(backend, "/v1/chat/completions", {}, b"{}")
         assert (response.status, response.content_type) == (200, "text/event-stream")
         pieces = []
@@ -55,9 +74,6 @@ async def test_a_chunked_body_is_handed_on_piece_by_piece_as_it_arrives() -> Non
             second_piece.set()  # the second piece is written only once the first was handed on
         assert pieces == [b"data: 1", b"data: 2"]
         response.close()
-    finally:
-        await client.close()
-        server.close()
 
 
 @pytest.mark.anyio
@@ -73,77 +89,38 @@ async def test_a_body_without_length_or_chunks_ends_when_the_server_closes_and_t
         writer.write(b" 1}")
         writer.close()
 
-    server, backend = await _serve(handle)
-    client = UpstreamClient(UpstreamConfig())
-    try:
+    async with _client_of(handle) as (client, backend):
         for _ in range(2):
             response = await client.post(backend, "/v1/x", {}, b"{}")
             assert await response.read(idle_timeout_s=5) == b'{"a": 1}'
             response.close()
         assert connections == 2
-    finally:
-        await client.close()
-        server.close()
 
 
 @pytest.mark.anyio
 async def test_a_body_cut_short_is_an_upstream_failure() -> None:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"partial")
-        await writer.drain()
-        writer.close()
-
-    server, backend = await _serve(handle)
-    client = UpstreamClient(UpstreamConfig())
-    try:
+    async with _client_of(_answers(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"partial")) as (client, backend):
         response = await client.post(backend, "/v1/x", {}, b"{}")
         with pytest.raises(UpstreamUnreachable, match="mid-answer"):
             await response.read(idle_timeout_s=5)
         response.close()
-    finally:
-        await client.close()
-        server.close()
 
 
 @pytest.mark.anyio
 async def test_silence_within_a_body_past_the_idle_timeout_is_a_timeout() -> None:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n12345")
-        await writer.drain()
-        await asyncio.sleep(5)
-        writer.close()
-
-    server, backend = await _serve(handle)
-    client = UpstreamClient(UpstreamConfig())
-    try:
+    stalls = _answers(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n12345", linger_s=5)
+    async with _client_of(stalls) as (client, backend):
         response = await client.post(backend, "/v1/x", {}, b"{}")
         with pytest.raises(UpstreamTimeout):
             await response.read(idle_timeout_s=0.2)
         response.close()
-    finally:
-        await client.close()
-        server.close()
 
 
 @pytest.mark.anyio
 async def test_an_answer_that_is_not_http_is_an_upstream_failure() -> None:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
-        await writer.drain()
-        await asyncio.sleep(1)
-        writer.close()
-
-    server, backend = await _serve(handle)
-    client = UpstreamClient(UpstreamConfig())
-    try:
+    async with _client_of(_answers(b"SSH-2.0-OpenSSH_9.2\r\n\r\n", linger_s=1)) as (client, backend):
         with pytest.raises(UpstreamUnreachable, match="not valid HTTP"):
             await client.post(backend, "/v1/x", {}, b"{}")
-    finally:
-        await client.close()
-        server.close()
 
 
 @pytest.mark.anyio
@@ -163,9 +140,7 @@ async def test_a_large_stream_read_slowly_arrives_whole_while_reading_from_the_b
         await asyncio.sleep(5)
         writer.close()
 
-    server, backend = await _serve(handle)
-    client = UpstreamClient(UpstreamConfig())
-    try:
+    async with _client_of(handle) as (client, backend):
         response = await client.post(backend, "/v1/x", {}, b"{}")
         received = bytearray()
         async for chunk in response.chunks(idle_timeout_s=5):
@@ -176,9 +151,6 @@ async def test_a_large_stream_read_slowly_arrives_whole_while_reading_from_the_b
             received += chunk
         assert bytes(received) == body
         response.close()
-    finally:
-        await client.close()
-        server.close()
 
 
 @pytest.mark.anyio
@@ -192,19 +164,15 @@ async def test_bytes_after_a_whole_answer_put_the_connection_out_of_use() -> Non
             while True:
                 await _read_request(reader)
                 # A broken backend: a second answer nobody asked for, right behind the first.
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n[]")
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
+                             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n[]")
                 await writer.drain()
         except asyncio.IncompleteReadError:
             writer.close()
 
-    server, backend = await _serve(handle)
-    client = UpstreamClient(UpstreamConfig())
-    try:
+    async with _client_of(handle) as (client, backend):
         for _ in range(2):
             response = await client.post(backend, "/v1/x", {}, b"{}")
             assert await response.read(idle_timeout_s=5) == b"{}"
             response.close()
         assert connections == 2
-    finally:
-        await client.close()
-        server.close()
