@@ -7,6 +7,7 @@ token ids so every server sees identical inputs. Reports output tok/s and TTFT/T
 
     .venv/bin/python bench/engine/throughput.py --targets engine,transformers
     .venv/bin/python bench/engine/throughput.py --targets engine,vllm,transformers --threads 2
+    .venv/bin/python bench/engine/throughput.py --targets engine,engine-events   # what publishing KV events costs
 """
 
 from __future__ import annotations
@@ -99,10 +100,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_engine(args, model_dir: Path) -> tuple[subprocess.Popen, str]:
+def start_engine(args, model_dir: Path, publish_events: bool = False) -> tuple[subprocess.Popen, str]:
+    """Our engine; with `publish_events`, it also publishes its KV-cache events over ZeroMQ, as a
+    backend that router replicas subscribe to does (`engine-events`: what publishing costs)."""
     cmd = [sys.executable, "-m", "triage_router.engine_server", "--model", str(model_dir), "--dtype", args.dtype, "--port", "0",
            "--embedding-model", "none", "--served-model-name", "smol", "--max-num-seqs", str(args.concurrency),
            "--max-num-batched-tokens", str(args.max_num_batched_tokens), "--num-threads", str(args.threads)]
+    if publish_events:
+        cmd += ["--kv-events-config", json.dumps({"enable_kv_cache_events": True, "publisher": "zmq",
+                                                  "endpoint": f"tcp://*:{free_port()}",
+                                                  "replay_endpoint": f"tcp://*:{free_port()}"})]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -199,10 +206,13 @@ def main() -> None:
         if target == "transformers":
             results[target] = run_transformers(args, model_dir, ids)
         else:
-            proc, url = (start_engine if target == "engine" else start_vllm)(args, model_dir)
+            if target == "vllm":
+                proc, url = start_vllm(args, model_dir)
+            else:
+                proc, url = start_engine(args, model_dir, publish_events=target == "engine-events")
             try:
                 results[target] = asyncio.run(drive(url, "smol", ids, args.concurrency, args.tokens))
-                if target == "engine":
+                if target.startswith("engine"):
                     results[target]["step_split_pct"] = engine_profile(url)
             finally:
                 proc.terminate()
