@@ -334,7 +334,7 @@ class ProxyEndpoint:
         if streaming:
             await self.streams.relay(ctx, backend, response, send, self._head(response.raw_headers, ctx, backend, None),
                                      translation.stream_translation() if translation is not None else None,
-                                     self.upstream.read_timeout(backend))
+                                     read_timeout)
         else:
             # Usage sits at the end of an OpenAI answer; it is learned from once the client has
             # the answer, so that learning costs the client nothing.

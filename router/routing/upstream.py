@@ -113,10 +113,10 @@ class UpstreamClient:
 
     def _idle(self, origin: _Origin) -> UpstreamConnection | None:
         """The most recently used idle connection still fit to reuse; staler ones are closed."""
-        idle = origin.idle
+        idle, now = origin.idle, asyncio.get_running_loop().time()
         while idle:
             connection = idle.pop()
-            if not connection.closed and asyncio.get_running_loop().time() - connection.idle_since < STALE_AFTER_S:
+            if not connection.closed and now - connection.idle_since < STALE_AFTER_S:
                 return connection
             connection.close()
         return None

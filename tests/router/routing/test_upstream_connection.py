@@ -52,6 +52,17 @@ async def _client_of(handler: Handler) -> AsyncIterator[tuple[UpstreamClient, Ba
         server.close()
 
 
+async def _two_requests(handle: Handler) -> list[bytes]:
+    """The bodies of two requests in turn, each answer read whole and closed."""
+    bodies = []
+    async with _client_of(handle) as (client, backend):
+        for _ in range(2):
+            response = await client.post(backend, "/v1/x", {}, b"{}")
+            bodies.append(await response.read(idle_timeout_s=5))
+            response.close()
+    return bodies
+
+
 @pytest.mark.anyio
 async def test_a_chunked_body_is_handed_on_piece_by_piece_as_it_arrives() -> None:
     second_piece = asyncio.Event()
@@ -89,12 +100,8 @@ async def test_a_body_without_length_or_chunks_ends_when_the_server_closes_and_t
         writer.write(b" 1}")
         writer.close()
 
-    async with _client_of(handle) as (client, backend):
-        for _ in range(2):
-            response = await client.post(backend, "/v1/x", {}, b"{}")
-            assert await response.read(idle_timeout_s=5) == b'{"a": 1}'
-            response.close()
-        assert connections == 2
+    assert await _two_requests(handle) == [b'{"a": 1}', b'{"a": 1}']
+    assert connections == 2
 
 
 @pytest.mark.anyio
@@ -170,9 +177,5 @@ async def test_bytes_after_a_whole_answer_put_the_connection_out_of_use() -> Non
         except asyncio.IncompleteReadError:
             writer.close()
 
-    async with _client_of(handle) as (client, backend):
-        for _ in range(2):
-            response = await client.post(backend, "/v1/x", {}, b"{}")
-            assert await response.read(idle_timeout_s=5) == b"{}"
-            response.close()
-        assert connections == 2
+    assert await _two_requests(handle) == [b"{}", b"{}"]
+    assert connections == 2
