@@ -332,7 +332,7 @@ class Run:
                     self.failures[f"{target} {mode}"] = str(exc)
                     print(f"  {target} ({mode}): not ready: {exc}", flush=True)
                     del urls[target]
-            for conc in CONCURRENCIES:
+            for conc in self.args.concurrency:
                 cell = f"{mode} c={conc}"
                 rounds: dict[str, list[dict]] = {t: [] for t in urls}
                 for _ in range(self.args.rounds):
@@ -495,8 +495,15 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true",
                     help="also sample Triage with py-spy (bench/.venvs/pyspy) at c=32")
     ap.add_argument("--skip-setup", action="store_true", help="do not run setup.sh")
+    ap.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
+    ap.add_argument("--concurrency", default=",".join(map(str, CONCURRENCIES)),
+                    help="comma-separated client connections per cell")
     args = ap.parse_args()
     targets = [t for t in args.targets.split(",") if t]
+    modes = [m for m in args.modes.split(",") if m]
+    if unknown := set(modes) - set(MODES):
+        ap.error(f"unknown modes: {sorted(unknown)}")
+    args.concurrency = [int(c) for c in args.concurrency.split(",") if c]
     if unknown := set(targets) - set(ALL_TARGETS):
         ap.error(f"unknown targets: {sorted(unknown)}")
     if ("baseline" in targets) != (args.baseline is not None):
@@ -526,9 +533,9 @@ def main() -> int:
           f"{args.rounds} rounds of {args.duration} s per cell, each after {args.warmup} s warm-up",
           flush=True)
     try:
-        for mode in MODES:
+        for mode in modes:
             wait_ready(nginx, f"{upstreams[mode]}/v1/chat/completions", mode)
-        for mode in MODES:
+        for mode in modes:
             run.measure_mode(mode, targets, upstreams[mode])
     finally:
         nginx.stop()
@@ -550,7 +557,7 @@ def main() -> int:
                             "the proxy all compete for them"},
         "settings": {"duration_s_per_round": args.duration, "rounds": args.rounds,
                      "warmup_s_per_round": args.warmup, "wrk_threads": 1,
-                     "nginx_workers": 1, "concurrency": list(CONCURRENCIES)},
+                     "nginx_workers": 1, "concurrency": args.concurrency, "modes": modes},
         "versions": tool_versions,
         "baseline": None if args.baseline is None else {
             "path": str(args.baseline),

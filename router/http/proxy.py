@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from triage_router.router.routing.admission import Job
 from triage_router.router.api_types import GENERATING, Endpoint, decode_request
-from triage_router.router.http.asgi_io import (ClientGone, DisconnectWatch, Receive, Send, check_headers,
-                                               new_request_id, read_body)
+from triage_router.router.http.asgi_io import (CLIENT_LINK, ClientGone, DisconnectWatch, Receive, Send,
+                                               check_headers, new_request_id, read_body)
 from triage_router.router.http import tracing
 from triage_router.router.http.access_log import AccessLog, access_line
 from triage_router.router.http.auth import ApiKeys, tenant_of
@@ -130,7 +130,7 @@ class ProxyEndpoint:
                     raise BodyTooLarge(f"request body exceeds the limit of {self.max_body} bytes")
                 api_key = self.api_keys.authenticate(headers)
                 await self.api_keys.admit(api_key)
-                body = await read_body(receive, self.max_body, self.server.body_deadline_s)
+                body = await read_body(receive, self.max_body, self.server.body_deadline_s, scope.get(CLIENT_LINK))
                 translation = None
                 if self.endpoint in TRANSLATED_ENDPOINTS:
                     # Routed as the chat completion it translates to: tagging, prediction and cache

@@ -133,8 +133,8 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     Two savings on every request, too: each request's scope carries the connection's
     `ClientLink`, which tells the relay the moment its client leaves (no task waiting on
-    `receive` for it), and its response is written through `_CoalescedHead` (head and body in
-    one send).
+    `receive` for it) and whether its body has all arrived (no deadline to arm for reading it),
+    and its response is written through `_CoalescedHead` (head and body in one send).
     """
 
     head_timeout_s = 30.0
@@ -153,6 +153,7 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._link.request_complete = False
         self._head_bytes = 0
         self._stop_head_timer()
         self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
@@ -164,6 +165,10 @@ class GuardedHttpTools(HttpToolsProtocol):
         if cycle is not None and cycle.scope is self.scope:  # a new request's cycle (not an upgrade)
             self.scope[CLIENT_LINK] = self._link  # type: ignore[literal-required]
             cycle.transport = _CoalescedHead(self.transport, self.loop)  # type: ignore[assignment]
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._link.request_complete = True
 
     def data_received(self, data: bytes) -> None:
         if self._refused:

@@ -30,13 +30,13 @@ class UsageAccounting:
     def observe(self, ctx: RequestContext, payload: bytes) -> int | None:
         """Charge the key's tokens, note them for the access log and the trace, and teach the
         predictor from `payload`'s usage; returns the completion tokens, if any."""
-        if counts := self.api_keys.account(ctx.api_key, ctx.model, payload):
-            ctx.outcome.prompt_tokens = counts.get("prompt")
-            ctx.outcome.completion_tokens = counts.get("completion")
-        if ctx.predicted is None:
+        counts = self.api_keys.account(ctx.api_key, ctx.model, payload)
+        if not counts:
             return None
-        tokens = self.predictor.observe_usage(ctx.predicted, payload)
-        if tokens is not None:
+        ctx.outcome.prompt_tokens = counts.get("prompt")
+        tokens = ctx.outcome.completion_tokens = counts.get("completion")
+        if ctx.predicted is not None and tokens is not None:
+            self.predictor.learn(ctx.predicted, tokens)
             self.dispatcher.on_output(ctx.tenant, ctx.predicted.median, tokens)
             self.metrics.child(self.metrics.output_length_error, str(ctx.predicted.features.priority)).observe(
                 tokens - ctx.predicted.median

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from triage_router.router.http.asgi_io import CLIENT_LINK, ClientLink, DisconnectWatch
+from triage_router.router.errors import BodyTooSlow
+from triage_router.router.http.asgi_io import CLIENT_LINK, ClientLink, DisconnectWatch, read_body
 
 
 @pytest.mark.anyio
@@ -67,3 +68,21 @@ async def test_without_a_link_a_task_waits_on_receive_for_the_disconnect() -> No
 async def _never() -> dict[str, Any]:
     await asyncio.Event().wait()
     raise AssertionError
+
+
+@pytest.mark.anyio
+async def test_a_body_already_whole_is_read_without_a_deadline_and_a_late_one_still_has_one() -> None:
+    async def whole() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def never() -> dict[str, Any]:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    link = ClientLink()
+    link.request_complete = True
+    # A zero deadline would fail any read that arms one.
+    assert await read_body(whole, 1024, deadline_s=0.0, link=link) == b"{}"
+    link.request_complete = False
+    with pytest.raises(BodyTooSlow):
+        await read_body(never, 1024, deadline_s=0.01, link=link)

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from triage_router.router.config import LengthConfig
-from triage_router.router.prediction.length import LengthFeatures, LengthPredictor, prompt_bin, verbosity_cue
+from triage_router.router.prediction.length import (REFRESH_OBSERVATIONS, LengthFeatures, LengthPredictor, prompt_bin,
+                                                   verbosity_cue)
 
 
 def _features(**changes: object) -> LengthFeatures:
@@ -95,11 +96,15 @@ def test_state_survives_a_restart_through_the_file(tmp_path: Path) -> None:
     assert 230 <= LengthPredictor(config).predict(_features()).median <= 285
 
 
-def test_usage_is_read_from_an_answer() -> None:
-    predictor = LengthPredictor()
-    prediction = predictor.predict(_features())
-    assert predictor.observe_usage(prediction, b'{"usage": {"prompt_tokens": 5, "completion_tokens": 17}}') == 17
-    assert predictor.observe_usage(prediction, b'{"choices": []}') is None
+def test_learning_from_a_prediction_teaches_its_feature_groups() -> None:
+    by_prediction, by_features = LengthPredictor(), LengthPredictor()
+    features = _features()
+    prediction = by_prediction.predict(features)
+    for _ in range(REFRESH_OBSERVATIONS + 1):
+        by_prediction.learn(prediction, 17)
+        by_features.observe(features, 17)
+    assert by_prediction.snapshot() == by_features.snapshot()
+    assert len(by_prediction) == len(features.groups())
 
 
 @pytest.mark.parametrize(
@@ -109,6 +114,9 @@ def test_usage_is_read_from_an_answer() -> None:
         ("Write a detailed report on solar power", "long"),
         ("Write a 1500-word essay on the Renaissance", "words:11"),
         ("What is 2+2?", ""),
+        ("BRIEFLY: Explain Recursion In One Sentence", "short"),
+        ("A short story, please", ""),  # both kinds of cue: neither wins
+        ("A detailed plan in 300 words", "words:9"),  # a length in words beats any cue before it
     ],
 )
 def test_verbosity_cue(text: str, cue: str) -> None:
