@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from triage_router.router.buffered_metrics import FLUSH_EVERY_S, BufferedCounter, BufferedHistogram, buffered
 
 # Seconds; the low end resolves a proxy's own overhead, the high end long generations.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -181,15 +185,31 @@ class RouterMetrics:
         self.tokens = Counter(
             "triage_tokens", "Tokens served, from each answer's usage, per API key name (never the key) and model.",
             ["key", "model", "kind"], registry=r)
-        # prometheus_client's labels() takes a lock and builds tuples; the hot path reuses children.
-        self._children: dict[tuple[str, ...], MetricWrapperBase] = {}
+        # prometheus_client's labels() takes a lock and builds tuples; the hot path reuses children,
+        # buffered (router/buffered_metrics.py).
+        self._children: dict[tuple[str, ...], BufferedCounter | BufferedHistogram] = {}
+        self.across_processes = across_processes
 
-    def child(self, metric: MetricWrapperBase, *labels: str) -> MetricWrapperBase:
+    def child(self, metric: MetricWrapperBase, *labels: str) -> BufferedCounter | BufferedHistogram:
+        """`metric`'s child for `labels`, buffered: what it counts shows in `render()` and, with
+        several workers, in the other workers' scrapes within FLUSH_EVERY_S."""
         key = (metric._name, *labels)  # noqa: SLF001 - a stable, documented attribute of the wrapper
         found = self._children.get(key)
         if found is None:
-            found = self._children[key] = metric.labels(*labels)
+            found = self._children[key] = buffered(metric, metric.labels(*labels))
         return found
 
+    def flush(self) -> None:
+        """Hand every buffered child's counts to prometheus_client."""
+        for child in self._children.values():
+            child.flush()
+
+    async def flush_periodically(self) -> None:
+        """With several workers: every FLUSH_EVERY_S, so that any worker's scrape sees them all."""
+        while True:
+            await asyncio.sleep(FLUSH_EVERY_S)
+            self.flush()
+
     def render(self) -> bytes:
+        self.flush()
         return generate_latest(self._exposed)

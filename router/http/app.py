@@ -200,6 +200,8 @@ def create_app(config: Config, config_path: Path | None = None, *, worker_index:
             await classifier.start()
         if saves_length_state:
             background.append(asyncio.ensure_future(predictor.save_periodically()))
+        if metrics.across_processes:
+            background.append(asyncio.ensure_future(metrics.flush_periodically()))
 
     async def shutdown() -> None:
         if reloader is not None:
@@ -220,6 +222,7 @@ def create_app(config: Config, config_path: Path | None = None, *, worker_index:
         await control.aclose()
         if access_log is not None:
             access_log.close()
+        metrics.flush()  # a worker's last counts, into its file before it exits
 
     app = Litestar(
         route_handlers=[

@@ -125,5 +125,6 @@ async def test_errors_and_garbage_fall_back_to_the_default() -> None:
         route.mock(return_value=httpx.Response(200, json=_answer([("1", -0.1)])))
         assert await resolver.resolve(_ctx("hi")) == PriorityDecision(1, "llm")
     assert route.calls.last.request.headers["authorization"] == "Bearer sk-x"
+    metrics.flush()  # buffered children reach prometheus_client on a flush
     assert metrics.tagger_fallbacks.labels("llm", "error")._value.get() == 1
     assert metrics.tagger_fallbacks.labels("llm", "rejected")._value.get() == 2

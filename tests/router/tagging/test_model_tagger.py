@@ -42,6 +42,7 @@ class Scripted:
 
 
 def _fallbacks(metrics: RouterMetrics, reason: str) -> float:
+    metrics.flush()  # buffered children reach prometheus_client on a flush
     return metrics.tagger_fallbacks.labels("llm", reason)._value.get()
 
 
@@ -58,6 +59,7 @@ async def test_the_answer_decides_and_is_cached_by_text() -> None:
     assert await tagger.decide(_ctx("write me a report")) == PriorityDecision(3, "llm")
     assert await tagger.decide(_ctx("write me a report")) == PriorityDecision(3, "llm")
     assert classifier.asked == ["write me a report"]
+    metrics.flush()  # buffered children reach prometheus_client on a flush
     assert metrics.tagger_cache_hits.labels("llm")._value.get() == 1
     await tagger.decide(_ctx("something else"))
     assert classifier.asked == ["write me a report", "something else"]

@@ -131,6 +131,7 @@ def test_a_catastrophic_pattern_is_stopped_and_counted() -> None:
     rules = _rules(RuleConfig(name="evil", priority=0, patterns=[r"(a|aa)+$"]), metrics=metrics, regex_timeout_ms=1.0)
     text = "a" * 60 + "b"
     assert rules.evaluate(_user(text)) is None
+    metrics.flush()  # buffered children reach prometheus_client on a flush
     assert metrics.rule_timeouts.labels("evil")._value.get() == 1
 
 
