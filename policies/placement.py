@@ -9,6 +9,10 @@ replicas given the same inputs pick the same backend. A `Placement` carries one
 Eligibility is shared by all placers: a backend must be healthy, serve the request's priority,
 and be under its concurrency cap (QoS-aware engines keep a small one). No eligible backend
 means `Placement.backend is None`: the request waits in the admission queue.
+
+The records below are built for every request on the router's hot path, so they are plain
+slotted dataclasses: a frozen one costs 2.7 times as much to build. Placers never change what
+they are given, and nobody changes a Placement once made.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BackendState:
     name: str
     load: int = 0  # requests running + waiting there
@@ -35,7 +39,7 @@ class BackendState:
     healthy: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PlacementRequest:
     request_id: str
     priority: int
@@ -43,7 +47,7 @@ class PlacementRequest:
     predicted_output_tokens: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CandidateScore:
     backend: str
     score: float  # higher is better; meaningful only among eligible candidates
@@ -51,7 +55,7 @@ class CandidateScore:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Placement:
     backend: str | None
     policy: str

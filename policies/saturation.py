@@ -60,7 +60,7 @@ class SaturationLimits:
         return bool(self.max_load or self.max_waiting or self.max_kv_usage)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request and candidate (policies/placement.py says why)
 class BackendLoad:
     """What the router knows of one backend's load at a decision, for one request."""
 

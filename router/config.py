@@ -35,8 +35,8 @@ class ServerConfig(_Section):
     max_headers: PositiveInt = 100
     max_header_bytes: PositiveInt = 64 * 1024
     # A request's line and headers must arrive within this of its first byte (408, then closed):
-    # uvicorn sets no such limit, so a client dripping a header byte a second held a connection
-    # for ever (bench/reliability/abuse.py).
+    # uvicorn, which served Triage before its own server did, set no such limit, so a client
+    # dripping a header byte a second held a connection for ever (bench/reliability/abuse.py).
     header_timeout_s: PositiveFloat = 30.0
     # A request body must arrive within this (a slow-drip client is cut off with 408).
     body_deadline_s: PositiveFloat = 60.0
@@ -44,7 +44,7 @@ class ServerConfig(_Section):
     shutdown_grace_s: PositiveFloat = 30.0
     # An idle keep-alive connection is closed after this. Longer than clients keep theirs (httpx
     # and so the OpenAI SDK 5 s, aiohttp 15 s), so that the client is the one to close it: at
-    # uvicorn's 5 s a client could send a request on a connection the server was closing at that
+    # uvicorn's default 5 s a client could send a request on a connection the server was closing at that
     # moment, and lose it (bench/reliability/overload.py lost 6-24 of 1,500 that way).
     keep_alive_s: PositiveFloat = 75.0
     # Reload the config when its file changes (checked every 2 s), as on SIGHUP. Off by default:

@@ -1,4 +1,4 @@
-"""The floor under Triage's proxy overhead: the same server stack (uvicorn with httptools and
+"""The floor under Triage's proxy overhead: the same server (router/http/server.py: httptools on
 uvloop) and the same upstream client (router/routing/upstream.py), relaying with nothing else:
 no priority, fingerprint, prediction, placement, metrics or log. run.py's `bare` target.
 
@@ -13,9 +13,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import uvicorn
-
 from triage_router.router.config import BackendConfig, UpstreamConfig
+from triage_router.router.http.server import bind_socket, serve
 from triage_router.router.routing.backends import Backend
 from triage_router.router.routing.upstream import UpstreamClient
 
@@ -27,8 +26,6 @@ def relay_to(upstream_url: str) -> Any:
     backend = Backend(BackendConfig(name="upstream", url=upstream_url), block_chars=256)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
         body = b""
         while True:
             message = await receive()
@@ -56,6 +53,20 @@ def relay_to(upstream_url: str) -> Any:
     return app
 
 
+def without_lifespan(app: Any) -> Any:
+    """`app`, answering the server's lifespan events with nothing to start or stop."""
+
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await app(scope, receive, send)
+
+    return wrapped
+
+
 if __name__ == "__main__":
-    uvicorn.run(relay_to(sys.argv[1]), host="127.0.0.1", port=int(sys.argv[2]), loop="uvloop", http="httptools",
-                log_level="warning", access_log=False, lifespan="off")
+    serve(without_lifespan(relay_to(sys.argv[1])), bind_socket("127.0.0.1", int(sys.argv[2])), grace_s=1.0,
+          on_ready=lambda: None)

@@ -27,7 +27,7 @@ log = logging.getLogger("triage.access_log")
 # nginx's status for a request whose client went away before any answer was sent.
 CLIENT_CLOSED = 499
 # A request that ended without an answer and without its client leaving: a failure of ours,
-# which uvicorn answers with this.
+# which our server (router/http/request_cycle.py) answers with this.
 NO_ANSWER = 500
 # Lines are gathered this long, or to this many, then written at once.
 FLUSH_EVERY_S = 0.1

@@ -84,7 +84,11 @@ class AdmissionQueue:
         self._by_priority: list[dict[str, Job]] = [{} for _ in range(PRIORITY_LEVELS)]
 
     def __len__(self) -> int:
-        return sum(len(jobs) for jobs in self._by_priority)
+        return sum(map(len, self._by_priority))
+
+    def __bool__(self) -> bool:
+        # Asked at every release (is anyone waiting?): cheaper than counting.
+        return any(self._by_priority)
 
     def waiting(self, priority: int) -> int:
         return len(self._by_priority[priority])

@@ -39,7 +39,7 @@ from triage_router.router.metrics import RouterMetrics
 log = logging.getLogger("triage.dispatch")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request and candidate (policies/placement.py says why)
 class CacheView:
     matched_tokens: int
     share: float  # of the prompt
@@ -133,7 +133,7 @@ class Dispatcher:
 
     def pump(self) -> None:
         """Let waiting requests go wherever there is room now."""
-        if len(self.queue):
+        if self.queue:
             self.queue.pump(self._try_place)
 
     def on_load_update(self) -> None:
@@ -173,7 +173,7 @@ class Dispatcher:
         """How often to read `backend`'s /metrics: fast while a reading can hold a request back
         or let one go (a limit reads it and this router has requests on it or waiting), else
         slow, since each read costs the backend CPU and our own counts are current."""
-        if backend.limits.read_metrics and (backend.in_flight or len(self.queue)):
+        if backend.limits.read_metrics and (backend.in_flight or self.queue):
             return self.routing.metrics_fast_interval_s
         return self.routing.metrics_interval_s
 

@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 from triage_router.router.config import UpstreamConfig
 from triage_router.router.errors import UpstreamTimeout, UpstreamUnreachable
 from triage_router.router.routing.backends import Backend
-from triage_router.router.routing.upstream_connection import ClosedBeforeAnswer, UpstreamConnection, UpstreamResponse
+from triage_router.router.routing.upstream_connection import (ClosedBeforeAnswer, NoAnswerInTime, UpstreamConnection,
+                                                              UpstreamResponse)
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and those the client computes itself.
 _HOP_BY_HOP = frozenset(
@@ -77,25 +78,26 @@ class UpstreamClient:
         if origin is None:
             origin = self._origins[backend.base_url] = _Origin.of(backend.base_url)
         head = _request_head(origin, path, headers, len(body))
+        # Silence counts from the request on, as nginx's proxy_read_timeout does: the head must
+        # come within both limits, a new connection's connect included.
+        first_byte = backend.config.first_byte_timeout_s or self.config.first_byte_timeout_s
+        deadline = asyncio.get_running_loop().time() + min(first_byte, self.read_timeout(backend))
         try:
-            # Silence counts from the request on, as nginx's proxy_read_timeout does: the head must
-            # come within both limits. asyncio.timeout, not wait_for: no extra task per request.
-            first_byte = backend.config.first_byte_timeout_s or self.config.first_byte_timeout_s
-            async with asyncio.timeout(min(first_byte, self.read_timeout(backend))):
-                return await self._exchange(origin, backend, head, body)
-        except TimeoutError:
+            return await self._exchange(origin, backend, head, body, deadline)
+        except NoAnswerInTime:
             raise UpstreamTimeout(f"backend {backend.name} did not answer in time") from None
         except UpstreamUnreachable as error:
             raise UpstreamUnreachable(f"backend {backend.name} is unreachable: {error.message}") from None
 
-    async def _exchange(self, origin: _Origin, backend: Backend, head: bytes, body: bytes) -> UpstreamResponse:
+    async def _exchange(self, origin: _Origin, backend: Backend, head: bytes, body: bytes,
+                        deadline: float) -> UpstreamResponse:
         connection = self._idle(origin)
         reused = connection is not None
         while True:
             if connection is None:
-                connection = await self._connect(origin, backend)
+                connection = await self._connect(origin, backend, deadline)
             try:
-                return await connection.send(head, body)
+                return await connection.send(head, body, deadline)
             except ClosedBeforeAnswer:
                 connection.close()
                 if not reused:
@@ -121,13 +123,14 @@ class UpstreamClient:
             connection.close()
         return None
 
-    async def _connect(self, origin: _Origin, backend: Backend) -> UpstreamConnection:
+    async def _connect(self, origin: _Origin, backend: Backend, deadline: float) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
         tls = None
         if origin.tls:
             tls = self._tls = self._tls or ssl.create_default_context()
+        connect_s = backend.config.connect_timeout_s or self.config.connect_timeout_s
         try:
-            async with asyncio.timeout(backend.config.connect_timeout_s or self.config.connect_timeout_s):
+            async with asyncio.timeout_at(min(loop.time() + connect_s, deadline)):
                 _, connection = await loop.create_connection(
                     lambda: UpstreamConnection(origin.idle), origin.host, origin.port, ssl=tls)
         except TimeoutError:

@@ -2,10 +2,10 @@
 
 The data plane needs little of an HTTP client: write a request in one go, parse the answer's
 head, hand its body on as it arrives, and put the connection back for the next request. This
-does that on an asyncio protocol with httptools (uvicorn's parser, already installed) and
-nothing else per request: no per-request timers but the caller's, no header multidicts, no URL
-objects. Profiled on the proxy benchmark, aiohttp's client was the largest single cost in a
-relayed request (docs/benchmarks.md, "The hot path").
+does that on an asyncio protocol with httptools (the parser our server uses too) and nothing
+else per request: the loop's own timers rather than asyncio.timeout, no header multidicts, no
+URL objects. Profiled on the proxy benchmark, aiohttp's client was the largest single cost in
+a relayed request (docs/benchmarks.md, "The hot path").
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ PAUSE_ABOVE_BYTES = 256 * 1024
 class ClosedBeforeAnswer(UpstreamUnreachable):
     """The connection closed before a byte of the answer came: on a pooled connection, the
     server shut it as it was reused and never read the request, so sending again is safe."""
+
+
+class NoAnswerInTime(UpstreamTimeout):
+    """The answer's head did not come by the request's deadline."""
 
 
 class _AnswerNotAskedFor(Exception):
@@ -111,20 +115,27 @@ class UpstreamResponse:
     async def _wait(self, timeout_s: float | None) -> None:
         if self._error is not None:
             raise self._error
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        # The loop's own timer, not asyncio.timeout: a stream waits once per event.
+        timer = loop.call_later(timeout_s, _stopped_answering, waiter) if timeout_s is not None else None
         try:
-            async with asyncio.timeout(timeout_s):
-                await waiter
-        except TimeoutError:
-            raise UpstreamTimeout("the backend stopped answering") from None
+            await waiter
         finally:
             self._waiter = None
+            if timer is not None:
+                timer.cancel()
         if self._error is not None:
             raise self._error
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+
+def _stopped_answering(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(UpstreamTimeout("the backend stopped answering"))
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -136,6 +147,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._response: UpstreamResponse | None = None
         self._head: asyncio.Future[UpstreamResponse] | None = None
+        self._head_timer: asyncio.TimerHandle | None = None
         self._paused = False
         self._until_close = False
         self._answered = False
@@ -144,11 +156,15 @@ class UpstreamConnection(asyncio.Protocol):
 
     # The caller's side.
 
-    def send(self, head: bytes, body: bytes) -> asyncio.Future[UpstreamResponse]:
-        """Write one request; the future resolves with the answer once its head has arrived."""
+    def send(self, head: bytes, body: bytes, deadline: float) -> asyncio.Future[UpstreamResponse]:
+        """Write one request; the future resolves with the answer once its head has arrived, or
+        fails with UpstreamTimeout at `deadline` (the loop's clock). A timer of the loop's own
+        rather than asyncio.timeout: this is every request's path, and it costs a tenth."""
         assert self._transport is not None and self._response is None
+        loop = asyncio.get_running_loop()
         self._response = UpstreamResponse(self)
-        self._head = asyncio.get_running_loop().create_future()
+        self._head = loop.create_future()
+        self._head_timer = loop.call_at(deadline, self._head_timed_out)
         self._answered = False
         self._transport.writelines((head, body))
         return self._head
@@ -164,6 +180,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        self._stop_head_timer()
         if self._transport is not None:
             self._transport.close()
 
@@ -219,6 +236,7 @@ class UpstreamConnection(asyncio.Protocol):
         response.status = status
         self._until_close = not any(name.lower() in (b"content-length", b"transfer-encoding")
                                     for name, _ in response.raw_headers) and status not in (204, 304)
+        self._stop_head_timer()
         if not self._head.done():
             self._head.set_result(response)
 
@@ -237,10 +255,23 @@ class UpstreamConnection(asyncio.Protocol):
         response.ended()
 
     def _fail(self, error: UpstreamUnreachable) -> None:
+        self._stop_head_timer()
         if self._head is not None and not self._head.done():
             self._head.set_exception(error)
         if self._response is not None:
             self._response.failed(error)
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._head is not None and not self._head.done():
+            self._head.set_exception(NoAnswerInTime("no answer in time"))
+            # Closing tells the backend to stop generating; the connection is not reused.
+            self.close()
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
 
     def resume_reading(self) -> None:
         if self._paused and self._transport is not None:

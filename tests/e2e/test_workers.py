@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from tests.fakes.upstream import FakeUpstream
+from triage_router.router.buffered_metrics import FLUSH_EVERY_S
 
 ROOT = Path(__file__).parents[2]
 TRIAGE = [sys.executable, "-m", "triage_router.router.cli"]
@@ -153,6 +154,8 @@ def test_two_workers_share_the_port_metrics_the_state_file_and_one_engine(
             _chat(workers[0], "only-worker-0")
         for _ in range(5):
             _chat(workers[1], "only-worker-1")
+        # Each worker hands its counts over every FLUSH_EVERY_S: after that, either shows them all.
+        time.sleep(2 * FLUSH_EVERY_S)
         for client in workers.values():
             page = client.get("/metrics").text
             # Counted by whichever worker served them, shown by either.
@@ -203,6 +206,8 @@ def test_sighup_reaches_every_worker_and_a_killed_worker_comes_back(
 
         killed = workers[1].get("/status").json()["worker"]["pid"]
         workers[1].close()
+        # Killed, a worker loses what it counted since its last hand-over (FLUSH_EVERY_S): wait for one.
+        time.sleep(2 * FLUSH_EVERY_S)
         subprocess.run(["kill", "-KILL", str(killed)], check=True)
         fresh: dict[str, object] = {}
 
@@ -212,7 +217,7 @@ def test_sighup_reaches_every_worker_and_a_killed_worker_comes_back(
             return fresh["worker"] == {"index": 1, "of": 2, "pid": fresh["worker"]["pid"]} and \
                 fresh["worker"]["pid"] != killed  # type: ignore[index]
         _until(restarted, 60)
-        # It started with the config as reloaded, and the dead worker's count is still there.
+        # It started with the config as reloaded, and the dead worker's handed-over count is still there.
         assert [b["name"] for b in fresh["backends"]] == ["alpha", "beta"]  # type: ignore[index]
         page = workers[0].get("/metrics").text
         assert sum(v for _, v in _samples(page, "triage_requests_total")) == 2

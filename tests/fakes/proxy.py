@@ -7,18 +7,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import uvicorn
-
 from triage_router.router.http.app import create_app
 from triage_router.router.config import Config
 from triage_router.router.config_loader import parse_config
-from triage_router.router.http.server import bind_socket, make_server, url_of
+from triage_router.router.http.server import Server, bind_socket, make_server, url_of
 
 
 @dataclass
 class LiveProxy:
     url: str
-    server: uvicorn.Server
+    server: Server
     thread: threading.Thread
 
     def shut_down(self) -> None:

@@ -124,6 +124,26 @@ async def test_silence_within_a_body_past_the_idle_timeout_is_a_timeout() -> Non
 
 
 @pytest.mark.anyio
+async def test_no_head_by_the_deadline_is_a_timeout_and_the_connection_is_dropped() -> None:
+    closed_by_client = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        await reader.read()  # returns when the client closes
+        closed_by_client.set()
+
+    async with _client_of(silent) as (client, backend):
+        backend = Backend(BackendConfig(name="a", url=backend.config.url, first_byte_timeout_s=0.2), block_chars=256)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(UpstreamTimeout, match="backend a did not answer in time"):
+            await asyncio.wait_for(client.post(backend, "/v1/x", {}, b"{}"), 5)
+        assert 0.15 < asyncio.get_running_loop().time() - started < 2
+        # The backend learns of it at once (it may stop generating), and nothing is pooled.
+        await asyncio.wait_for(closed_by_client.wait(), 2)
+        assert not client._origins[backend.base_url].idle  # noqa: SLF001
+
+
+@pytest.mark.anyio
 async def test_an_answer_that_is_not_http_is_an_upstream_failure() -> None:
     async with _client_of(_answers(b"SSH-2.0-OpenSSH_9.2\r\n\r\n", linger_s=1)) as (client, backend):
         with pytest.raises(UpstreamUnreachable, match="not valid HTTP"):
