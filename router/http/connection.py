@@ -71,6 +71,7 @@ class HttpConnection(asyncio.Protocol):
         self._client: tuple[str, int] | None = None
         self._server: tuple[str, int] | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._head_began: float | None = None  # the loop's time at a head's first byte, until it is whole
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0
         self._refused = False
@@ -100,11 +101,15 @@ class HttpConnection(asyncio.Protocol):
         except httptools.HttpParserError:
             self._refuse(BadRequest("the request is not valid HTTP/1.1"))
             return
-        # The head timer still runs after the parser has seen `data`: all of it was head.
-        if self._head_timer is not None:
+        # A head still incomplete after the parser has seen `data`: all of it was head. Its timer
+        # is armed only now, so that a request whose head comes in one piece (nearly all) costs none.
+        if self._head_began is not None:
             self._head_bytes += len(data)
             if self._head_bytes > self.state.max_head_bytes:
                 self._refuse(HeadersTooLarge(f"the request line and headers exceed {self.state.max_head_bytes} bytes"))
+            elif self._head_timer is None:
+                self._head_timer = self.loop.call_at(self._head_began + self.state.head_timeout_s,
+                                                     self._head_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
@@ -139,7 +144,7 @@ class HttpConnection(asyncio.Protocol):
         self.link.request_complete = False
         self._head_bytes = 0
         self._stop_head_timer()
-        self._head_timer = self.loop.call_later(self.state.head_timeout_s, self._head_timed_out)
+        self._head_began = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -246,6 +251,7 @@ class HttpConnection(asyncio.Protocol):
         self._refuse(HeadTooSlow(f"the request line and headers did not arrive within {self.state.head_timeout_s:g} s"))
 
     def _stop_head_timer(self) -> None:
+        self._head_began = None
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None

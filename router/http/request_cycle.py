@@ -2,7 +2,8 @@
 sees it: `receive` hands over the body as it arrives, `send` writes the answer.
 
 An answer's head is held until its first body bytes, so that a whole answer leaves in one send;
-or until the end of the event loop's turn, for a stream whose first event is not there yet.
+a stream's (no length given), until the end of the event loop's turn at the latest, in case its
+first event is not there yet. An app that ends without a body still has its head written.
 """
 
 from __future__ import annotations
@@ -169,7 +170,9 @@ class RequestCycle:
             parts.append(b"transfer-encoding: chunked\r\n")
         parts.append(b"\r\n")
         self._held_head = b"".join(parts)
-        self.connection.loop.call_soon(self._flush_head)
+        if self._chunked:
+            # A stream's first event may be a while: its head goes at the end of this turn at the latest.
+            self.connection.loop.call_soon(self._flush_head)
 
     def _write_body(self, body: bytes, more_body: bool) -> None:
         if self._head_only:
