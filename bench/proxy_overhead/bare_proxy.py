@@ -26,6 +26,8 @@ def relay_to(upstream_url: str) -> Any:
     backend = Backend(BackendConfig(name="upstream", url=upstream_url), block_chars=256)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return  # no lifespan: the server serves the app without one
         body = b""
         while True:
             message = await receive()
@@ -53,20 +55,6 @@ def relay_to(upstream_url: str) -> Any:
     return app
 
 
-def without_lifespan(app: Any) -> Any:
-    """`app`, answering the server's lifespan events with nothing to start or stop."""
-
-    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        await app(scope, receive, send)
-
-    return wrapped
-
-
 if __name__ == "__main__":
-    serve(without_lifespan(relay_to(sys.argv[1])), bind_socket("127.0.0.1", int(sys.argv[2])), grace_s=1.0,
+    serve(relay_to(sys.argv[1]), bind_socket("127.0.0.1", int(sys.argv[2])), grace_s=1.0,
           on_ready=lambda: None)

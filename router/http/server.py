@@ -50,7 +50,9 @@ def url_of(sock: socket.socket) -> str:
 
 
 class _Lifespan:
-    """The ASGI lifespan protocol, from the server's side: the app's startup and shutdown."""
+    """The ASGI lifespan protocol, from the server's side: the app's startup and shutdown. An app
+    that returns or raises before answering the startup has no lifespan, as with uvicorn's
+    `lifespan="auto"`: it is served all the same."""
 
     def __init__(self, app: Any, state: dict[str, Any]) -> None:
         self._app = app
@@ -70,18 +72,24 @@ class _Lifespan:
     async def _run(self, scope: dict[str, Any]) -> None:
         try:
             await self._app(scope, self._inbox.get, self._answers.put)
-        except Exception as error:  # noqa: BLE001 - an app without lifespan support, or a failed one
-            await self._answers.put({"type": "lifespan.failed", "message": repr(error)})
+        except Exception as error:  # noqa: BLE001 - reported through the exchange
+            await self._answers.put({"type": "lifespan.ended", "error": repr(error)})
+        else:
+            await self._answers.put({"type": "lifespan.ended"})
 
     async def _exchange(self, event: str) -> bool:
         if self._task is None or self._task.done():
-            return False
+            return True  # no lifespan: nothing to start or stop
         await self._inbox.put({"type": event})
         answer = await self._answers.get()
-        if answer["type"] != f"{event}.complete":
-            log.error("%s failed: %s", event.replace("lifespan.", "the app's "), answer.get("message", ""))
-            return False
-        return True
+        if answer["type"] == f"{event}.complete":
+            return True
+        if answer["type"] == "lifespan.ended" and event == "lifespan.startup":
+            log.debug("the app has no lifespan (%s)", answer.get("error", "it returned"))
+            return True
+        log.error("%s failed: %s", event.replace("lifespan.", "the app's "),
+                  answer.get("message") or answer.get("error", ""))
+        return False
 
 
 class Server:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from triage_router.router.http.asgi_io import read_body
 from triage_router.router.http.server import Server, bind_socket, make_server
 
 
@@ -23,12 +24,7 @@ async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await read_body(receive, 1 << 20)
     if scope["path"] == "/fail":
         raise RuntimeError("the app broke")
     if scope["path"] == "/stream":
@@ -178,3 +174,16 @@ def test_a_client_that_reads_slowly_holds_the_app_back_and_still_gets_everything
         while len(sent) < pieces and time.monotonic() < deadline:
             time.sleep(0.01)
         assert len(sent) == pieces
+
+
+def test_an_app_without_a_lifespan_is_served_all_the_same() -> None:
+    async def plain(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            raise RuntimeError("only http here")
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    with _serving(plain) as (_, port), socket.create_connection(("127.0.0.1", port)) as client:
+        client.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        client.settimeout(5)
+        assert client.recv(1024) == b"HTTP/1.1 204 No Content\r\n\r\n"
