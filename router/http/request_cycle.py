@@ -64,10 +64,12 @@ class RequestCycle:
     # The connection's side
 
     def body_received(self, body: bytes) -> int:
-        """Bytes of body now waiting for the app."""
-        if not self._complete:
-            self._body += body
-            self._wake()
+        """Bytes of body now waiting for the app. Once the answer is sent (a 413 before the body
+        was read, say), the rest of the body is read and dropped."""
+        if self._complete:
+            return 0
+        self._body += body
+        self._wake()
         return len(self._body)
 
     def body_complete(self) -> None:
@@ -196,6 +198,7 @@ class RequestCycle:
             if self._remaining and not self._chunked and not self._head_only:
                 raise RuntimeError("the answer is shorter than its content-length")
             self._complete = True
+            self._body = bytearray()  # what the app never read: nobody will
             self._wake()
             if not self.keep_alive:
                 transport.close()

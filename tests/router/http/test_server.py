@@ -187,3 +187,32 @@ def test_an_app_without_a_lifespan_is_served_all_the_same() -> None:
         client.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
         client.settimeout(5)
         assert client.recv(1024) == b"HTTP/1.1 204 No Content\r\n\r\n"
+
+
+def test_a_body_refused_before_it_was_read_is_drained_and_the_connection_serves_on() -> None:
+    """The app answers (a 413, say) without reading a large body: the rest is read and dropped,
+    the connection goes on, and a client that then leaves is noticed (no connection held)."""
+
+    async def refuse(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await echo(scope, receive, send)
+            return
+        if scope["path"] == "/big":
+            await send({"type": "http.response.start", "status": 413, "headers": [(b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await echo(scope, receive, send)
+
+    with _serving(refuse) as (server, port):
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            size = 4 << 20
+            client.sendall(b"POST /big HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % size)
+            client.sendall(b"x" * (256 << 10))  # past the 64 KiB the server holds before it stops reading
+            assert _read_answers(client, 1).startswith(b"HTTP/1.1 413 ")
+            client.sendall(b"x" * (size - (256 << 10)))
+            client.sendall(b"POST /next HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nok")
+            assert _read_answers(client, 1).endswith(b"POST /next ok")
+        deadline = time.monotonic() + 5
+        while server.state.connections and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not server.state.connections
