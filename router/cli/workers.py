@@ -193,8 +193,10 @@ class Supervisor:
     def _wait(self, wake: socket.socket) -> list[object]:
         waited: list[object] = [wake]
         for worker in self.workers:
-            if worker.alive:
-                assert worker.process is not None
+            # Every worker whose exit is not handled yet, dead or not: its sentinel wakes us once its
+            # files are closed, which can be before it can be reaped. Waiting only on the "alive"
+            # would lose one reaped here in between, its exit never handled.
+            if worker.process is not None and worker.restart_at is None:
                 waited.append(worker.process.sentinel)
             if worker.ready is not None:
                 waited.append(worker.ready)
@@ -267,15 +269,18 @@ class Supervisor:
         short); kill what is left after the grace. 0 if every worker exited 0."""
         self._send(signal.SIGTERM)
         deadline = time.monotonic() + self._grace_s + STOP_SLACK_S
-        while any(w.alive for w in self.workers) and (left := deadline - time.monotonic()) > 0:
-            woken = wait([wake, *(w.process.sentinel for w in self.workers if w.alive and w.process)], left)
+        # Sentinels of workers not seen to end yet (see _wait for why not "alive").
+        running = {w.process.sentinel for w in self.workers if w.process is not None and w.alive}
+        while running and (left := deadline - time.monotonic()) > 0:
+            woken = wait([wake, *running], left)
+            running.difference_update(woken)
             if signal.SIGINT in self._take_signals(wake, woken):
                 self._send(signal.SIGINT)
         status = 0
         for worker in self.workers:
             if worker.process is None:
                 continue
-            if worker.alive:
+            if worker.process.sentinel in running:
                 log.error("worker %d did not stop within %g s; killing it", worker.index, self._grace_s + STOP_SLACK_S)
                 worker.process.kill()
             worker.process.join()
