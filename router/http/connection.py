@@ -113,10 +113,9 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
-        for timer in (self._idle_timer, self._head_timer):
-            if timer is not None:
-                timer.cancel()
-        self._head_timer = None
+        self._stop_head_timer()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         for cycle in (self._running, *self._queued):
             if cycle is not None:
                 cycle.lost()

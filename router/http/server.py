@@ -163,18 +163,12 @@ class Server:
         self.should_exit = True
 
 
-def make_server(app: Any, *, grace_s: float, on_ready: Callable[[], None], keep_alive_s: float = 75.0,
-                header_timeout_s: float = 30.0, max_header_bytes: int = 64 * 1024) -> Server:
-    return Server(app, grace_s=grace_s, on_ready=on_ready, keep_alive_s=keep_alive_s,
-                  header_timeout_s=header_timeout_s, max_header_bytes=max_header_bytes)
-
-
 def serve(
     app: Any, sock: socket.socket, *, grace_s: float, on_ready: Callable[[], None], keep_alive_s: float = 75.0,
     header_timeout_s: float = 30.0, max_header_bytes: int = 64 * 1024,
 ) -> bool:
     """Serve until SIGINT/SIGTERM, then drain in-flight requests. Returns False if startup failed."""
-    server = make_server(app, grace_s=grace_s, on_ready=on_ready, keep_alive_s=keep_alive_s,
-                         header_timeout_s=header_timeout_s, max_header_bytes=max_header_bytes)
+    server = Server(app, grace_s=grace_s, on_ready=on_ready, keep_alive_s=keep_alive_s,
+                    header_timeout_s=header_timeout_s, max_header_bytes=max_header_bytes)
     server.run([sock])
     return server.started

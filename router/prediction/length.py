@@ -125,7 +125,7 @@ class LengthPrediction:
     # The expected length: finer than the median for ranking requests that mostly hit a cap.
     mean: float
     # features.groups(), kept: a prediction is reused by many requests, and each answer teaches them.
-    groups: tuple[tuple[str, ...], ...] = ()
+    groups: tuple[tuple[str, ...], ...]
 
 
 class _Histogram:
@@ -223,7 +223,7 @@ class LengthPredictor:
 
     def learn(self, prediction: LengthPrediction, completion_tokens: int) -> None:
         """What the answer to a request predicted as `prediction` turned out to be."""
-        self._learn(prediction.groups or prediction.features.groups(), completion_tokens)
+        self._learn(prediction.groups, completion_tokens)
 
     def _learn(self, groups: Sequence[tuple[str, ...]], completion_tokens: int) -> None:
         self._observations += 1

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from triage_router.router.http.app import create_app
 from triage_router.router.config import Config
 from triage_router.router.config_loader import parse_config
-from triage_router.router.http.server import Server, bind_socket, make_server, url_of
+from triage_router.router.http.server import Server, bind_socket, url_of
 
 
 @dataclass
@@ -31,9 +31,9 @@ def running_proxy(config: Config | str) -> Iterator[LiveProxy]:
         config = parse_config(config)
     sock = bind_socket("127.0.0.1", 0)
     ready = threading.Event()
-    server = make_server(create_app(config), grace_s=5.0, on_ready=ready.set, keep_alive_s=config.server.keep_alive_s,
-                         header_timeout_s=config.server.header_timeout_s,
-                         max_header_bytes=config.server.max_header_bytes)
+    server = Server(create_app(config), grace_s=5.0, on_ready=ready.set, keep_alive_s=config.server.keep_alive_s,
+                    header_timeout_s=config.server.header_timeout_s,
+                    max_header_bytes=config.server.max_header_bytes)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     if not ready.wait(15):

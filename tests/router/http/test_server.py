@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from triage_router.router.http.asgi_io import read_body
-from triage_router.router.http.server import Server, bind_socket, make_server
+from triage_router.router.http.server import Server, bind_socket
 
 
 async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -42,7 +42,7 @@ async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def _serving(app: Any = echo) -> Iterator[tuple[Server, int]]:
     sock = bind_socket("127.0.0.1", 0)
     ready = threading.Event()
-    server = make_server(app, grace_s=2.0, on_ready=ready.set, keep_alive_s=5.0)
+    server = Server(app, grace_s=2.0, on_ready=ready.set, keep_alive_s=5.0)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     ready.wait(10)
@@ -139,7 +139,7 @@ def test_an_app_whose_startup_fails_is_not_served() -> None:
         await send({"type": "lifespan.startup.failed", "message": "no database"})
 
     sock = bind_socket("127.0.0.1", 0)
-    server = make_server(broken, grace_s=1.0, on_ready=lambda: pytest.fail("served a failed app"))
+    server = Server(broken, grace_s=1.0, on_ready=lambda: pytest.fail("served a failed app"))
     server.run([sock])
     sock.close()
     assert not server.started
