@@ -187,13 +187,13 @@ class RouterMetrics:
             ["key", "model", "kind"], registry=r)
         # prometheus_client's labels() takes a lock and builds tuples; the hot path reuses children,
         # buffered (router/buffered_metrics.py).
-        self._children: dict[tuple[str, ...], BufferedCounter | BufferedHistogram] = {}
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], BufferedCounter | BufferedHistogram] = {}
         self.across_processes = across_processes
 
     def child(self, metric: MetricWrapperBase, *labels: str) -> BufferedCounter | BufferedHistogram:
         """`metric`'s child for `labels`, buffered: what it counts shows in `render()` and, with
         several workers, in the other workers' scrapes within FLUSH_EVERY_S."""
-        key = (metric._name, *labels)  # noqa: SLF001 - a stable, documented attribute of the wrapper
+        key = (metric, labels)  # the metric object hashes by identity: cheaper than by its name
         found = self._children.get(key)
         if found is None:
             found = self._children[key] = buffered(metric, metric.labels(*labels))

@@ -38,7 +38,7 @@ def relay_to(upstream_url: str) -> Any:
         response = await client.post(backend, scope["path"], headers, body)
         try:
             streamed = response.content_type == "text/event-stream"
-            head = [(name.lower(), value) for name, value in response.raw_headers if name.lower() not in HOP_BY_HOP]
+            head = [header for header in response.raw_headers if header[0] not in HOP_BY_HOP]
             if not streamed:
                 answer = await response.read(60)
                 await send({"type": "http.response.start", "status": response.status,

@@ -39,12 +39,9 @@ def response_head(
     explanation: str | None,
 ) -> list[tuple[bytes, bytes]]:
     """The backend's headers less hop-by-hop ones and any `x-triage-*` it sent, then ours.
-    `upstream_headers` is a sequence of (name, value) byte pairs."""
-    head = [
-        (lowered, value)
-        for name, value in upstream_headers
-        if (lowered := name.lower()) not in _NOT_RELAYED
-    ]
+    `upstream_headers` is a sequence of (name, value) byte pairs, names in lower case (as
+    UpstreamResponse keeps them)."""
+    head = [header for header in upstream_headers if header[0] not in _NOT_RELAYED]
     if content_length is not None:
         head.append((b"content-length", str(content_length).encode()))
     head.extend(triage_headers(ctx.request_id, ctx.priority))

@@ -38,14 +38,21 @@ class _AnswerNotAskedFor(Exception):
 
 class UpstreamResponse:
     """An answer whose head has arrived; its body is read with `read()` or `chunks()`. `close()`
-    gives the connection back to its pool once the answer is whole, and closes it otherwise."""
+    gives the connection back to its pool once the answer is whole, and closes it otherwise.
 
-    __slots__ = ("status", "raw_headers", "_connection", "_chunks", "_buffered", "_complete", "_error", "_waiter",
-                 "_closed")
+    `raw_headers` are the answer's (name, value) pairs, names in lower case, as they came; the
+    media type (lower case, without parameters, as aiohttp's `content_type`) is read from them
+    as they arrive."""
+
+    __slots__ = ("status", "raw_headers", "content_type", "framed", "_connection", "_chunks", "_buffered",
+                 "_complete", "_error", "_waiter", "_closed")
 
     def __init__(self, connection: UpstreamConnection) -> None:
         self.status = 0
         self.raw_headers: list[tuple[bytes, bytes]] = []
+        self.content_type = "application/octet-stream"
+        # A content-length or transfer-encoding said where the body ends (else: at the close).
+        self.framed = False
         self._connection = connection
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
@@ -53,14 +60,6 @@ class UpstreamResponse:
         self._error: UpstreamUnreachable | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
-
-    @property
-    def content_type(self) -> str:
-        """The media type, lower case and without parameters, as aiohttp's `content_type`."""
-        for name, value in self.raw_headers:
-            if name.lower() == b"content-type":
-                return value.split(b";", 1)[0].strip().lower().decode("latin-1")
-        return "application/octet-stream"
 
     async def read(self, idle_timeout_s: float | None = None) -> bytes:
         """The whole body; at most `idle_timeout_s` between two pieces of it."""
@@ -223,8 +222,14 @@ class UpstreamConnection(asyncio.Protocol):
             raise _AnswerNotAskedFor  # a second answer right behind the first: out of step
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        assert self._response is not None
-        self._response.raw_headers.append((name, value))
+        response = self._response
+        assert response is not None
+        name = name.lower()
+        response.raw_headers.append((name, value))
+        if name == b"content-type":
+            response.content_type = value.split(b";", 1)[0].strip().lower().decode("latin-1")
+        elif name == b"content-length" or name == b"transfer-encoding":
+            response.framed = True
 
     def on_headers_complete(self) -> None:
         response = self._response
@@ -232,10 +237,10 @@ class UpstreamConnection(asyncio.Protocol):
         status = self._parser.get_status_code()
         if 100 <= status < 200:  # an interim answer (100 Continue): the real one follows
             response.raw_headers.clear()
+            response.content_type, response.framed = "application/octet-stream", False
             return
         response.status = status
-        self._until_close = not any(name.lower() in (b"content-length", b"transfer-encoding")
-                                    for name, _ in response.raw_headers) and status not in (204, 304)
+        self._until_close = not response.framed and status not in (204, 304)
         self._stop_head_timer()
         if not self._head.done():
             self._head.set_result(response)

@@ -8,8 +8,9 @@ from triage_router.router.http.response_headers import response_head
 def test_the_backends_hop_by_hop_and_triage_headers_are_replaced_by_ours() -> None:
     ctx = RequestContext("r-1", "passthrough", {}, b"{}", PassthroughRequest(model="m"), None, 0.0,
                          priority=PriorityDecision(1, "header", clamped_from=0))
-    upstream = [(b"Content-Type", b"application/json"), (b"Transfer-Encoding", b"chunked"),
-                (b"X-Triage-Priority", b"4"), (b"x-upstream", b"kept")]
+    # Names in lower case, as UpstreamResponse keeps them.
+    upstream = [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked"),
+                (b"x-triage-priority", b"4"), (b"x-upstream", b"kept")]
     head = dict(response_head(upstream, ctx, "alpha", 12, "least loaded"))
     assert head[b"content-type"] == b"application/json" and head[b"x-upstream"] == b"kept"
     assert b"transfer-encoding" not in head

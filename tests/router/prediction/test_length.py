@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from triage_router.router.prediction.length import (REFRESH_OBSERVATIONS, Length
 
 def _features(**changes: object) -> LengthFeatures:
     base = LengthFeatures("smol", "chat", 2, "embedding", "", 40, None, "")
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    return base._replace(**changes)  # type: ignore[arg-type]
 
 
 def test_before_any_data_the_prior_decides() -> None:

@@ -69,8 +69,8 @@ async def test_a_chunked_body_is_handed_on_piece_by_piece_as_it_arrives() -> Non
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
-                     b"transfer-encoding: chunked\r\n\r\n7\r\ndata: 1\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: Text/Event-Stream; charset=utf-8\r\n"
+                     b"Transfer-Encoding: chunked\r\nX-Served-By: b1\r\n\r\n7\r\ndata: 1\r\n")
         await second_piece.wait()
         writer.write(b"7\r\ndata: 2\r\n0\r\n\r\n")
         await writer.drain()
@@ -79,6 +79,9 @@ async def test_a_chunked_body_is_handed_on_piece_by_piece_as_it_arrives() -> Non
     async with _client_of(handle) as (client, backend):
         response = await client.post(backend, "/v1/chat/completions", {}, b"{}")
         assert (response.status, response.content_type) == (200, "text/event-stream")
+        # Names in lower case, as they are relayed; values as they came.
+        assert response.raw_headers == [(b"content-type", b"Text/Event-Stream; charset=utf-8"),
+                                         (b"transfer-encoding", b"chunked"), (b"x-served-by", b"b1")]
         pieces = []
         async for chunk in response.chunks(idle_timeout_s=5):
             pieces.append(chunk)
