@@ -6,6 +6,13 @@ drifts, and the minimum is the steadiest figure), and with --profile the functio
     .venv/bin/python bench/proxy_overhead/relay_cpu.py                 # Triage, shipped defaults
     .venv/bin/python bench/proxy_overhead/relay_cpu.py --bare          # the floor: the client alone
     .venv/bin/python bench/proxy_overhead/relay_cpu.py --profile       # plus cProfile's top functions
+    .venv/bin/python bench/proxy_overhead/relay_cpu.py --instructions [--baseline ../base]
+
+--instructions counts the machine instructions a request takes instead of timing it (valgrind's
+callgrind, 200 requests against 1,200, so that start-up and warm-up cancel out): slow (a minute
+or two a figure) but the same on a fast machine and a slow one, where CPU times on this shared
+machine drift by 2x within an hour. With --baseline, the same count for another checkout
+(`git worktree add --detach ../base HEAD~3`), for measuring a change.
 
 The config is run.py's: one backend, `[priority] default = 2`, the rest the shipped defaults
 (access log off here, so that its lines do not go to the terminal: --log keeps it on, to stdout).
@@ -17,7 +24,10 @@ import argparse
 import asyncio
 import cProfile
 import json
+import os
 import pstats
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,6 +48,8 @@ BODY = json.dumps({"model": "smol", "messages": [{"role": "user", "content": "Sa
 HEADERS = [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"),
            (b"content-length", str(len(BODY)).encode())]
 BATCHES = 12
+# --instructions: requests in each of the two callgrind runs.
+INSTRUCTION_RUNS = (200, 1200)
 
 
 async def one(relay: Any, link: ClientLink) -> None:
@@ -58,6 +70,43 @@ async def one(relay: Any, link: ClientLink) -> None:
     await relay(scope, receive, send)
     if sent[0]["status"] != 200:
         raise RuntimeError(f"the relay answered {sent[0]['status']}: {sent[-1].get('body', b'')[:200]!r}")
+
+
+async def run_only(relay: Any, requests: int) -> None:
+    """What --instructions counts: the warm-up, then `requests` requests, measuring nothing."""
+    link = ClientLink()
+    link.request_complete = True
+    for _ in range(300 + requests):
+        await one(relay, link)
+
+
+def instructions_a_request(bare: bool, code: Path | None) -> int:
+    """Instructions a request, from two runs under callgrind (valgrind) that differ only in their
+    number of requests; `code` is another checkout to import triage_router from."""
+    env = dict(os.environ)
+    if code is not None:
+        link_dir = Path(tempfile.mkdtemp(prefix="triage-baseline-path-"))
+        (link_dir / "triage_router").symlink_to(code.resolve())
+        env["PYTHONPATH"] = str(link_dir)
+    totals = []
+    for requests in INSTRUCTION_RUNS:
+        argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+                str(Path(__file__).resolve()), "--run-only", str(requests), *(["--bare"] if bare else [])]
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, check=True)
+        found = re.search(r"Collected : (\d+)", done.stderr)
+        if found is None:
+            raise RuntimeError(f"no instruction count from callgrind: {done.stderr[-500:]}")
+        totals.append(int(found.group(1)))
+    return (totals[1] - totals[0]) // (INSTRUCTION_RUNS[1] - INSTRUCTION_RUNS[0])
+
+
+def count_instructions(bare: bool, baseline: Path | None) -> None:
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind: apt-get install valgrind (setup.sh installs it)")
+    name = "bare relay" if bare else "Triage's relay"
+    print(f"{name}: {instructions_a_request(bare, None):,} instructions a request")
+    if baseline is not None:
+        print(f"{name} at {baseline}: {instructions_a_request(bare, baseline):,} instructions a request")
 
 
 async def measure(relay: Any, requests: int, profile: bool) -> None:
@@ -92,7 +141,13 @@ def main() -> int:
     ap.add_argument("--bare", action="store_true", help="bare_proxy.py's relay instead of Triage's")
     ap.add_argument("--log", action="store_true", help="keep the access log on (to stdout)")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--instructions", action="store_true", help="count instructions a request (valgrind)")
+    ap.add_argument("--baseline", type=Path, help="with --instructions: count another checkout's too")
+    ap.add_argument("--run-only", type=int, metavar="N", help=argparse.SUPPRESS)  # what --instructions runs
     args = ap.parse_args()
+    if args.instructions:
+        count_instructions(args.bare, args.baseline)
+        return 0
     work = Path(tempfile.mkdtemp(prefix="triage-relay-cpu-"))
     (work / "nginx-tmp").mkdir()
     json_port, sse_port = bench.free_port(), bench.free_port()
@@ -108,7 +163,10 @@ def main() -> int:
             config.write_text(f'[[backends]]\nname = "nginx"\nurl = "{upstream}"\nkind = "openai"\nmodels = ["smol"]\n\n'
                               '[priority]\ndefault = 2\n' + ("" if args.log else "\n[log]\naccess = false\n"))
             relay = create_app(load_config(config)).relays["/v1/chat/completions"]
-        uvloop.run(measure(relay, args.requests, args.profile))
+        if args.run_only is not None:
+            uvloop.run(run_only(relay, args.run_only))
+        else:
+            uvloop.run(measure(relay, args.requests, args.profile))
     finally:
         nginx.terminate()
         nginx.wait(10)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the proxy-overhead benchmark needs, only when it is missing:
-#   nginx (static upstream) and wrk (load generator) from Debian;
+#   nginx (static upstream), wrk (load generator) and valgrind (relay_cpu.py --instructions)
+#   from Debian;
 #   LiteLLM and sglang-router, each in its own venv under bench/.venvs/ so that their
 #   pinned dependencies never mix with each other or with the project's .venv.
 # Idempotent and quick when everything is there; run.py calls it before every run.
@@ -13,6 +14,7 @@ python="${PYTHON:-python3}"
 missing=()
 command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
 if ((${#missing[@]})); then
     echo "setup: installing ${missing[*]} from Debian"
     apt-get update -qq
