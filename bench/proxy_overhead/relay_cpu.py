@@ -74,7 +74,7 @@ async def one(relay: Any, link: ClientLink) -> None:
 
 async def run_only(relay: Any, requests: int) -> None:
     """What --instructions counts: the warm-up, then `requests` requests, measuring nothing."""
-    link = ClientLink()
+    link = ClientLink(asyncio.get_running_loop())
     link.request_complete = True
     for _ in range(300 + requests):
         await one(relay, link)
@@ -110,7 +110,7 @@ def count_instructions(bare: bool, baseline: Path | None) -> None:
 
 
 async def measure(relay: Any, requests: int, profile: bool) -> None:
-    link = ClientLink()
+    link = ClientLink(asyncio.get_running_loop())
     link.request_complete = True
     for _ in range(300):  # warm: pools, caches, the length predictor
         await one(relay, link)

@@ -40,10 +40,13 @@ class ClientLink:
     being read now has too (a pipelined request behind it is only ever later): its body is read
     without arming a deadline."""
 
-    __slots__ = ("gone", "request_complete", "_listeners")
+    __slots__ = ("gone", "request_complete", "loop", "_listeners")
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.gone = False
+        # The connection's loop: asyncio.current_task() without it makes a getpid() system call
+        # on Python 3.11 (to notice a fork), a microsecond on this machine.
+        self.loop = loop
         self.request_complete = False
         self._listeners: list[Callable[[], None]] = []
 
@@ -70,8 +73,8 @@ class DisconnectWatch:
 
     def __init__(self, scope: dict[str, Any], receive: Receive) -> None:
         self.happened = False
-        self._request_task = asyncio.current_task()
         self._link: ClientLink | None = scope.get(CLIENT_LINK)
+        self._request_task = asyncio.current_task(self._link.loop if self._link is not None else None)
         self._task: asyncio.Task[None] | None = None
         if self._link is None:
             self._task = asyncio.ensure_future(self._watch(receive))

@@ -61,7 +61,7 @@ class HttpConnection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set by connection_made
         self.parser = httptools.HttpRequestParser(self)
-        self.link = ClientLink()
+        self.link = ClientLink(self.loop)
         self.cycle: RequestCycle | None = None  # the request being parsed or the last one
         self._queued: deque[RequestCycle] = deque()  # pipelined requests waiting for their turn
         self._running: RequestCycle | None = None

@@ -78,20 +78,22 @@ class UpstreamClient:
         if origin is None:
             origin = self._origins[backend.base_url] = _Origin.of(backend.base_url)
         head = _request_head(origin, path, headers, len(body))
+        connection = self._idle(origin)
         # Silence counts from the request on, as nginx's proxy_read_timeout does: the head must
         # come within both limits, a new connection's connect included.
         first_byte = backend.config.first_byte_timeout_s or self.config.first_byte_timeout_s
-        deadline = asyncio.get_running_loop().time() + min(first_byte, self.read_timeout(backend))
+        loop = connection.loop if connection is not None else asyncio.get_running_loop()
+        deadline = loop.time() + min(first_byte, self.read_timeout(backend))
         try:
-            return await self._exchange(origin, backend, head, body, deadline)
+            return await self._exchange(origin, backend, head, body, deadline, connection)
         except NoAnswerInTime:
             raise UpstreamTimeout(f"backend {backend.name} did not answer in time") from None
         except UpstreamUnreachable as error:
             raise UpstreamUnreachable(f"backend {backend.name} is unreachable: {error.message}") from None
 
-    async def _exchange(self, origin: _Origin, backend: Backend, head: bytes, body: bytes,
-                        deadline: float) -> UpstreamResponse:
-        connection = self._idle(origin)
+    async def _exchange(self, origin: _Origin, backend: Backend, head: bytes, body: bytes, deadline: float,
+                        connection: UpstreamConnection | None) -> UpstreamResponse:
+        """Over `connection` (an idle one, or None for a new one)."""
         reused = connection is not None
         while True:
             if connection is None:
@@ -115,10 +117,10 @@ class UpstreamClient:
 
     def _idle(self, origin: _Origin) -> UpstreamConnection | None:
         """The most recently used idle connection still fit to reuse; staler ones are closed."""
-        idle, now = origin.idle, asyncio.get_running_loop().time()
+        idle = origin.idle
         while idle:
             connection = idle.pop()
-            if not connection.closed and now - connection.idle_since < STALE_AFTER_S:
+            if not connection.closed and connection.loop.time() - connection.idle_since < STALE_AFTER_S:
                 return connection
             connection.close()
         return None
@@ -132,7 +134,7 @@ class UpstreamClient:
         try:
             async with asyncio.timeout_at(min(loop.time() + connect_s, deadline)):
                 _, connection = await loop.create_connection(
-                    lambda: UpstreamConnection(origin.idle), origin.host, origin.port, ssl=tls)
+                    lambda: UpstreamConnection(origin.idle, loop), origin.host, origin.port, ssl=tls)
         except TimeoutError:
             raise UpstreamTimeout(f"backend {backend.name} did not accept a connection in time") from None
         except OSError as error:

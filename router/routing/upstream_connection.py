@@ -140,8 +140,10 @@ def _stopped_answering(waiter: asyncio.Future[None]) -> None:
 class UpstreamConnection(asyncio.Protocol):
     """A connection that carries one request at a time (`send`) and returns to `pool` after."""
 
-    def __init__(self, pool: deque[UpstreamConnection]) -> None:
+    def __init__(self, pool: deque[UpstreamConnection], loop: asyncio.AbstractEventLoop) -> None:
         self._pool = pool
+        # Kept: asyncio.get_running_loop() makes a getpid() system call on Python 3.11.
+        self.loop = loop
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._response: UpstreamResponse | None = None
@@ -160,10 +162,9 @@ class UpstreamConnection(asyncio.Protocol):
         fails with UpstreamTimeout at `deadline` (the loop's clock). A timer of the loop's own
         rather than asyncio.timeout: this is every request's path, and it costs a tenth."""
         assert self._transport is not None and self._response is None
-        loop = asyncio.get_running_loop()
         self._response = UpstreamResponse(self)
-        self._head = loop.create_future()
-        self._head_timer = loop.call_at(deadline, self._head_timed_out)
+        self._head = self.loop.create_future()
+        self._head_timer = self.loop.call_at(deadline, self._head_timed_out)
         self._answered = False
         self._transport.writelines((head, body))
         return self._head
@@ -172,7 +173,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._response = self._head = None
         if reusable and not self.closed and self._transport is not None:
             self.resume_reading()
-            self.idle_since = asyncio.get_running_loop().time()
+            self.idle_since = self.loop.time()
             self._pool.append(self)
         else:
             self.close()
