@@ -80,9 +80,7 @@ class ApiKeys:
         """The usage an answer reports: charged to the key's tokens per minute, and counted per
         key name and model for chargeback (`triage_tokens`). Returns the tokens by kind
         ("prompt", "completion"), empty when the payload reports none."""
-        counts: dict[str, int] = {}
-        for name, value in _TOKENS.findall(usage_payload):
-            counts.setdefault(_KINDS[name], int(value))
+        counts = usage_counts(usage_payload)
         if not counts:
             return counts
         limit = self._limits.get(entry.key_sha256) if entry is not None else None
@@ -138,6 +136,27 @@ def key_name(api_key: ApiKeyConfig) -> str:
     """How a key is named in metrics, logs and traces: its configured name, else its hash's first
     12 hex digits; never the key itself."""
     return api_key.name or "key-" + api_key.key_sha256[:12]
+
+
+def usage_counts(payload: bytes) -> dict[str, int]:
+    """The tokens by kind ("prompt", "completion") that `payload`'s usage reports: from its last
+    `"usage"` object (an answer's usage is at its end; the scan then covers a tenth of the
+    bytes, and counts that only look like usage earlier on, in a message's text, say, are
+    not taken), a kind it lacks from the first count of that kind in the payload (a stream's
+    last usage may report only the output, as Anthropic's message_delta does)."""
+    start = payload.rfind(b'"usage"')
+    counts = _counts_in(payload, start) if start >= 0 else {}
+    if len(counts) < 2:
+        for kind, tokens in _counts_in(payload, 0).items():
+            counts.setdefault(kind, tokens)
+    return counts
+
+
+def _counts_in(payload: bytes, start: int) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for name, value in _TOKENS.findall(payload, start):
+        counts.setdefault(_KINDS[name], int(value))
+    return counts
 
 
 def tenant_of(api_key: ApiKeyConfig | None, headers: dict[str, str], tenant_header: str) -> str:
