@@ -23,9 +23,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from operator import attrgetter
 from typing import Protocol
 
 _UNSCORED = float("-inf")
+_name = attrgetter("name")
 
 
 @dataclass(slots=True)
@@ -167,14 +169,6 @@ def _decide(
     return Placement(chosen, policy, explain=explain)
 
 
-def _name(b: BackendState) -> str:
-    return b.name
-
-
-def _no_reasons() -> dict[str, str]:
-    return {}
-
-
 def _eligible(request: PlacementRequest, backends: Sequence[BackendState]) -> list[BackendState]:
     eligible = [b for b in backends if ineligibility(request, b) is None]
     if len(eligible) > 1:
@@ -198,7 +192,7 @@ class RoundRobin:
             for i, b in enumerate(eligible):
                 score[b.name] = -float((i - self._turn) % n)  # 0 for the one whose turn it is
             self._turn = (self._turn + 1) % n
-        return _decide(self.name, request, backends, score, _no_reasons, lambda: "its turn")
+        return _decide(self.name, request, backends, score, dict, lambda: "its turn")
 
 
 class LeastLoad:
@@ -284,7 +278,7 @@ class CacheAffinity:
     def place(self, request: PlacementRequest, backends: Sequence[BackendState], now: float) -> Placement:
         eligible = _eligible(request, backends)
         if not eligible:
-            return _decide(self.name, request, backends, {}, _no_reasons, str)
+            return _decide(self.name, request, backends, {}, dict, str)
         # One pass for what the rules below compare: this runs for every request.
         busiest = idlest = eligible[0].load
         longest, any_home = 0, False
