@@ -73,19 +73,23 @@ async def one(relay: Any, link: ClientLink) -> None:
         raise RuntimeError(f"the relay answered {sent[0]['status']}: {sent[-1].get('body', b'')[:200]!r}")
 
 
-def client_link() -> ClientLink:
-    """The connection's link, as our server makes it (a --baseline before 7ee2ea9 takes no loop)."""
+async def warmed_link(relay: Any) -> ClientLink:
+    """The connection's link, as our server makes it, after 300 requests have warmed the relay
+    (pools, caches, the length predictor). A --baseline before 7ee2ea9 makes it without a loop."""
     try:
-        return ClientLink(asyncio.get_running_loop())
+        link = ClientLink(asyncio.get_running_loop())
     except TypeError:
-        return ClientLink()
+        link = ClientLink()
+    link.request_complete = True
+    for _ in range(300):
+        await one(relay, link)
+    return link
 
 
 async def run_only(relay: Any, requests: int) -> None:
     """What --instructions counts: the warm-up, then `requests` requests, measuring nothing."""
-    link = client_link()
-    link.request_complete = True
-    for _ in range(300 + requests):
+    link = await warmed_link(relay)
+    for _ in range(requests):
         await one(relay, link)
 
 
@@ -94,9 +98,7 @@ def instructions_a_request(bare: bool, code: Path | None) -> int:
     number of requests; `code` is another checkout to import triage_router from."""
     env = dict(os.environ)
     if code is not None:
-        link_dir = Path(tempfile.mkdtemp(prefix="triage-baseline-path-"))
-        (link_dir / "triage_router").symlink_to(code.resolve())
-        env["PYTHONPATH"] = str(link_dir)
+        env["PYTHONPATH"] = str(bench.baseline_import_path(code, Path(tempfile.mkdtemp(prefix="triage-relay-cpu-"))))
     totals = []
     for requests in INSTRUCTION_RUNS:
         argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
@@ -119,10 +121,7 @@ def count_instructions(bare: bool, baseline: Path | None) -> None:
 
 
 async def measure(relay: Any, requests: int, profile: bool) -> None:
-    link = client_link()
-    link.request_complete = True
-    for _ in range(300):  # warm: pools, caches, the length predictor
-        await one(relay, link)
+    link = await warmed_link(relay)
     walls, cpus = [], []
     per_batch = max(1, requests // BATCHES)
     for _ in range(BATCHES):

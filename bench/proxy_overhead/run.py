@@ -99,6 +99,16 @@ def sse_body() -> str:
     return "".join(events) + "data: [DONE]\n\n"
 
 
+def baseline_import_path(baseline: Path, workdir: Path) -> Path:
+    """A directory that, put on PYTHONPATH, makes `triage_router` import from the checkout
+    `baseline`, ahead of the installed one."""
+    path = workdir / "baseline-path"
+    path.mkdir(exist_ok=True)
+    if not (path / "triage_router").exists():
+        (path / "triage_router").symlink_to(baseline.resolve())
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -250,12 +260,8 @@ def start_target(target: str, mode: str, upstream: str, workdir: Path,
         )
         env = None
         if target == "baseline":
-            # `triage_router` imported from the other checkout, ahead of the installed one.
-            path = workdir / "baseline-path"
-            path.mkdir(exist_ok=True)
-            if not (path / "triage_router").exists():
-                (path / "triage_router").symlink_to(baseline)
-            env = {"PYTHONPATH": str(path)}
+            assert baseline is not None
+            env = {"PYTHONPATH": str(baseline_import_path(baseline, workdir))}
         # `triage serve` runs one worker process by design; nothing to pin.
         proc = start(name, [str(TRIAGE), "serve", "--config", str(cfg), "--port", str(port)],
                      workdir, env)
