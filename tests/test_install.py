@@ -92,10 +92,12 @@ def base_install(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
-def test_a_base_install_pulls_no_torch(base_install: Path) -> None:
+def test_a_base_install_is_the_sidecar_alone(base_install: Path) -> None:
     listed = subprocess.run([str(base_install / "bin" / "python"), "-m", "pip", "list", "--format=freeze"],
                             check=True, capture_output=True, text=True).stdout.lower()
     assert "torch==" not in listed and "transformers==" not in listed and "triage-router==" in listed
+    # The router serves with its own server on uvloop; uvicorn is the engine's alone.
+    assert "uvloop==" in listed and "uvicorn==" not in listed
 
 
 def write_config(path: Path, backend: str) -> Path:
