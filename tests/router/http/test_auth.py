@@ -4,7 +4,7 @@ import pytest
 
 from triage_router.router.config_loader import parse_config
 from triage_router.router.errors import RateLimited, Unauthorized
-from triage_router.router.http.auth import ApiKeys
+from triage_router.router.http.auth import ApiKeys, usage_counts
 
 BACKEND = '[[backends]]\nname = "a"\nurl = "http://a"\n'
 
@@ -31,3 +31,15 @@ async def test_a_reload_keeps_the_minute_used_by_a_key_whose_limit_is_unchanged(
     keys.reconfigure(_keys(_key("new", 1)))
     with pytest.raises(Unauthorized):  # a key taken out of the config is refused at once
         keys.authenticate({"authorization": "Bearer sk-team"})
+
+
+def test_usage_is_read_from_the_last_usage_object_unless_it_lacks_a_kind() -> None:
+    # Token counts before the usage object (a tool call's arguments, say) are not usage.
+    answer = b'{"choices":[{"message":{"content":"\\"prompt_tokens\\": 99"}}],' \
+             b'"usage":{"prompt_tokens":5,"completion_tokens":17,"total_tokens":22}}'
+    assert usage_counts(answer) == {"prompt": 5, "completion": 17}
+    # A stream's tail whose last usage has only the output: the earlier input count still counts.
+    tail = b'data: {"type":"message_start","message":{"usage":{"input_tokens":25,"output_tokens":1}}}\n\n' \
+           b'data: {"type":"message_delta","usage":{"output_tokens":15}}\n\n'
+    assert usage_counts(tail) == {"prompt": 25, "completion": 15}
+    assert usage_counts(b'{"choices":[]}') == {}

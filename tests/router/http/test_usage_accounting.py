@@ -52,15 +52,3 @@ def test_an_answer_without_usage_teaches_nothing() -> None:
     assert ctx.outcome.completion_tokens is None
     assert dispatcher.outputs == [] and len(predictor) == 0
 
-
-def test_usage_is_read_from_the_last_usage_object_unless_it_lacks_a_kind() -> None:
-    from triage_router.router.http.auth import usage_counts
-    # Token counts before the usage object (a tool call's arguments, say) are not usage.
-    answer = b'{"choices":[{"message":{"content":"\\"prompt_tokens\\": 99"}}],' \
-             b'"usage":{"prompt_tokens":5,"completion_tokens":17,"total_tokens":22}}'
-    assert usage_counts(answer) == {"prompt": 5, "completion": 17}
-    # A stream's tail whose last usage has only the output: the earlier input count still counts.
-    tail = b'data: {"type":"message_start","message":{"usage":{"input_tokens":25,"output_tokens":1}}}\n\n' \
-           b'data: {"type":"message_delta","usage":{"output_tokens":15}}\n\n'
-    assert usage_counts(tail) == {"prompt": 25, "completion": 15}
-    assert usage_counts(b'{"choices":[]}') == {}
